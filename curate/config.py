@@ -1,0 +1,108 @@
+"""Typed, frozen configuration. Algorithm parameters (which change results and the config hash)
+are kept apart from ``Resources`` (which change only speed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from curate.errors import ConfigError
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    max_bytes: int = 64 * 2**20  # larger inputs are `too_large` without being decoded
+    max_pixels: int = 64 * 2**20  # decompression-bomb guard, checked from the header
+    min_side: int = 16  # smaller images are `too_small_image`
+
+    def __post_init__(self):
+        _check(self.max_bytes > 0 and self.max_pixels > 0, "decode limits must be positive")
+        _check(self.min_side >= 1, "min_side must be >= 1")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """``detector``: 'dlib-hog', 'dlib-mmod', or 'insightface:<model.onnx | model dir | pack name>'."""
+
+    detector: str = "dlib-hog"
+    min_score: float | None = None  # faces below are not detected; None = the detector's own default
+    upsample: int = 1  # dlib: image pyramid upsampling (finds faces down to ~40 px at 1)
+    det_size: int = 640  # insightface: square input size of the detector
+    max_faces: int = 8  # keep the most prominent faces only (crowd shots)
+    min_face_size: float = 20.0  # px; the chosen face below this is `too_small`
+    ambiguity_ratio: float = 0.8  # 2nd face prominence / 1st at or above this -> multi_face_ambiguous
+
+    def __post_init__(self):
+        _check(self.max_faces >= 1, "max_faces must be >= 1")
+        _check(0.0 < self.ambiguity_ratio <= 1.0, "ambiguity_ratio must be in (0, 1]")
+        _check(self.det_size % 32 == 0, "det_size must be a multiple of 32")
+        _check(self.upsample >= 0, "upsample must be >= 0")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    size: int = 112  # the ArcFace template's crop size
+    jpeg_quality: int = 95  # stored crop; 95 keeps re-embedding within float16 noise
+
+    def __post_init__(self):
+        _check(self.size in (112, 128), "align size must be 112 or 128 (the ArcFace template)")
+        _check(1 <= self.jpeg_quality <= 100, "jpeg_quality must be in 1..100")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """``recognizer``: 'dlib-resnet', or 'onnx:<path.onnx>' (any [N,3,112,112] -> [N,D] model,
+    insightface ArcFace packs and models exported by `curate retrain` alike)."""
+
+    recognizer: str = "dlib-resnet"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """How fast, never what: excluded from the config hash."""
+
+    workers: int = 0  # Ray actors; 0 = one per CPU
+    gpus_per_worker: float = 0.0
+    batch_size: int = 64  # images decoded/detected/embedded together inside a shard
+
+    def __post_init__(self):
+        _check(self.workers >= 0, "workers must be >= 0")
+        _check(self.batch_size >= 1, "batch_size must be >= 1")
+        _check(self.gpus_per_worker >= 0, "gpus_per_worker must be >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    shard_size: int = 2000  # images per shard: the unit of work, retry and resume
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+
+    def __post_init__(self):
+        _check(self.shard_size >= 1, "shard_size must be >= 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        return cls(
+            shard_size=d["shard_size"],
+            decode=DecodeConfig(**d["decode"]),
+            detect=DetectConfig(**d["detect"]),
+            align=AlignConfig(**d["align"]),
+            embed=EmbedConfig(**d["embed"]),
+        )
+
+    def digest(self) -> str:
+        """8 hex chars naming every output of this config: same config, same paths."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]

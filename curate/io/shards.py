@@ -1,0 +1,189 @@
+"""The output directory: a persisted plan, idempotent shards, completion markers, DuckDB views.
+
+Layout of ``OUT/``::
+
+    run.json                              input, config and digest, shard count (written last at plan time)
+    index.parquet                         the plan: one row per input item, one row group per shard
+    images/part-000042-<digest>.parquet   one row per input image
+    detections/part-000042-<digest>.parquet  one row per detected face
+    _completions/part-000042-<digest>.json   marker, written after both files are in place
+    curate.duckdb                         views over completed shards only
+
+A shard's files are written under a temporary name and renamed; its marker is written last. A shard
+without a marker is redone from scratch, so a killed run resumes with no duplicates and no gaps, and
+readers (views built from markers) never see a partial shard.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.config import RunConfig
+from curate.errors import OutputError
+from curate.io.sources import Source, source_from_description
+
+KINDS = ("images", "detections")
+
+
+def _atomic_write(path: str, write) -> None:
+    """write(tmp_path) then rename onto path; on failure remove the temp file and say why."""
+    d, name = os.path.split(path)
+    tmp = os.path.join(d, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if exc.errno == errno.ENOSPC:
+            raise OutputError(f"disk full writing {path}") from exc
+        if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
+        raise
+
+
+def _write_json(path: str, obj) -> None:
+    def w(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic_write(path, w)
+
+
+class ShardStore:
+    def __init__(self, out: str):
+        self.out = os.path.abspath(out)
+        self.manifest: dict | None = None
+        p = os.path.join(self.out, "run.json")
+        if os.path.exists(p):
+            with open(p) as f:
+                self.manifest = json.load(f)
+
+    # -- planning -------------------------------------------------------------------------
+    def open_run(self, source: Source, cfg: RunConfig) -> dict:
+        """Plan the run, or check that an existing one in ``out`` is the same run and resume it."""
+        if self.manifest is not None:
+            m = self.manifest
+            if m["digest"] != cfg.digest() or m["input"] != source.describe():
+                raise OutputError(
+                    f"{self.out} holds a run of {m['input']['path']} with config {m['digest']}; this run is "
+                    f"{source.path} with config {cfg.digest()}. Use another --out directory."
+                )
+            return m
+        try:
+            os.makedirs(self.out, exist_ok=True)
+            for d in (*KINDS, "_completions"):
+                os.makedirs(os.path.join(self.out, d), exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output directory {self.out}: {exc.strerror}") from exc
+        if not os.access(self.out, os.W_OK):
+            raise OutputError(f"output directory {self.out} is not writable")
+        index = source.plan()
+        _atomic_write(
+            self._path("index.parquet"),
+            lambda tmp: pq.write_table(index, tmp, row_group_size=cfg.shard_size),
+        )
+        n = len(index)
+        self.manifest = {
+            "input": source.describe(),
+            "config": cfg.to_dict(),
+            "digest": cfg.digest(),
+            "items": n,
+            "shard_size": cfg.shard_size,
+            "shards": (n + cfg.shard_size - 1) // cfg.shard_size,
+        }
+        _write_json(self._path("run.json"), self.manifest)
+        return self.manifest
+
+    def source(self) -> Source:
+        return source_from_description(self.manifest["input"])
+
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(self.manifest["config"])
+
+    def shard_index(self, shard: int) -> pa.Table:
+        """The plan rows of one shard (one Parquet row group: never the whole plan in memory)."""
+        return pq.ParquetFile(self._path("index.parquet")).read_row_group(shard)
+
+    # -- shards ---------------------------------------------------------------------------
+    def _path(self, *parts: str) -> str:
+        return os.path.join(self.out, *parts)
+
+    def _name(self, shard: int) -> str:
+        return f"part-{shard:06d}-{self.manifest['digest']}"
+
+    def marker_path(self, shard: int) -> str:
+        return self._path("_completions", self._name(shard) + ".json")
+
+    def shard_path(self, kind: str, shard: int) -> str:
+        return self._path(kind, self._name(shard) + ".parquet")
+
+    def is_complete(self, shard: int) -> bool:
+        return os.path.exists(self.marker_path(shard))
+
+    def pending(self) -> list[int]:
+        return [s for s in range(self.manifest["shards"]) if not self.is_complete(s)]
+
+    def commit(self, shard: int, images: pa.Table, detections: pa.Table, extra: dict | None = None) -> dict:
+        expected = len(self.shard_index(shard))
+        if len(images) != expected:  # the invariant that makes "nothing is lost" checkable
+            raise AssertionError(f"shard {shard}: {len(images)} image rows for {expected} planned items")
+        for kind, table in (("images", images), ("detections", detections)):
+            _atomic_write(self.shard_path(kind, shard), lambda tmp, t=table: pq.write_table(t, tmp))
+        reasons = images.group_by("reason").aggregate([("reason", "count")]).to_pylist()
+        marker = {
+            "shard": shard,
+            "digest": self.manifest["digest"],
+            "images": len(images),
+            "faces": len(detections),
+            "kept": int(pa.compute.sum(images["keep"]).as_py() or 0),
+            "reasons": {r["reason"]: r["reason_count"] for r in reasons},
+            **(extra or {}),
+        }
+        _write_json(self.marker_path(shard), marker)
+        return marker
+
+    def markers(self) -> list[dict]:
+        out = []
+        for s in range(self.manifest["shards"]):
+            if self.is_complete(s):
+                with open(self.marker_path(s)) as f:
+                    out.append(json.load(f))
+        return out
+
+    def completed_files(self, kind: str) -> list[str]:
+        return [self.shard_path(kind, s) for s in range(self.manifest["shards"]) if self.is_complete(s)]
+
+    # -- views ----------------------------------------------------------------------------
+    def write_views(self) -> str:
+        """(Re)create the DuckDB file with views over completed shards (no data copied)."""
+        import duckdb
+
+        db = self._path("curate.duckdb")
+        con = duckdb.connect(db)
+        try:
+            con.execute(f"CREATE OR REPLACE VIEW plan AS SELECT * FROM read_parquet({_sql_str(self._path('index.parquet'))})")
+            for kind in KINDS:
+                files = self.completed_files(kind)
+                if files:
+                    lst = "[" + ", ".join(_sql_str(f) for f in files) + "]"
+                    con.execute(f"CREATE OR REPLACE VIEW {kind} AS SELECT * FROM read_parquet({lst})")
+        finally:
+            con.close()
+        return db
+
+
+def _sql_str(s: str) -> str:
+    """A SQL string literal. DuckDB cannot bind parameters inside view definitions (DDL), so paths are
+    quoted here; they come from our own directory listing, and quotes are doubled."""
+    return "'" + s.replace("'", "''") + "'"

@@ -1,0 +1,334 @@
+"""Readers for raw crawls. Each input kind does two things:
+
+``plan()``   enumerate the input once into the ``index`` table (schema.INDEX). The plan is written
+             to the output directory and reused on resume, so a crawl that changes on disk cannot
+             create duplicates or gaps.
+``fetch()``  read the raw bytes for a slice of the index. A failure to read one item is recorded
+             (``read_error`` / ``too_large`` with a detail) and never raised.
+
+Supported: an image-folder tree (``identity/.../image``), MXNet RecordIO (``.rec`` + ``.idx``), an
+MS-Celeb-1M TSV (identity column + base64 image column), and Parquet tables holding either image
+bytes or paths (a manifest).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.errors import InputError
+from curate.io import recordio
+from curate.schema import INDEX, Reason
+
+FETCHED = pa.schema(
+    [
+        ("item", pa.int64()),
+        ("source", pa.string()),
+        ("identity", pa.string()),
+        ("data", pa.large_binary()),  # null when unreadable
+        ("reason", pa.string()),  # null when read fine
+        ("reason_detail", pa.string()),
+    ]
+)
+
+
+@dataclass
+class _Fetched:
+    """Row accumulator for fetch()."""
+
+    rows: dict = field(default_factory=lambda: {n: [] for n in FETCHED.names})
+
+    def add(self, item, source, identity, data=None, reason=None, detail=None):
+        r = self.rows
+        r["item"].append(item)
+        r["source"].append(source)
+        r["identity"].append(identity)
+        r["data"].append(data)
+        r["reason"].append(reason)
+        r["reason_detail"].append(detail)
+
+    def table(self) -> pa.Table:
+        return pa.table(self.rows, schema=FETCHED)
+
+
+def _index(sources, identities=None, offsets=None) -> pa.Table:
+    n = len(sources)
+    return pa.table(
+        {
+            "item": pa.array(range(n), pa.int64()),
+            "source": pa.array(sources, pa.string()),
+            "identity": pa.array(identities if identities is not None else [None] * n, pa.string()),
+            "offset": pa.array(offsets if offsets is not None else [None] * n, pa.int64()),
+        },
+        schema=INDEX,
+    )
+
+
+class Source:
+    kind: str = ""
+
+    def __init__(self, path: str, **options):
+        self.path = os.path.abspath(path)
+        self.options = options
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "options": self.options}
+
+    def plan(self) -> pa.Table:
+        raise NotImplementedError
+
+    def fetch(self, index: pa.Table, max_bytes: int) -> pa.Table:
+        raise NotImplementedError
+
+
+def _read_file(path: str, root: str, max_bytes: int) -> tuple[bytes | None, str | None, str | None]:
+    """Read at most max_bytes of a file under root -> (data, reason, detail)."""
+    try:
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, os.path.realpath(root)]) != os.path.realpath(root):
+            return None, Reason.READ_ERROR.value, "link points outside the input root"
+        size = os.path.getsize(real)
+        if size > max_bytes:
+            return None, Reason.TOO_LARGE.value, f"{size} bytes > max_bytes {max_bytes}"
+        with open(real, "rb") as f:
+            return f.read(max_bytes + 1), None, None
+    except OSError as exc:
+        return None, Reason.READ_ERROR.value, f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+class FolderSource(Source):
+    """``root/identity/.../file``: identity is the first directory under root; files directly in
+    root have a null identity. Hidden entries (names starting with '.') are not inputs.
+    Directory links are not followed (no cycles); file links must resolve inside root."""
+
+    kind = "folder"
+
+    def plan(self) -> pa.Table:
+        sources, identities = [], []
+        for dirpath, dirnames, filenames in os.walk(self.path, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = os.path.relpath(dirpath, self.path)
+            identity = None if rel == "." else rel.split(os.sep)[0]
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                sources.append(name if rel == "." else os.path.join(rel, name))
+                identities.append(identity)
+        return _index(sources, identities)
+
+    def fetch(self, index: pa.Table, max_bytes: int) -> pa.Table:
+        out = _Fetched()
+        for item, source, identity in zip(*(index[c].to_pylist() for c in ("item", "source", "identity"))):
+            data, reason, detail = _read_file(os.path.join(self.path, source), self.path, max_bytes)
+            out.add(item, source, identity, data, reason, detail)
+        return out.table()
+
+
+class RecordIOSource(Source):
+    """insightface ``train.rec`` + ``train.idx``; identity is the integer class label."""
+
+    kind = "rec"
+
+    def __init__(self, path: str, **options):
+        super().__init__(path, **options)
+        base = os.path.splitext(self.path)[0]
+        self.idx_path = options.get("idx") or base + ".idx"
+        if not os.path.exists(self.idx_path):
+            raise InputError(f"{self.path}: no index file {self.idx_path} beside it")
+
+    def plan(self) -> pa.Table:
+        try:
+            keys = recordio.image_keys(self.path, recordio.read_idx(self.idx_path))
+        except (recordio.RecordIOError, OSError) as exc:
+            raise InputError(f"{self.path}: cannot read the record index: {exc}") from exc
+        name = os.path.basename(self.path)
+        return _index([f"{name}#{k}" for k, _ in keys], None, [o for _, o in keys])
+
+    def fetch(self, index: pa.Table, max_bytes: int) -> pa.Table:
+        out = _Fetched()
+        with open(self.path, "rb") as f:
+            for item, source, offset in zip(*(index[c].to_pylist() for c in ("item", "source", "offset"))):
+                try:
+                    header, data = recordio.unpack(recordio.read_at(f, offset, max_bytes + 64))
+                except recordio.RecordIOError as exc:
+                    out.add(item, source, None, None, Reason.READ_ERROR.value, str(exc))
+                    continue
+                label = header.label[0] if isinstance(header.label, tuple) else header.label
+                out.add(item, source, str(int(label)), data)
+        return out.table()
+
+
+class TSVSource(Source):
+    """MS-Celeb-1M style TSV: one image per line, identity in column ``identity_col`` (default 0,
+    the Freebase MID), base64 image in column ``data_col`` (default -1, the last)."""
+
+    kind = "tsv"
+
+    def plan(self) -> pa.Table:
+        offsets = []
+        with open(self.path, "rb") as f:
+            pos = 0
+            for line in f:
+                if line.strip():
+                    offsets.append(pos)
+                pos += len(line)
+        name = os.path.basename(self.path)
+        return _index([f"{name}@{o}" for o in offsets], None, offsets)
+
+    def fetch(self, index: pa.Table, max_bytes: int) -> pa.Table:
+        id_col = int(self.options.get("identity_col", 0))
+        data_col = int(self.options.get("data_col", -1))
+        out = _Fetched()
+        # base64 is 4/3 of the payload; read a little past the line limit to detect overlong lines.
+        line_limit = max_bytes * 4 // 3 + 65536
+        with open(self.path, "rb") as f:
+            for item, source, offset in zip(*(index[c].to_pylist() for c in ("item", "source", "offset"))):
+                f.seek(offset)
+                line = f.readline(line_limit + 1)
+                if len(line) > line_limit:
+                    out.add(item, source, None, None, Reason.TOO_LARGE.value, f"line longer than {line_limit} bytes")
+                    continue
+                cols = line.rstrip(b"\r\n").split(b"\t")
+                try:
+                    identity = cols[id_col].decode("utf-8")
+                    data = base64.b64decode(cols[data_col], validate=True)
+                except IndexError:
+                    out.add(item, source, None, None, Reason.READ_ERROR.value, f"line has {len(cols)} columns")
+                    continue
+                except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+                    ident = cols[id_col].decode("utf-8", "replace") if len(cols) > id_col else None
+                    out.add(item, source, ident, None, Reason.READ_ERROR.value, f"bad base64/utf-8: {exc}")
+                    continue
+                out.add(item, source, identity, data)
+        return out.table()
+
+
+class ParquetSource(Source):
+    """A Parquet file (or a directory of them) with an identity column and either an image-bytes
+    column (``image_col``, default 'image') or a path column (``path_col``, default 'path'; paths are
+    relative to the file's directory unless absolute)."""
+
+    kind = "parquet"
+
+    def _files(self) -> list[str]:
+        if os.path.isdir(self.path):
+            files = sorted(str(p) for p in Path(self.path).rglob("*.parquet"))
+            if not files:
+                raise InputError(f"{self.path}: no .parquet files")
+            return files
+        return [self.path]
+
+    def _base(self) -> str:
+        return self.path if os.path.isdir(self.path) else os.path.dirname(self.path)
+
+    def _columns(self, schema: pa.Schema) -> tuple[str, str, str]:
+        ident = self.options.get("identity_col", "identity")
+        img = self.options.get("image_col", "image")
+        path = self.options.get("path_col", "path")
+        if ident not in schema.names:
+            raise InputError(f"{self.path}: no identity column {ident!r} (has {schema.names})")
+        if img in schema.names:
+            return ident, img, "bytes"
+        if path in schema.names:
+            return ident, path, "path"
+        raise InputError(f"{self.path}: neither an image column {img!r} nor a path column {path!r}")
+
+    def plan(self) -> pa.Table:
+        sources, identities = [], []
+        for file in self._files():
+            pf = pq.ParquetFile(file)
+            ident, _, _ = self._columns(pf.schema_arrow)
+            ids = pf.read(columns=[ident])[ident].cast(pa.string()).to_pylist()
+            name = os.path.relpath(file, self._base())
+            sources += [f"{name}#{r}" for r in range(len(ids))]
+            identities += ids
+        return _index(sources, identities)
+
+    def fetch(self, index: pa.Table, max_bytes: int) -> pa.Table:
+        out = _Fetched()
+        base = self._base()
+        rows = index.to_pylist()
+        by_file: dict[str, list[dict]] = {}
+        for r in rows:
+            name, row = r["source"].rsplit("#", 1)
+            r["_row"] = int(row)
+            by_file.setdefault(name, []).append(r)
+        fetched = {}
+        for name, rs in by_file.items():
+            file = os.path.join(base, name)
+            pf = pq.ParquetFile(file)
+            ident, col, how = self._columns(pf.schema_arrow)
+            values = _read_rows(pf, col, [r["_row"] for r in rs])
+            for r, v in zip(rs, values):
+                if v is None:
+                    fetched[r["item"]] = (None, Reason.READ_ERROR.value, f"null {col!r}")
+                elif how == "bytes":
+                    ok = len(v) <= max_bytes
+                    fetched[r["item"]] = (v, None, None) if ok else (None, Reason.TOO_LARGE.value, f"{len(v)} bytes")
+                else:
+                    fetched[r["item"]] = _read_manifest_path(v, base, max_bytes)
+        for r in rows:
+            data, reason, detail = fetched[r["item"]]
+            out.add(r["item"], r["source"], r["identity"], data, reason, detail)
+        return out.table()
+
+
+def _read_rows(pf: pq.ParquetFile, column: str, rows: list[int]) -> list:
+    """Values of ``column`` at ``rows``, reading only the row groups that hold them."""
+    md = pf.metadata
+    starts, s = [], 0
+    for g in range(md.num_row_groups):
+        starts.append(s)
+        s += md.row_group(g).num_rows
+    need = sorted({max(i for i, st in enumerate(starts) if st <= r) for r in rows})
+    values = {}
+    for g in need:
+        col = pf.read_row_group(g, columns=[column])[column].to_pylist()
+        for i, v in enumerate(col):
+            values[starts[g] + i] = v
+    return [values.get(r) for r in rows]
+
+
+def _read_manifest_path(path: str, base: str, max_bytes: int):
+    if os.path.isabs(path):
+        return _read_file(path, os.path.dirname(path), max_bytes)
+    full = os.path.normpath(os.path.join(base, path))
+    if os.path.commonpath([full, base]) != base:
+        return None, Reason.READ_ERROR.value, "relative path escapes the manifest directory"
+    return _read_file(full, base, max_bytes)
+
+
+SOURCES = {cls.kind: cls for cls in (FolderSource, RecordIOSource, TSVSource, ParquetSource)}
+
+
+def open_source(path: str, kind: str | None = None, **options) -> Source:
+    """Pick the reader from ``kind`` or from what ``path`` looks like."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory")
+    if kind is None:
+        p = Path(path)
+        suffix = p.suffix.lower()
+        if p.is_dir():
+            recs = sorted(p.glob("*.rec"))
+            if recs and recs[0].with_suffix(".idx").exists():
+                return RecordIOSource(str(recs[0]), **options)
+            has_images = any(q.is_dir() for q in p.iterdir())
+            if not has_images and any(p.glob("*.parquet")):
+                return ParquetSource(path, **options)
+            return FolderSource(path, **options)
+        kind = {".rec": "rec", ".tsv": "tsv", ".parquet": "parquet"}.get(suffix)
+        if kind is None:
+            raise InputError(f"{path}: cannot tell the input format; pass --format")
+    if kind not in SOURCES:
+        raise InputError(f"unknown input format {kind!r}; one of {sorted(SOURCES)}")
+    return SOURCES[kind](path, **options)
+
+
+def source_from_description(d: dict) -> Source:
+    return SOURCES[d["kind"]](d["path"], **d["options"])

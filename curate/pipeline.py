@@ -1,0 +1,117 @@
+"""The stages chained over one batch, and one shard processed end to end. No Ray, no Prefect:
+``flows/`` maps ``process_shard`` over shards; tests and the benchmark call it directly."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+
+from curate.config import Resources, RunConfig
+from curate.io.shards import ShardStore
+from curate.io.sources import Source
+from curate.schema import Reason, conform, detections_schema, images_schema
+from curate.stages.align import align, crops_of
+from curate.stages.decode import decode
+from curate.stages.detect import detect, pick
+from curate.stages.embed import embed
+from models import DETECTORS, RECOGNIZERS
+
+
+@dataclass
+class Models:
+    detector: object
+    recognizer: object
+
+
+def load_models(cfg: RunConfig, allow_download: bool = False, gpu: bool = False) -> Models:
+    """Build detector and recognizer once (per worker): seconds for dlib, more for big ONNX packs."""
+    d = cfg.detect
+    detector = DETECTORS.build(
+        d.detector, upsample=d.upsample, min_score=d.min_score, det_size=d.det_size,
+        allow_download=allow_download, gpu=gpu,
+    )
+    recognizer = RECOGNIZERS.build(cfg.embed.recognizer, allow_download=allow_download, gpu=gpu)
+    return Models(detector, recognizer)
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage, summed over batches (for the summary and the benchmark)."""
+
+    seconds: dict = field(default_factory=lambda: dict.fromkeys(("read", "decode", "detect", "align", "embed", "write"), 0.0))
+
+    def add(self, other: "StageTimes") -> None:
+        for k, v in other.seconds.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + v
+
+
+def _jpeg(raw: bytes, size: int, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.frombuffer(raw, np.uint8).reshape(size, size, 3)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def curate_batch(fetched: pa.Table, models: Models, cfg: RunConfig, res: Resources,
+                 times: StageTimes | None = None) -> tuple[pa.Table, pa.Table]:
+    """Fetched bytes -> (images rows, detections rows) conforming to the shard schemas."""
+    t = times or StageTimes()
+    clock = time.perf_counter
+    t0 = clock()
+    images = decode(fetched, cfg.decode)
+    t1 = clock()
+    faces = detect(images, models.detector, cfg.detect)
+    images, faces = pick(images, faces, cfg.detect)
+    t2 = clock()
+    rec = models.recognizer
+    faces = align(faces, images, cfg.align, (rec.template, rec.size))
+    t3 = clock()
+    faces = embed(faces, rec, res.batch_size)
+    t4 = clock()
+    for k, a, b in (("decode", t0, t1), ("detect", t1, t2), ("align", t2, t3), ("embed", t3, t4)):
+        t.seconds[k] += b - a
+    return _assemble(images, faces, cfg, models)
+
+
+def _assemble(images: pa.Table, faces: pa.Table, cfg: RunConfig, models: Models) -> tuple[pa.Table, pa.Table]:
+    dim = models.recognizer.dim
+    chosen = faces.filter(faces["selected"])
+    pos = {k: i for i, k in enumerate(chosen["image_id"].to_pylist())}
+    take = pa.array([pos.get(k) for k in images["image_id"].to_pylist()], pa.int64())
+    size, q = cfg.align.size, cfg.align.jpeg_quality
+    jpegs = pa.array([_jpeg(c, size, q) for c in chosen["crop"].to_pylist()], pa.binary())
+    out = images.drop_columns(["pixels"])
+    for col in ("det_score", "bbox", "landmarks", "face_size", "embedding", "feat_norm", "model_id"):
+        out = out.append_column(col, chosen[col].take(take))
+    out = out.append_column("crop", jpegs.take(take))
+    out = out.append_column("detector_id", pa.array([models.detector.id] * len(out), pa.string()))
+    keep = pc.is_null(out["reason"])
+    out = out.append_column("keep", keep)
+    out = out.set_column(out.schema.get_field_index("reason"), "reason", pc.fill_null(out["reason"], Reason.OK.value))
+    return conform(out, images_schema(dim)), conform(faces, detections_schema(dim))
+
+
+def process_shard(store: ShardStore, source: Source, shard: int, models: Models, cfg: RunConfig,
+                  res: Resources) -> dict:
+    """Curate one shard and commit it (temp files, rename, marker last). Returns the marker."""
+    times = StageTimes()
+    index = store.shard_index(shard)
+    images, detections = [], []
+    for s in range(0, len(index), res.batch_size):
+        t0 = time.perf_counter()
+        fetched = source.fetch(index.slice(s, res.batch_size), cfg.decode.max_bytes)
+        times.seconds["read"] += time.perf_counter() - t0
+        im, det = curate_batch(fetched, models, cfg, res, times)
+        images.append(im)
+        detections.append(det)
+    dim = models.recognizer.dim
+    t0 = time.perf_counter()
+    images_t = pa.concat_tables(images) if images else images_schema(dim).empty_table()
+    det_t = pa.concat_tables(detections) if detections else detections_schema(dim).empty_table()
+    times.seconds["write"] = time.perf_counter() - t0  # assembly; the marker cannot time its own write
+    return store.commit(shard, images_t, det_t, extra={"seconds": times.seconds})

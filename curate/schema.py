@@ -1,0 +1,162 @@
+"""The data contract: one Arrow schema per table, shared by stages, Parquet shards and sql/.
+
+Tables
+------
+``index``       one row per input item, written once by the plan step (the crawl as it was seen).
+``images``      one row per input image: decode metadata, the labelled face chosen in it, its
+                aligned crop and embedding, and the decision (``keep``, ``reason``).  Every input
+                item has exactly one row here, whatever happened to it.
+``detections``  one row per detected face (all faces, not only the chosen one), with its embedding,
+                so later stages can re-pick the labelled face by identity similarity.
+
+Stages also pass two in-memory columns that never reach a shard: ``data`` (the raw input bytes)
+and ``pixels`` (decoded RGB, uint8, row-major HxWx3, shape given by ``width``/``height``).
+
+Units: pixel coordinates are in the decoded, EXIF-oriented image, origin top-left, x right, y down.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+import pyarrow as pa
+
+from curate.errors import SchemaError
+
+BBOX = pa.list_(pa.float32(), 4)  # x1, y1, x2, y2 in pixels
+LANDMARKS = pa.list_(pa.float32(), 10)  # 5 points (x, y): left eye, right eye, nose, left/right mouth
+
+
+class Reason(str, enum.Enum):
+    """Why a row is (not) kept. Stored as its string value; ``ok`` means kept."""
+
+    OK = "ok"
+    READ_ERROR = "read_error"  # bytes could not be read from the source (missing, unreadable, bad offset)
+    DECODE_ERROR = "decode_error"  # not an image, truncated, corrupt
+    TOO_LARGE = "too_large"  # over the byte or pixel limit (decompression bomb guard)
+    TOO_SMALL_IMAGE = "too_small_image"  # a side below the minimum image size
+    NO_FACE = "no_face"
+    MULTI_FACE_AMBIGUOUS = "multi_face_ambiguous"
+    LOW_DET_SCORE = "low_det_score"
+    TOO_SMALL = "too_small"  # the chosen face is below the minimum face size
+    EMBED_ERROR = "embed_error"
+
+
+def _f(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
+
+
+def embedding_type(dim: int) -> pa.DataType:
+    """float16 x dim, little-endian, L2-normalised, as fixed-size binary (fast to write and read)."""
+    return pa.binary(2 * dim)
+
+
+INDEX = pa.schema(
+    [
+        _f("item", pa.int64(), "position in the crawl plan, 0..N-1; shard = item // shard_size", False),
+        _f("source", pa.string(), "stable locator of the input: path relative to the input root, or 'file.rec#key', 'file.tsv@offset', 'file.parquet#row'", False),
+        _f("identity", pa.string(), "crawl label if known at plan time (folders, manifests); else filled at read time"),
+        _f("offset", pa.int64(), "byte offset of the record in a container file (.rec, .tsv), else null"),
+    ]
+)
+
+_IMAGE_META = [
+    _f("image_id", pa.string(), "stable id: blake2b-128 hex of (source, sha1 of bytes)", False),
+    _f("item", pa.int64(), "position in the crawl plan", False),
+    _f("identity", pa.string(), "the crawl's label, never rewritten"),
+    _f("source", pa.string(), "see index.source", False),
+    _f("sha1", pa.string(), "sha1 hex of the raw bytes; null when they could not be read"),
+    _f("n_bytes", pa.int64(), "size of the raw bytes"),
+    _f("format", pa.string(), "container format as decoded (JPEG, PNG, ...)"),
+    _f("mode", pa.string(), "pixel mode before conversion to RGB (L, RGBA, CMYK, I;16, P, ...)"),
+    _f("width", pa.int32(), "decoded width after EXIF orientation, px"),
+    _f("height", pa.int32(), "decoded height after EXIF orientation, px"),
+]
+
+_FACE_COLUMNS = [
+    _f("det_score", pa.float32(), "detector confidence of the face (scale depends on detector_id)"),
+    _f("bbox", BBOX, "face box x1, y1, x2, y2, px"),
+    _f("landmarks", LANDMARKS, "5 ArcFace points (x, y) px: left eye, right eye, nose tip, left mouth, right mouth"),
+    _f("face_size", pa.float32(), "sqrt of box area, px"),
+]
+
+
+def _embedding_columns(dim: int) -> list[pa.Field]:
+    return [
+        _f("embedding", embedding_type(dim), f"({dim},) float16, L2-normalised, as fixed-size binary"),
+        _f("feat_norm", pa.float32(), "L2 norm of the raw feature before normalisation (model-specific scale)"),
+        _f("model_id", pa.string(), "recognizer that produced embedding and feat_norm"),
+    ]
+
+
+def images_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        _IMAGE_META
+        + [
+            _f("n_faces", pa.int16(), "faces detected (0 if not decoded)"),
+            _f("face_idx", pa.int16(), "index of the chosen (labelled) face in detections; null if none"),
+        ]
+        + _FACE_COLUMNS
+        + [_f("crop", pa.binary(), "aligned 112x112 RGB crop of the chosen face, JPEG bytes")]
+        + _embedding_columns(dim)
+        + [
+            _f("detector_id", pa.string(), "detector that produced the boxes and landmarks"),
+            _f("keep", pa.bool_(), "the decision", False),
+            _f("reason", pa.string(), "Reason value; 'ok' when kept", False),
+            _f("reason_detail", pa.string(), "human-readable detail behind the reason (error text, score)"),
+        ]
+    )
+
+
+def detections_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            _f("image_id", pa.string(), "see images.image_id", False),
+            _f("face_idx", pa.int16(), "0..n_faces-1, by decreasing prominence", False),
+        ]
+        + _FACE_COLUMNS
+        + [_f("selected", pa.bool_(), "is this the face chosen as the labelled one", False)]
+        + _embedding_columns(dim)
+    )
+
+
+def require(table: pa.Table, columns: list[str] | tuple[str, ...], stage: str) -> None:
+    """Fail at the stage boundary, not three steps later in a query."""
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise SchemaError(f"{stage}: input lacks columns {missing}; has {table.column_names}")
+
+
+def encode_embeddings(emb: np.ndarray) -> pa.Array:
+    """(N, D) float -> fixed_size_binary(2D) of little-endian float16."""
+    emb = np.ascontiguousarray(emb, dtype="<f2")
+    n, dim = emb.shape
+    return pa.FixedSizeBinaryArray.from_buffers(
+        embedding_type(dim), n, [None, pa.py_buffer(emb.tobytes())]
+    )
+
+
+def decode_embeddings(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """fixed_size_binary(2D) -> (N, D) float16; null rows come back as NaN."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    dim = arr.type.byte_width // 2
+    out = np.frombuffer(arr.buffers()[1], dtype="<f2", count=(arr.offset + len(arr)) * dim)
+    out = out.reshape(-1, dim)[arr.offset :].copy()
+    if arr.null_count:
+        out[~np.asarray(arr.is_valid())] = np.nan
+    return out
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Select and cast ``table`` to ``schema`` (missing nullable columns become nulls)."""
+    cols = []
+    for field in schema:
+        if field.name in table.column_names:
+            cols.append(table[field.name].cast(field.type))
+        elif field.nullable:
+            cols.append(pa.nulls(len(table), field.type))
+        else:
+            raise SchemaError(f"column {field.name!r} is required by the schema and absent")
+    return pa.Table.from_arrays(cols, schema=schema)
