@@ -153,12 +153,52 @@ class ShardStore:
         _write_json(self.marker_path(shard), marker)
         return marker
 
+    def marker(self, shard: int) -> dict:
+        with open(self.marker_path(shard)) as f:
+            return json.load(f)
+
     def markers(self) -> list[dict]:
-        out = []
-        for s in range(self.manifest["shards"]):
-            if self.is_complete(s):
-                with open(self.marker_path(s)) as f:
-                    out.append(json.load(f))
+        return [self.marker(s) for s in range(self.manifest["shards"]) if self.is_complete(s)]
+
+    def summary(self) -> dict:
+        """What the run did so far, from the markers (and identity counts from the shards)."""
+        markers = self.markers()
+        reasons: dict[str, int] = {}
+        seconds: dict[str, float] = {}
+        for m in markers:
+            for k, v in m["reasons"].items():
+                reasons[k] = reasons.get(k, 0) + v
+            for k, v in m.get("seconds", {}).items():
+                seconds[k] = seconds.get(k, 0.0) + v
+        images = sum(m["images"] for m in markers)
+        kept = sum(m["kept"] for m in markers)
+        out = {
+            "out": self.out,
+            "input": self.manifest["input"]["path"],
+            "digest": self.manifest["digest"],
+            "items_planned": self.manifest["items"],
+            "shards": self.manifest["shards"],
+            "shards_done": len(markers),
+            "images": images,
+            "faces": sum(m["faces"] for m in markers),
+            "kept": kept,
+            "rejected": images - kept,
+            "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+            "worker_seconds": {k: round(v, 2) for k, v in seconds.items()},
+        }
+        files = self.completed_files("images")
+        if files:
+            import duckdb
+
+            con = duckdb.connect()
+            try:
+                row = con.execute(
+                    "SELECT count(DISTINCT identity), count(DISTINCT identity) FILTER (WHERE keep) "
+                    "FROM read_parquet($files)", {"files": files}
+                ).fetchone()
+            finally:
+                con.close()
+            out["identities"], out["identities_kept"] = row
         return out
 
     def completed_files(self, kind: str) -> list[str]:

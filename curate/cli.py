@@ -1,0 +1,162 @@
+"""``curate``: the command line, a thin layer over the library.
+
+Orchestrated commands import ``flows`` (Ray, Prefect) only when they run, so the library and
+``--help`` never load them. Library errors map to exit codes (see curate.errors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import click
+
+from curate.config import AlignConfig, DecodeConfig, DetectConfig, EmbedConfig, Resources, RunConfig
+from curate.errors import CurateError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CurateError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="facecurate")
+def main():
+    """facecurate: turn a noisy web face crawl into clean, quality-ranked training shards.
+
+    Every input image ends up in the output shards with `keep` and a `reason`; runs resume
+    where they stopped.
+    """
+
+
+def _run_options(f):
+    opts = [
+        click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory (shards, DuckDB file)."),
+        click.option("--detector", default="dlib-hog", show_default=True,
+                     help="dlib-hog | dlib-mmod | insightface:<model.onnx|model dir|pack name>."),
+        click.option("--recognizer", default="dlib-resnet", show_default=True,
+                     help="dlib-resnet | onnx:<model.onnx> | insightface:<model dir|pack name>."),
+        click.option("--workers", "-w", default=0, show_default=True, help="Ray workers (0: one per CPU)."),
+        click.option("--gpus", default=0.0, show_default=True, help="GPUs per worker (used only where Ray sees GPUs)."),
+        click.option("--shard-size", default=2000, show_default=True, help="Images per shard (unit of work and resume)."),
+        click.option("--batch-size", default=64, show_default=True, help="Images processed together inside a shard."),
+        click.option("--min-face-size", default=20.0, show_default=True, help="Chosen faces smaller than this (px) are rejected as too_small."),
+        click.option("--det-score", type=float, default=None, help="Detector score threshold (default: the detector's own)."),
+        click.option("--upsample", default=1, show_default=True, help="dlib: pyramid upsampling (1 finds faces down to ~40 px)."),
+        click.option("--allow-download", is_flag=True, help="Let insightface download a named model pack (off: no network)."),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _config(detector, recognizer, shard_size, min_face_size, det_score, upsample) -> RunConfig:
+    return RunConfig(
+        shard_size=shard_size,
+        decode=DecodeConfig(),
+        detect=DetectConfig(detector=detector, min_score=det_score, upsample=upsample, min_face_size=min_face_size),
+        align=AlignConfig(),
+        embed=EmbedConfig(recognizer=recognizer),
+    )
+
+
+def _curate(input_path, input_format, input_options, out, detector, recognizer, workers, gpus, shard_size,
+            batch_size, min_face_size, det_score, upsample, allow_download, no_progress, as_json):
+    cfg = _config(detector, recognizer, shard_size, min_face_size, det_score, upsample)
+    res = Resources(workers=workers, gpus_per_worker=gpus, batch_size=batch_size)
+    from flows.curate_flow import curate_flow  # Ray and Prefect load here, not at import
+
+    summary = curate_flow(
+        input_path=input_path, out=out, config=cfg.to_dict(), resources=res.__dict__, input_format=input_format,
+        input_options=input_options, allow_download=allow_download, progress=not no_progress,
+    )
+    _print_summary(summary, as_json)
+    return summary
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
+@click.option("--format", "input_format", type=click.Choice(["folder", "rec", "tsv", "parquet"]), default=None,
+              help="Input kind (default: guessed from INPUT).")
+@click.option("--identity-col", default=None, help="TSV: identity column index; Parquet: column name.")
+@click.option("--data-col", default=None, help="TSV: base64 image column index; Parquet: image-bytes column name.")
+@click.option("--path-col", default=None, help="Parquet manifest: column of image paths.")
+@_run_options
+def run(input_path, input_format, identity_col, data_col, path_col, **kw):
+    """Curate a crawl: INPUT is an identity/image folder tree, a .rec (with its .idx), an MS-Celeb TSV,
+    or a Parquet table of (identity, image bytes or path).
+
+    Decodes, detects, aligns (5-point ArcFace template, 112x112) and embeds every image on Ray,
+    orchestrated by a Prefect flow, into OUT/images and OUT/detections Parquet shards, with DuckDB
+    views in OUT/curate.duckdb. Rerun the same command to resume.
+    """
+    options = {}
+    kind = input_format or {".tsv": "tsv", ".parquet": "parquet"}.get(os.path.splitext(input_path)[1].lower())
+    if kind == "tsv":
+        options = {k: int(v) for k, v in (("identity_col", identity_col), ("data_col", data_col)) if v is not None}
+    elif kind == "parquet" or (kind is None and os.path.isdir(input_path)):
+        names = {"identity_col": identity_col, "image_col": data_col, "path_col": path_col}
+        options = {k: v for k, v in names.items() if v is not None}
+    _curate(input_path, input_format, options, **kw)
+
+
+@main.command()
+@click.option("--variants", default=6, show_default=True, help="Re-photographed variants per identity.")
+@_run_options
+def demo(variants, out, **kw):
+    """Build a small real crawl from face photos that installed packages ship (scikit-image,
+    insightface; plus ../shared/data when present), then curate it like `curate run`."""
+    from curate.sample import build_sample_crawl
+
+    crawl = os.path.join(out, "sample-crawl")
+    if not os.path.isdir(crawl):
+        shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+        n = build_sample_crawl(crawl, variants=variants, shared_data=os.path.normpath(shared))
+        click.echo(f"sample crawl: {n} files in {crawl}")
+    _curate(crawl, "folder", {}, os.path.join(out, "run"), **kw)
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def status(out, as_json):
+    """Show how far the run in OUT got: shards done, rows kept and rejected by reason."""
+    from curate.io.shards import ShardStore
+
+    store = ShardStore(out)
+    if store.manifest is None:
+        raise CurateError(f"{out}: no run here (no run.json)")
+    _print_summary(store.summary(), as_json)
+
+
+def _print_summary(s: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(s, indent=1))
+        return
+    click.echo(f"input        {s['input']}")
+    click.echo(f"output       {s['out']}  (config {s['digest']})")
+    click.echo(f"shards       {s['shards_done']}/{s['shards']} done")
+    click.echo(f"images       {s['images']} of {s['items_planned']} planned; faces found {s['faces']}")
+    if "identities" in s:
+        click.echo(f"identities   {s['identities']} in, {s['identities_kept']} with kept images")
+    click.echo(f"kept         {s['kept']}   rejected {s['rejected']}")
+    for reason, n in s["reasons"].items():
+        click.echo(f"  {reason:<22} {n}")
+    if "this_run" in s:
+        r = s["this_run"]
+        click.echo(f"this run     {r['images']} images in {r['seconds']} s = {r['images_per_s']} img/s")
+    if s.get("worker_seconds"):
+        click.echo("worker s     " + "  ".join(f"{k} {v}" for k, v in s["worker_seconds"].items()))
+
+
+if __name__ == "__main__":
+    main()

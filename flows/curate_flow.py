@@ -1,0 +1,62 @@
+"""The ``curate`` Prefect flow: plan -> curate shards on Ray -> views and summary.
+
+Runs on Prefect's local ephemeral API by default (nothing to start) and unchanged against a
+Prefect server (PREFECT_API_URL). Tasks retry; shards are idempotent, so a retry redoes only the
+shards without a completion marker.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, task
+
+from curate.config import Resources, RunConfig
+from curate.io.shards import ShardStore
+from curate.io.sources import open_source
+from flows.ray_exec import run_shards
+
+
+@task(retries=2, retry_delay_seconds=2)
+def plan(input_path: str, out: str, config: dict, input_format: str | None, input_options: dict) -> dict:
+    source = open_source(input_path, input_format, **input_options)
+    return ShardStore(out).open_run(source, RunConfig.from_dict(config))
+
+
+@task(retries=2, retry_delay_seconds=5)
+def curate_shards(out: str, resources: dict, allow_download: bool, progress: bool) -> list[dict]:
+    res = Resources(**resources)
+    store = ShardStore(out)
+    total = store.manifest["items"]
+    done = sum(m["images"] for m in store.markers())
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=done, unit="img", desc="curate", smoothing=0.1)
+    try:
+        return list(run_shards(out, res, allow_download, on_shard=(lambda m: bar.update(m["images"])) if bar else None))
+    finally:
+        if bar:
+            bar.close()
+
+
+@task
+def finalize(out: str) -> dict:
+    store = ShardStore(out)
+    store.write_views()
+    return store.summary()
+
+
+@flow(name="curate", log_prints=False)
+def curate_flow(input_path: str, out: str, config: dict, resources: dict, input_format: str | None = None,
+                input_options: dict | None = None, allow_download: bool = False, progress: bool = True) -> dict:
+    t0 = time.perf_counter()
+    plan(input_path, out, config, input_format, input_options or {})
+    landed = curate_shards(out, resources, allow_download, progress)
+    summary = finalize(out)
+    wall = time.perf_counter() - t0
+    n_new = sum(m["images"] for m in landed)
+    summary["this_run"] = {"shards": len(landed), "images": n_new, "seconds": round(wall, 2),
+                           "images_per_s": round(n_new / wall, 2) if wall > 0 else None}
+    return summary
