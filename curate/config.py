@@ -44,6 +44,9 @@ class DetectConfig:
         _check(0.0 < self.ambiguity_ratio <= 1.0, "ambiguity_ratio must be in (0, 1]")
         _check(self.det_size % 32 == 0, "det_size must be a multiple of 32")
         _check(self.upsample >= 0, "upsample must be >= 0")
+        from models import DETECTORS
+
+        DETECTORS.parse(self.detector)  # unknown names fail here, not in a worker
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,11 @@ class EmbedConfig:
     insightface ArcFace packs and models exported by `curate retrain` alike)."""
 
     recognizer: str = "dlib-resnet"
+
+    def __post_init__(self):
+        from models import RECOGNIZERS
+
+        RECOGNIZERS.parse(self.recognizer)
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,28 @@ import time
 from prefect import flow, task
 
 from curate.config import Resources, RunConfig
+from curate.errors import CurateError
 from curate.io.shards import ShardStore
 from curate.io.sources import open_source
+from curate.pipeline import load_models
 from flows.ray_exec import run_shards
 
 
-@task(retries=2, retry_delay_seconds=2)
-def plan(input_path: str, out: str, config: dict, input_format: str | None, input_options: dict) -> dict:
+def _transient(task, task_run, state) -> bool:
+    """Retry crashes and infrastructure errors, not a bad config, input or output directory."""
+    return not isinstance(state.result(raise_on_failure=False), CurateError)
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
+def plan(input_path: str, out: str, config: dict, input_format: str | None, input_options: dict,
+         allow_download: bool) -> dict:
+    cfg = RunConfig.from_dict(config)
+    load_models(cfg, allow_download=allow_download)  # a bad model path fails here, in seconds, not in every worker
     source = open_source(input_path, input_format, **input_options)
-    return ShardStore(out).open_run(source, RunConfig.from_dict(config))
+    return ShardStore(out).open_run(source, cfg)
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
 def curate_shards(out: str, resources: dict, allow_download: bool, progress: bool) -> list[dict]:
     res = Resources(**resources)
     store = ShardStore(out)
@@ -52,7 +62,7 @@ def finalize(out: str) -> dict:
 def curate_flow(input_path: str, out: str, config: dict, resources: dict, input_format: str | None = None,
                 input_options: dict | None = None, allow_download: bool = False, progress: bool = True) -> dict:
     t0 = time.perf_counter()
-    plan(input_path, out, config, input_format, input_options or {})
+    plan(input_path, out, config, input_format, input_options or {}, allow_download)
     landed = curate_shards(out, resources, allow_download, progress)
     summary = finalize(out)
     wall = time.perf_counter() - t0

@@ -188,6 +188,7 @@ class TSVSource(Source):
         # base64 is 4/3 of the payload; read a little past the line limit to detect overlong lines.
         line_limit = max_bytes * 4 // 3 + 65536
         with open(self.path, "rb") as f:
+            n_cols = f.readline(line_limit + 1).count(b"\t") + 1  # the file's first line sets the width
             for item, source, offset in zip(*(index[c].to_pylist() for c in ("item", "source", "offset"))):
                 f.seek(offset)
                 line = f.readline(line_limit + 1)
@@ -195,11 +196,14 @@ class TSVSource(Source):
                     out.add(item, source, None, None, Reason.TOO_LARGE.value, f"line longer than {line_limit} bytes")
                     continue
                 cols = line.rstrip(b"\r\n").split(b"\t")
+                if len(cols) != n_cols:
+                    out.add(item, source, None, None, Reason.READ_ERROR.value, f"line has {len(cols)} columns, the file {n_cols}")
+                    continue
                 try:
                     identity = cols[id_col].decode("utf-8")
                     data = base64.b64decode(cols[data_col], validate=True)
                 except IndexError:
-                    out.add(item, source, None, None, Reason.READ_ERROR.value, f"line has {len(cols)} columns")
+                    out.add(item, source, None, None, Reason.READ_ERROR.value, f"no column {id_col} or {data_col}")
                     continue
                 except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
                     ident = cols[id_col].decode("utf-8", "replace") if len(cols) > id_col else None

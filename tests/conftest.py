@@ -1,0 +1,51 @@
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Embedded-mode settings for Ray and Prefect, isolated from the user's own (before any import).
+_TMP = tempfile.mkdtemp(prefix="facecurate-tests-")
+os.environ.setdefault("PREFECT_HOME", os.path.join(_TMP, "prefect"))
+for k, v in {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "OMP_NUM_THREADS": "2",
+}.items():
+    os.environ.setdefault(k, v)
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_crawl(tmp_path_factory):
+    """A 49-file real crawl (packaged photos, variants, deliberate noise)."""
+    from curate.sample import build_sample_crawl
+
+    root = tmp_path_factory.mktemp("crawl")
+    build_sample_crawl(str(root), variants=4)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory):
+    import tiny_models
+
+    d = tmp_path_factory.mktemp("onnx")
+    return {"det": tiny_models.scrfd(str(d / "det.onnx")), "rec": tiny_models.arcface(str(d / "rec.onnx"))}
+
+
+@pytest.fixture(scope="session")
+def dlib_models():
+    pytest.importorskip("dlib")
+    pytest.importorskip("face_recognition_models")
+    from curate.config import RunConfig
+    from curate.pipeline import load_models
+
+    return load_models(RunConfig())

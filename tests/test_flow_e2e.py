@@ -1,0 +1,62 @@
+"""The Prefect flow over real Ray on ~50 real images, and the CLI on top of it."""
+
+import json
+import os
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from curate.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory, sample_crawl):
+    from curate.config import Resources, RunConfig
+    from flows.curate_flow import curate_flow
+
+    out = str(tmp_path_factory.mktemp("flow") / "out")
+    kw = dict(input_path=str(sample_crawl), out=out, config=RunConfig(shard_size=10).to_dict(),
+              resources=Resources(workers=2, batch_size=8).__dict__, progress=False)
+    first = curate_flow(**kw)
+    again = curate_flow(**kw)
+    return out, first, again
+
+
+def test_flow_accounts_for_every_input(flow_run, sample_crawl):
+    out, s, _ = flow_run
+    n_files = sum(len(fs) for _, _, fs in os.walk(sample_crawl))
+    assert s["items_planned"] == s["images"] == n_files and n_files >= 45
+    assert s["kept"] + s["rejected"] == n_files == sum(s["reasons"].values())
+    assert s["shards_done"] == s["shards"] == 5 and s["this_run"]["shards"] == 5
+    assert {"ok", "no_face", "decode_error", "multi_face_ambiguous"} <= set(s["reasons"])
+    con = duckdb.connect(os.path.join(out, "curate.duckdb"), read_only=True)
+    try:
+        total, distinct, kept = con.execute("SELECT count(*), count(DISTINCT source), count(*) FILTER (keep) FROM images").fetchone()
+        planned = con.execute("SELECT count(*) FROM plan").fetchone()[0]
+        faces = con.execute("SELECT count(*) FROM detections").fetchone()[0]
+    finally:
+        con.close()
+    assert total == distinct == planned == n_files and kept == s["kept"] and faces == s["faces"]
+
+
+def test_rerun_resumes_without_redoing_shards(flow_run):
+    _, first, again = flow_run
+    assert again["this_run"]["shards"] == 0
+    assert {k: again[k] for k in ("images", "kept", "reasons")} == {k: first[k] for k in ("images", "kept", "reasons")}
+
+
+def test_cli_run_and_status(tmp_path, sample_crawl, flow_run):
+    runner = CliRunner()
+    out = str(tmp_path / "cli-out")
+    r = runner.invoke(main, ["run", str(sample_crawl), "--out", out, "--shard-size", "25", "--no-progress", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output[r.output.index("{"):])
+    assert s["images"] == flow_run[1]["images"] and s["reasons"] == flow_run[1]["reasons"]
+    r = runner.invoke(main, ["status", out])
+    assert r.exit_code == 0 and "shards       2/2 done" in r.output
+    # a different config into the same directory: clean error, exit code of OutputError
+    r = runner.invoke(main, ["run", str(sample_crawl), "--out", out, "--shard-size", "30", "--no-progress"])
+    assert r.exit_code == 7 and "Use another --out" in r.output
