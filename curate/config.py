@@ -33,7 +33,7 @@ class DetectConfig:
 
     detector: str = "dlib-hog"
     min_score: float | None = None  # faces below are not detected; None = the detector's own default
-    upsample: int = 1  # dlib: image pyramid upsampling (finds faces down to ~40 px at 1)
+    upsample: int = 1  # dlib: most pyramid upsampling, tried coarse to fine (1 finds faces down to ~40 px)
     det_size: int = 640  # insightface: square input size of the detector
     max_faces: int = 8  # keep the most prominent faces only (crowd shots)
     min_face_size: float = 20.0  # px; the chosen face below this is `too_small`

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -40,15 +41,7 @@ def load_models(cfg: RunConfig, allow_download: bool = False, gpu: bool = False)
     return Models(detector, recognizer)
 
 
-@dataclass
-class StageTimes:
-    """Seconds spent per stage, summed over batches (for the summary and the benchmark)."""
-
-    seconds: dict = field(default_factory=lambda: dict.fromkeys(("read", "decode", "detect", "align", "embed", "write"), 0.0))
-
-    def add(self, other: "StageTimes") -> None:
-        for k, v in other.seconds.items():
-            self.seconds[k] = self.seconds.get(k, 0.0) + v
+STAGES = ("read", "decode", "detect", "align", "embed")  # seconds per stage, summed over batches
 
 
 def _jpeg(raw: bytes, size: int, quality: int) -> bytes:
@@ -58,9 +51,10 @@ def _jpeg(raw: bytes, size: int, quality: int) -> bytes:
 
 
 def curate_batch(fetched: pa.Table, models: Models, cfg: RunConfig, res: Resources,
-                 times: StageTimes | None = None) -> tuple[pa.Table, pa.Table]:
-    """Fetched bytes -> (images rows, detections rows) conforming to the shard schemas."""
-    t = times or StageTimes()
+                 times: dict[str, float] | None = None) -> tuple[pa.Table, pa.Table]:
+    """Fetched bytes -> (images rows, detections rows) conforming to the shard schemas.
+    Seconds per stage are added to ``times`` when given."""
+    t = times if times is not None else dict.fromkeys(STAGES, 0.0)
     clock = time.perf_counter
     t0 = clock()
     images = decode(fetched, cfg.decode)
@@ -74,7 +68,7 @@ def curate_batch(fetched: pa.Table, models: Models, cfg: RunConfig, res: Resourc
     faces = embed(faces, rec, res.batch_size)
     t4 = clock()
     for k, a, b in (("decode", t0, t1), ("detect", t1, t2), ("align", t2, t3), ("embed", t3, t4)):
-        t.seconds[k] += b - a
+        t[k] += b - a
     return _assemble(images, faces, cfg, models)
 
 
@@ -97,21 +91,22 @@ def _assemble(images: pa.Table, faces: pa.Table, cfg: RunConfig, models: Models)
 
 
 def process_shard(store: ShardStore, source: Source, shard: int, models: Models, cfg: RunConfig,
-                  res: Resources) -> dict:
-    """Curate one shard and commit it (temp files, rename, marker last). Returns the marker."""
-    times = StageTimes()
+                  res: Resources, on_batch: Callable[[int], None] | None = None) -> dict:
+    """Curate one shard and commit it (temp files, rename, marker last). Returns the marker.
+    ``on_batch(n)`` is told after each batch of n images (progress; nothing is committed yet)."""
+    times = dict.fromkeys(STAGES, 0.0)
     index = store.shard_index(shard)
     images, detections = [], []
     for s in range(0, len(index), res.batch_size):
         t0 = time.perf_counter()
         fetched = source.fetch(index.slice(s, res.batch_size), cfg.decode.max_bytes)
-        times.seconds["read"] += time.perf_counter() - t0
+        times["read"] += time.perf_counter() - t0
         im, det = curate_batch(fetched, models, cfg, res, times)
         images.append(im)
         detections.append(det)
+        if on_batch:
+            on_batch(len(im))
     dim = models.recognizer.dim
-    t0 = time.perf_counter()
     images_t = pa.concat_tables(images) if images else images_schema(dim).empty_table()
     det_t = pa.concat_tables(detections) if detections else detections_schema(dim).empty_table()
-    times.seconds["write"] = time.perf_counter() - t0  # assembly; the marker cannot time its own write
-    return store.commit(shard, images_t, det_t, extra={"seconds": times.seconds})
+    return store.commit(shard, images_t, det_t, extra={"seconds": times})  # adds "write"

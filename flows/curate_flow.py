@@ -45,7 +45,7 @@ def curate_shards(out: str, resources: dict, allow_download: bool, progress: boo
 
         bar = tqdm(total=total, initial=done, unit="img", desc="curate", smoothing=0.1)
     try:
-        return list(run_shards(out, res, allow_download, on_shard=(lambda m: bar.update(m["images"])) if bar else None))
+        return list(run_shards(out, res, allow_download, on_images=bar.update if bar else None))
     finally:
         if bar:
             bar.close()

@@ -29,20 +29,37 @@ def init_ray(num_cpus: int | None = None) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+@ray.remote(num_cpus=0)
+class Progress:
+    """Images processed so far (not yet committed): lets the driver's bar move within a shard."""
+
+    def __init__(self):
+        self.n = 0
+
+    def add(self, n: int) -> None:
+        self.n += n
+
+    def take(self) -> int:
+        n, self.n = self.n, 0
+        return n
+
+
 @ray.remote(max_restarts=2, max_task_retries=2)
 class CurateStage:
     """One worker: models loaded once in __init__, then shard after shard."""
 
-    def __init__(self, out: str, allow_download: bool, gpu: bool):
+    def __init__(self, out: str, allow_download: bool, gpu: bool, progress=None):
         self.store = ShardStore(out)
         self.cfg = self.store.config()
         self.source = self.store.source()
         self.models = load_models(self.cfg, allow_download=allow_download, gpu=gpu)
+        self.progress = progress
 
     def run(self, shard: int, res: Resources) -> dict:
         if self.store.is_complete(shard):  # a retried or duplicated task must not redo work
             return self.store.marker(shard)
-        return process_shard(self.store, self.source, shard, self.models, self.cfg, res)
+        report = (lambda n: self.progress.add.remote(n)) if self.progress else None
+        return process_shard(self.store, self.source, shard, self.models, self.cfg, res, on_batch=report)
 
 
 def worker_count(res: Resources, pending: int) -> tuple[int, float]:
@@ -59,20 +76,33 @@ def worker_count(res: Resources, pending: int) -> tuple[int, float]:
 
 
 def run_shards(out: str, res: Resources, allow_download: bool = False,
-               on_shard: Callable[[dict], None] | None = None) -> Iterator[dict]:
-    """Curate every pending shard of the run in ``out``; yields each shard's marker as it lands."""
+               on_images: Callable[[int], None] | None = None) -> Iterator[dict]:
+    """Curate every pending shard of the run in ``out``; yields each shard's marker as it lands.
+    ``on_images(n)`` hears of images as workers finish batches (for a progress bar)."""
     store = ShardStore(out)
     pending = store.pending()
     if not pending:
         return
     init_ray()
     n, gpus = worker_count(res, len(pending))
-    actors = [CurateStage.options(num_cpus=1, num_gpus=gpus).remote(out, allow_download, gpus > 0) for _ in range(n)]
+    progress = Progress.remote() if on_images else None
+    actors = [CurateStage.options(num_cpus=1, num_gpus=gpus).remote(out, allow_download, gpus > 0, progress)
+              for _ in range(n)]
+    pool = ActorPool(actors)
+    for shard in pending:
+        pool.submit(lambda a, s: a.run.remote(s, res), shard)
     try:
-        for marker in ActorPool(actors).map_unordered(lambda a, s: a.run.remote(s, res), pending):
-            if on_shard:
-                on_shard(marker)
-            yield marker
+        while pool.has_next():
+            try:
+                marker = pool.get_next_unordered(timeout=1.0)
+            except TimeoutError:
+                marker = None
+            if on_images:
+                on_images(ray.get(progress.take.remote()))
+            if marker is not None:
+                yield marker
+        if on_images:  # reports still in flight when the last shard landed
+            on_images(ray.get(progress.take.remote()))
     finally:
         for a in actors:
             ray.kill(a)

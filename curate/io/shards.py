@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 import uuid
 
 import pyarrow as pa
@@ -138,8 +139,12 @@ class ShardStore:
         expected = len(self.shard_index(shard))
         if len(images) != expected:  # the invariant that makes "nothing is lost" checkable
             raise AssertionError(f"shard {shard}: {len(images)} image rows for {expected} planned items")
+        t0 = time.perf_counter()
         for kind, table in (("images", images), ("detections", detections)):
             _atomic_write(self.shard_path(kind, shard), lambda tmp, t=table: pq.write_table(t, tmp))
+        extra = dict(extra or {})
+        if "seconds" in extra:
+            extra["seconds"] = {**extra["seconds"], "write": time.perf_counter() - t0}
         reasons = images.group_by("reason").aggregate([("reason", "count")]).to_pylist()
         marker = {
             "shard": shard,
@@ -148,7 +153,7 @@ class ShardStore:
             "faces": len(detections),
             "kept": int(pa.compute.sum(images["keep"]).as_py() or 0),
             "reasons": {r["reason"]: r["reason_count"] for r in reasons},
-            **(extra or {}),
+            **extra,
         }
         _write_json(self.marker_path(shard), marker)
         return marker

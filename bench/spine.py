@@ -1,0 +1,146 @@
+"""Benchmark of the curation spine: images/s per stage and end to end, and peak RSS.
+
+    .venv/bin/python bench/spine.py --images 2000 10000 [--workers 2] [--detector dlib-hog]
+
+For each size it builds a crawl of real packaged face photos (seeded variants, ~8 identities; see
+curate.sample), runs the full Prefect flow over Ray, and reports:
+  end to end   images / wall seconds of the flow (plan, Ray start, shards, views)
+  per stage    images / summed worker seconds of that stage (throughput of one worker core)
+  peak RSS     of the driver and of the largest Ray worker (VmHWM), sampled from /proc
+Not a test: numbers depend on the machine. Results go to stdout and bench-out/spine.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _status(pid: str) -> dict[str, int]:
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS", "VmHWM")):
+                    k, v = line.split(":")
+                    out[k] = int(v.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class RSSSampler(threading.Thread):
+    """Peak RSS of the driver and of each Ray worker running CurateStage, every 0.25 s."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.worker_peak = 0
+        self.workers_total_peak = 0
+
+    def run(self):
+        while not self.stop.is_set():
+            total = 0
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                if "CurateStage" in _cmdline(pid):
+                    s = _status(pid)
+                    self.worker_peak = max(self.worker_peak, s.get("VmHWM", 0))
+                    total += s.get("VmRSS", 0)
+            self.workers_total_peak = max(self.workers_total_peak, total)
+            self.stop.wait(0.25)
+
+
+def build_crawl(dest: Path, n: int) -> tuple[int, dict]:
+    from curate.sample import base_photos, build_sample_crawl
+
+    per_identity = max(1, n // len(base_photos()) - 1)
+    if not dest.exists():
+        build_sample_crawl(str(dest), variants=per_identity, noise=False)
+    files = [p for p in dest.rglob("*") if p.is_file()]
+    from PIL import Image
+
+    sides = sorted(min(Image.open(p).size) for p in files[:: max(1, len(files) // 200)])
+    return len(files), {"min_side_p10": sides[len(sides) // 10], "min_side_median": sides[len(sides) // 2],
+                        "min_side_p90": sides[9 * len(sides) // 10]}
+
+
+def bench_one(n: int, args, work: Path) -> dict:
+    from curate.config import DetectConfig, EmbedConfig, Resources, RunConfig
+    from flows.curate_flow import curate_flow
+
+    crawl = work / f"crawl-{n}"
+    t0 = time.perf_counter()
+    n_files, sizes = build_crawl(crawl, n)
+    build_s = time.perf_counter() - t0
+    out = work / f"out-{n}"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = RunConfig(shard_size=args.shard_size, detect=DetectConfig(detector=args.detector, upsample=args.upsample),
+                    embed=EmbedConfig(recognizer=args.recognizer))
+    res = Resources(workers=args.workers, batch_size=args.batch_size)
+    sampler = RSSSampler()
+    sampler.start()
+    t0 = time.perf_counter()
+    s = curate_flow(input_path=str(crawl), out=str(out), config=cfg.to_dict(), resources=res.__dict__,
+                    progress=False)
+    wall = time.perf_counter() - t0
+    sampler.stop.set()
+    sampler.join()
+    secs = s["worker_seconds"]
+    busy = sum(secs.values())
+    return {
+        "images": s["images"], "crawl_build_s": round(build_s, 1), "image_sides": sizes,
+        "wall_s": round(wall, 1), "end_to_end_img_s": round(s["images"] / wall, 2),
+        "steady_img_s": round(s["images"] / busy * args.workers, 2),  # all workers busy, no start-up
+        "per_stage_img_s_per_core": {k: round(s["images"] / v, 1) for k, v in secs.items() if v > 0},
+        "stage_share": {k: round(v / busy, 3) for k, v in secs.items()},
+        "kept": s["kept"], "reasons": s["reasons"],
+        "driver_peak_rss_mb": round(_status("self").get("VmHWM", 0) / 2**20),
+        "worker_peak_rss_mb": round(sampler.worker_peak / 2**20),
+        "workers_total_peak_rss_mb": round(sampler.workers_total_peak / 2**20),
+        "shard_mb": round(sum(f.stat().st_size for f in (out / "images").glob("*.parquet")) / 2**20 / s["shards"], 2),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, nargs="+", default=[2000, 10000])
+    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    ap.add_argument("--detector", default="dlib-hog")
+    ap.add_argument("--recognizer", default="dlib-resnet")
+    ap.add_argument("--upsample", type=int, default=1)
+    ap.add_argument("--shard-size", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--work", default="bench-out")
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(exist_ok=True)
+    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
+               "args": vars(args), "runs": []}
+    for n in args.images:
+        r = bench_one(n, args, work)
+        results["runs"].append(r)
+        print(json.dumps(r, indent=1), flush=True)
+    (work / "spine.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
