@@ -1,0 +1,156 @@
+"""The retraining stage: a backbone + margin head trained on curated shards, then evaluated on
+verification pairs and exported to ONNX for the next curation round.
+
+Recipe (arcface_torch / the specs): SGD lr 0.1, momentum 0.9, weight decay 5e-4 (none on BN and
+biases), linear warmup then polynomial or step decay, per-step; horizontal flips, AdaFace's
+low-quality augmentations optional; bf16 autocast and torch.compile where the device supports
+them. A checkpoint is written after every epoch (temp + rename) and a rerun resumes from it.
+Checkpoints hold tensors and numbers only and load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+
+from models.backbones import build_backbone
+from models.data import LowQualityAugment, ShardFaces
+from models.heads import build_head
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    backbone: str = "r50"
+    head: str = "arcface"
+    head_kwargs: dict = field(default_factory=dict)  # e.g. {"m": 0.4}, {"k": 3}, {"lambda_g": 35}
+    embedding_size: int = 512
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    schedule: str = "poly"  # poly | step
+    milestones: tuple[int, ...] = (10, 16, 18)  # step schedule: x0.1 at these epochs
+    sample_rate: float = 1.0  # Partial FC
+    kept_only: bool = True  # train on the rows the curation kept (False: all rows with a crop)
+    adaface_augment: bool = False
+    amp: bool = True  # bf16 autocast on CUDA
+    compile: bool = False
+    num_workers: int = 2
+    seed: int = 0
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+    grad_clip: float = 5.0
+
+    def __post_init__(self):
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError("optimizer must be sgd or adamw")
+        if self.schedule not in ("poly", "step"):
+            raise ValueError("schedule must be poly or step")
+
+
+def _param_groups(modules, weight_decay):
+    decay, no_decay = [], []
+    for m in modules:
+        for name, p in m.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)  # BN, PReLU, biases: no decay
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "step":
+        epoch = step / steps_per_epoch
+        return 0.1 ** sum(epoch >= m for m in cfg.milestones)
+    total = max(cfg.epochs * steps_per_epoch, warm + 1)
+    return max(1.0 - (step - warm) / (total - warm), 0.0) ** 2
+
+
+def _atomic_save(obj, path):
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, log_every: int = 50) -> dict:
+    """Train on the curated shards in ``shards``; write checkpoint.pt, history.json in ``out``."""
+    os.makedirs(out, exist_ok=True)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    data = ShardFaces(shards, kept_only=cfg.kept_only, seed=cfg.seed,
+                      augment=LowQualityAugment() if cfg.adaface_augment else None)
+    if data.num_classes < 2:
+        raise ValueError(f"{shards}: need at least 2 identities to train, found {data.num_classes}")
+    backbone = build_backbone(cfg.backbone, embedding_size=cfg.embedding_size).to(device)
+    head = build_head(cfg.head, cfg.embedding_size, data.num_classes, sample_rate=cfg.sample_rate,
+                      **cfg.head_kwargs).to(device)
+    groups = _param_groups([backbone, head], cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    else:
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    steps_per_epoch = max(len(data) // cfg.batch_size, 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, steps_per_epoch))
+    ckpt_path = os.path.join(out, "checkpoint.pt")
+    start_epoch, step, history = 0, 0, []
+    if os.path.exists(ckpt_path):
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        backbone.load_state_dict(ck["backbone"])
+        head.load_state_dict(ck["head"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start_epoch, step = int(ck["epoch"]), int(ck["step"])
+        with open(os.path.join(out, "history.json")) as f:
+            history = json.load(f)["history"]
+        log.info("resumed from epoch %d, step %d", start_epoch, step)
+    model = torch.compile(backbone) if cfg.compile else backbone
+    use_amp = cfg.amp and device.startswith("cuda")
+    loader = DataLoader(data, batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
+                        pin_memory=device.startswith("cuda"), persistent_workers=False)
+    t_start = time.perf_counter()
+    images = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        data.epoch = epoch
+        backbone.train()
+        head.train()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                emb = model(x)
+            loss = head(emb.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(backbone.parameters()) + list(head.parameters()), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            images += len(y)
+            history.append({"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+            if step % log_every == 0:
+                log.info("epoch %d step %d loss %.4f lr %.4g", epoch, step, history[-1]["loss"], history[-1]["lr"])
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+        _atomic_save({"backbone": backbone.state_dict(), "head": head.state_dict(), "optimizer": opt.state_dict(),
+                      "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step}, ckpt_path)
+        with open(os.path.join(out, "history.json"), "w") as f:
+            json.dump({"config": dataclasses.asdict(cfg), "labels": data.labels, "history": history}, f)
+        if cfg.max_steps and step >= cfg.max_steps:
+            break
+    seconds = time.perf_counter() - t_start
+    return {"backbone": backbone, "head": head, "num_classes": data.num_classes, "steps": step,
+            "images_per_s": images / seconds if seconds > 0 and images else math.nan, "history": history,
+            "device": device}
