@@ -34,15 +34,17 @@ def shard_files(path: str) -> list[str]:
     return files
 
 
-def usable_identities(files: list[str], kept_only: bool) -> list[str]:
-    """Identity of every row that can be trained on (has a crop; kept, unless all rows are wanted)."""
+def usable_rows(files: list[str], kept_only: bool) -> list[tuple[str, str]]:
+    """(image_id, identity) of every row that can be trained on: it has a crop and an identity,
+    and was kept by the curation unless all rows are wanted."""
     out = []
     for f in files:
-        t = pq.read_table(f, columns=["identity", "keep", "crop"])
+        t = pq.read_table(f, columns=["image_id", "identity", "keep", "crop"])
         mask = pc.and_(pc.is_valid(t["crop"]), pc.is_valid(t["identity"]))
         if kept_only:
             mask = pc.and_(mask, t["keep"])
-        out += t.filter(mask)["identity"].to_pylist()
+        t = t.filter(mask)
+        out += list(zip(t["image_id"].to_pylist(), t["identity"].to_pylist()))
     return out
 
 
@@ -95,26 +97,37 @@ class ShardFaces(IterableDataset):
         self.files = shard_files(path)
         self.kept_only, self.flip, self.augment = kept_only, flip, augment
         self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
-        ids = usable_identities(self.files, kept_only)
-        self.labels = labels if labels is not None else {k: i for i, k in enumerate(sorted(set(ids)))}
-        self.n = sum(i in self.labels for i in ids)
+        self._rows_usable = usable_rows(self.files, kept_only)
+        ids = {i for _, i in self._rows_usable}
+        self.labels = labels if labels is not None else {k: i for i, k in enumerate(sorted(ids))}
+        self.exclude: set[str] = set()  # image_ids dropped during training (sub-center cleaning)
+
+    def drop(self, image_ids) -> None:
+        self.exclude |= set(image_ids)
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
 
     def __len__(self) -> int:
-        return self.n
+        return sum(i in self.labels and k not in self.exclude for k, i in self._rows_usable)
 
-    def _rows(self, files, rng):
+    def _rows(self, files, rng=None):
+        """(image_id, crop, label) of usable rows; row groups in random order when rng is given."""
         for f in files:
             pf = pq.ParquetFile(f)
-            for g in rng.sample(range(pf.num_row_groups), pf.num_row_groups):
-                t = pf.read_row_group(g, columns=["identity", "crop", "keep"])
-                for ident, crop, keep in zip(*(t[c].to_pylist() for c in ("identity", "crop", "keep"))):
-                    if crop is None or (self.kept_only and not keep) or ident not in self.labels:
+            groups = range(pf.num_row_groups)
+            for g in (rng.sample(groups, len(groups)) if rng else groups):
+                t = pf.read_row_group(g, columns=["image_id", "identity", "crop", "keep"])
+                for iid, ident, crop, keep in zip(*(t[c].to_pylist() for c in ("image_id", "identity", "crop", "keep"))):
+                    if crop is None or (self.kept_only and not keep) or ident not in self.labels or iid in self.exclude:
                         continue
-                    yield crop, self.labels[ident]
+                    yield iid, crop, self.labels[ident]
+
+    def plain(self):
+        """(image_id, tensor, label) of every usable row in file order, no flip or augmentation."""
+        for iid, crop, label in self._rows(self.files):
+            yield iid, to_tensor(decode_crop(crop)), label
 
     def __iter__(self):
         info = get_worker_info()
@@ -131,10 +144,11 @@ class ShardFaces(IterableDataset):
             yield self._item(row, rng)
 
     def _item(self, row, rng):
-        img = decode_crop(row[0])
+        _, crop, label = row
+        img = decode_crop(crop)
         if self.flip and rng.random() < 0.5:
             img = img[:, ::-1]
         if self.augment:
             img, _ = self.augment(img, rng)
-        return to_tensor(img), row[1]
+        return to_tensor(img), label
 

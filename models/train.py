@@ -52,12 +52,18 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None  # stop early (tests, smoke runs)
     grad_clip: float = 5.0
+    # Sub-center ArcFace K=3->1: at this epoch, drop samples beyond drop_angle degrees of their
+    # class's dominant sub-center and continue with K=1 on the dominant centers.
+    drop_subcenters_at: int | None = None
+    drop_angle: float = 75.0
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError("optimizer must be sgd or adamw")
         if self.schedule not in ("poly", "step"):
             raise ValueError("schedule must be poly or step")
+        if self.drop_subcenters_at is not None and self.head != "subcenter":
+            raise ValueError("drop_subcenters_at needs the subcenter head")
 
 
 def _param_groups(modules, weight_decay):
@@ -80,6 +86,58 @@ def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
     return max(1.0 - (step - warm) / (total - warm), 0.0) ** 2
 
 
+@torch.no_grad()
+def embed_all(backbone, data: ShardFaces, device: str, batch_size: int = 256):
+    """(N, D) raw embeddings, (N,) labels, image_ids of every usable row (eval mode, no augmentation)."""
+    backbone.eval()
+    embs, labels, ids, batch = [], [], [], []
+
+    def flush():
+        x = torch.stack([b[1] for b in batch]).to(device)
+        embs.append(backbone(x).float().cpu())
+        labels.extend(b[2] for b in batch)
+        ids.extend(b[0] for b in batch)
+        batch.clear()
+
+    for item in data.plain():
+        batch.append(item)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return torch.cat(embs), torch.tensor(labels), ids
+
+
+def drop_subcenters(backbone, head, data: ShardFaces, cfg: "TrainConfig", device: str, out: str):
+    """K=3->1: returns the K=1 head; drops far samples from ``data``; writes out/dropped.json."""
+    emb, labels, ids = embed_all(backbone, data, device)
+    rep = head.report(emb.to(device), labels.to(device))
+    keep = head.keep_mask(rep, labels, cfg.drop_angle).cpu()
+    dropped = [i for i, k in zip(ids, keep.tolist()) if not k]
+    data.drop(dropped)
+    angles = rep.angle_to_dominant.cpu().tolist()
+    with open(os.path.join(out, "dropped.json"), "w") as f:
+        json.dump({"max_angle": cfg.drop_angle, "dominant": rep.dominant.tolist(),
+                   "dominant_share": rep.dominant_share.tolist(),
+                   "dropped": {i: a for i, a, k in zip(ids, angles, keep.tolist()) if not k}}, f)
+    log.info("K=3->1: dropped %d of %d samples beyond %.0f degrees", len(dropped), len(ids), cfg.drop_angle)
+    return head.to_single_center(rep.dominant).to(device), rep.dominant
+
+
+def _optimizer(cfg, backbone, head):
+    groups = _param_groups([backbone, head], cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _scheduler(opt, cfg: "TrainConfig", steps_per_epoch: int, step: int = 0):
+    """Warmup + decay, per step, positioned at ``step`` (a fresh optimizer keeps the schedule)."""
+    for g in opt.param_groups:
+        g.setdefault("initial_lr", cfg.lr)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, steps_per_epoch), last_epoch=step - 1)
+
+
 def _atomic_save(obj, path):
     tmp = path + ".tmp"
     torch.save(obj, tmp)
@@ -98,17 +156,20 @@ def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, lo
     backbone = build_backbone(cfg.backbone, embedding_size=cfg.embedding_size).to(device)
     head = build_head(cfg.head, cfg.embedding_size, data.num_classes, sample_rate=cfg.sample_rate,
                       **cfg.head_kwargs).to(device)
-    groups = _param_groups([backbone, head], cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    else:
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    opt = _optimizer(cfg, backbone, head)
     steps_per_epoch = max(len(data) // cfg.batch_size, 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, steps_per_epoch))
+    sched = _scheduler(opt, cfg, steps_per_epoch)
     ckpt_path = os.path.join(out, "checkpoint.pt")
-    start_epoch, step, history = 0, 0, []
+    start_epoch, step, history, dominant = 0, 0, [], None
     if os.path.exists(ckpt_path):
         ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if "dominant" in ck:  # resumed after K=3->1: rebuild the K=1 head and the drop list
+            head = head.to_single_center(ck["dominant"]).to(device)
+            with open(os.path.join(out, "dropped.json")) as f:
+                data.drop(json.load(f)["dropped"])
+            dominant = ck["dominant"]
+            opt = _optimizer(cfg, backbone, head)
+            sched = _scheduler(opt, cfg, steps_per_epoch)
         backbone.load_state_dict(ck["backbone"])
         head.load_state_dict(ck["head"])
         opt.load_state_dict(ck["optimizer"])
@@ -124,6 +185,10 @@ def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, lo
     t_start = time.perf_counter()
     images = 0
     for epoch in range(start_epoch, cfg.epochs):
+        if epoch == cfg.drop_subcenters_at and dominant is None:
+            head, dominant = drop_subcenters(backbone, head, data, cfg, device, out)
+            opt = _optimizer(cfg, backbone, head)  # new head parameters; schedule position kept
+            sched = _scheduler(opt, cfg, steps_per_epoch, step)
         data.epoch = epoch
         backbone.train()
         head.train()
@@ -144,8 +209,11 @@ def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, lo
                 log.info("epoch %d step %d loss %.4f lr %.4g", epoch, step, history[-1]["loss"], history[-1]["lr"])
             if cfg.max_steps and step >= cfg.max_steps:
                 break
-        _atomic_save({"backbone": backbone.state_dict(), "head": head.state_dict(), "optimizer": opt.state_dict(),
-                      "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step}, ckpt_path)
+        state = {"backbone": backbone.state_dict(), "head": head.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step}
+        if dominant is not None:
+            state["dominant"] = dominant
+        _atomic_save(state, ckpt_path)
         with open(os.path.join(out, "history.json"), "w") as f:
             json.dump({"config": dataclasses.asdict(cfg), "labels": data.labels, "history": history}, f)
         if cfg.max_steps and step >= cfg.max_steps:

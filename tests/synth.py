@@ -35,9 +35,12 @@ def jpeg(img: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_identity_shard(path: str, n_ids: int = 8, per_id: int = 40, seed: int = 0, drop_every: int = 0) -> pa.Table:
-    """An ``images`` shard of n_ids x per_id crops; with drop_every=k, every k-th row has keep=False."""
+def write_identity_shard(path: str, n_ids: int = 8, per_id: int = 40, seed: int = 0, drop_every: int = 0,
+                         mislabel: float = 0.0) -> pa.Table:
+    """An ``images`` shard of n_ids x per_id crops; with drop_every=k, every k-th row has keep=False;
+    a ``mislabel`` fraction of rows shows another identity's face (column ``noisy`` says which)."""
     rng = np.random.default_rng(seed)
+    noisy = []
     rows = {"image_id": [], "item": [], "identity": [], "source": [], "crop": [], "keep": [], "reason": []}
     for i in range(n_ids * per_id):
         ident = i % n_ids
@@ -45,13 +48,16 @@ def write_identity_shard(path: str, n_ids: int = 8, per_id: int = 40, seed: int 
         rows["item"].append(i)
         rows["identity"].append(f"id{ident:03d}")
         rows["source"].append(f"id{ident:03d}/{i}.jpg")
-        rows["crop"].append(jpeg(identity_face(ident, rng, seed)))
+        wrong = rng.random() < mislabel
+        noisy.append(wrong)
+        shown = (ident + int(rng.integers(1, n_ids))) % n_ids if wrong else ident
+        rows["crop"].append(jpeg(identity_face(shown, rng, seed)))
         keep = not (drop_every and i % drop_every == 0)
         rows["keep"].append(keep)
         rows["reason"].append("ok" if keep else "no_face")
     table = conform(pa.table(rows), images_schema(512))
     pq.write_table(table, path, row_group_size=64)
-    return table
+    return table.append_column("noisy", pa.array(noisy))
 
 
 def pairs(n_ids: int, n_pairs: int, seed: int = 1) -> tuple[list[bytes], np.ndarray]:
