@@ -125,6 +125,71 @@ def demo(variants, out, **kw):
     _curate(crawl, "folder", {}, os.path.join(out, "run"), **kw)
 
 
+def _head_args(values) -> dict:
+    out = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{v!r}: expected NAME=VALUE", param_hint="--head-arg")
+        try:
+            out[k] = int(val) if val.lstrip("-").isdigit() else float(val)
+        except ValueError:
+            out[k] = {"true": True, "false": False}.get(val.lower(), val)
+    return out
+
+
+@main.command()
+@click.argument("shards", type=click.Path(exists=True))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory for checkpoints, model.onnx, model card.")
+@click.option("--backbone", default="r50", show_default=True, help="r18 | r34 | r50 | r100 | mbf.")
+@click.option("--head", default="arcface", show_default=True,
+              help="softmax | cosface | arcface | combined | subcenter | magface | adaface.")
+@click.option("--head-arg", multiple=True, help="Head hyper-parameter NAME=VALUE (e.g. m=0.4, k=3, lambda_g=35); repeatable.")
+@click.option("--embedding-size", default=512, show_default=True, help="Embedding dimension.")
+@click.option("--epochs", default=20, show_default=True, help="Epochs.")
+@click.option("--batch-size", default=128, show_default=True, help="Images per step.")
+@click.option("--lr", default=0.1, show_default=True, help="Peak learning rate.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True, help="Optimizer.")
+@click.option("--schedule", type=click.Choice(["poly", "step"]), default="poly", show_default=True, help="Decay after warmup.")
+@click.option("--warmup-epochs", default=1.0, show_default=True, help="Linear warmup length.")
+@click.option("--sample-rate", default=1.0, show_default=True, help="Partial FC: fraction of class centers per step.")
+@click.option("--all-rows", is_flag=True, help="Train on every row with a crop, not only the kept ones (baseline).")
+@click.option("--adaface-augment", is_flag=True, help="AdaFace's crop / low-res / colour-jitter augmentations (p=0.2 each).")
+@click.option("--drop-subcenters-at", type=int, default=None, help="Sub-center head: K=3->1 at this epoch (drop samples beyond 75 deg).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the backbone.")
+@click.option("--workers", default=2, show_default=True, help="DataLoader workers.")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many steps (smoke runs).")
+@click.option("--eval-bin", multiple=True, type=click.Path(exists=True), help="insightface .bin verification set; repeatable.")
+@click.option("--eval-pairs", type=click.Path(exists=True), default=None, help="LFW-format pairs.txt over aligned 112x112 images.")
+@click.option("--eval-root", type=click.Path(exists=True), default=None, help="Image root for --eval-pairs.")
+@click.option("--device", default=None, help="cuda | cpu (default: cuda when available).")
+def retrain(shards, out, backbone, head, head_arg, embedding_size, epochs, batch_size, lr, optimizer, schedule,
+            warmup_epochs, sample_rate, all_rows, adaface_augment, drop_subcenters_at, compile_, workers, max_steps,
+            eval_bin, eval_pairs, eval_root, device):
+    """Train a face recognizer on curated shards (SHARDS: a `curate run` output directory or Parquet
+    shards), evaluate it on verification pairs, and export OUT/model.onnx with a model card.
+
+    The exported model is the next round's recognizer: `curate run ... --recognizer onnx:OUT/model.onnx`.
+    Rerun the same command to resume from the last epoch's checkpoint.
+    """
+    import dataclasses
+
+    from models.train import TrainConfig
+
+    cfg = TrainConfig(backbone=backbone, head=head, head_kwargs=_head_args(head_arg), embedding_size=embedding_size,
+                      epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
+                      warmup_epochs=warmup_epochs, sample_rate=sample_rate, kept_only=not all_rows,
+                      adaface_augment=adaface_augment, drop_subcenters_at=drop_subcenters_at, compile=compile_,
+                      num_workers=workers, max_steps=max_steps)
+    if eval_pairs and not eval_root:
+        raise click.BadParameter("--eval-pairs needs --eval-root")
+    from flows.retrain_flow import retrain_flow
+
+    summary = retrain_flow(shards=shards, out=out, config=dataclasses.asdict(cfg), bins=list(eval_bin),
+                           pairs=[(eval_pairs, eval_root)] if eval_pairs else [], device=device)
+    click.echo(json.dumps(summary, indent=1))
+
+
 @main.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
