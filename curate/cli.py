@@ -13,7 +13,7 @@ import time
 
 import click
 
-from curate.config import AlignConfig, DecodeConfig, DetectConfig, EmbedConfig, Resources, RunConfig
+from curate.config import AlignConfig, DecodeConfig, DetectConfig, EmbedConfig, Resources, RunConfig, ScoreConfig
 from curate.errors import CurateError
 
 
@@ -53,10 +53,37 @@ def _run_options(f):
         click.option("--allow-download", is_flag=True, help="Let insightface download a named model pack (off: no network)."),
         click.option("--no-progress", is_flag=True, help="No progress bar."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+        click.option("--no-score", is_flag=True, help="Stop after embedding (no noise/duplicate/quality scoring)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return _score_options(f)
+
+
+def _score_options(f):
+    opts = [
+        click.option("--far-angle", type=float, default=None,
+                     help="far_from_dominant beyond this angle (deg) to the identity's dominant center (default: auto, "
+                          "the impostor 1st percentile capped at the paper's 75)."),
+        click.option("--merge-angle", default=45.0, show_default=True, help="Sub-centers this close to the dominant one are merged."),
+        click.option("--min-dominant-share", default=0.5, show_default=True, help="Identities below this share are flagged for review."),
+        click.option("--dup-threshold", type=float, default=None,
+                     help="Cosine at which two faces are the same photo (default: auto, closer than 1/6 of the impostor 1st-percentile angle)."),
+        click.option("--merge-threshold", type=float, default=None,
+                     help="Center cosine at which two identities are one person (default: auto, closer than half the impostor 1st-percentile angle)."),
+        click.option("--conflict-margin", default=0.05, show_default=True, help="Cosine by which a face must be nearer another identity."),
+        click.option("--unidentifiable-pct", default=3.0, show_default=True, help="Quality percentile at or below which (with a degradation cue) a face is unidentifiable."),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def _score_config(far_angle, merge_angle, min_dominant_share, dup_threshold, merge_threshold, conflict_margin,
+                  unidentifiable_pct) -> ScoreConfig:
+    return ScoreConfig(far_angle=far_angle, merge_angle=merge_angle, min_dominant_share=min_dominant_share,
+                       dup_threshold=dup_threshold, merge_threshold=merge_threshold, conflict_margin=conflict_margin,
+                       unidentifiable_pct=unidentifiable_pct)
 
 
 def _config(detector, recognizer, shard_size, min_face_size, det_score, upsample) -> RunConfig:
@@ -70,14 +97,17 @@ def _config(detector, recognizer, shard_size, min_face_size, det_score, upsample
 
 
 def _curate(input_path, input_format, input_options, out, detector, recognizer, workers, gpus, shard_size,
-            batch_size, min_face_size, det_score, upsample, allow_download, no_progress, as_json):
+            batch_size, min_face_size, det_score, upsample, allow_download, no_progress, as_json, no_score=False,
+            **score_kw):
     cfg = _config(detector, recognizer, shard_size, min_face_size, det_score, upsample)
+    score_cfg = None if no_score else _score_config(**score_kw)
     res = Resources(workers=workers, gpus_per_worker=gpus, batch_size=batch_size)
     from flows.curate_flow import curate_flow  # Ray and Prefect load here, not at import
 
     summary = curate_flow(
         input_path=input_path, out=out, config=cfg.to_dict(), resources=res.__dict__, input_format=input_format,
         input_options=input_options, allow_download=allow_download, progress=not no_progress,
+        score_config=None if score_cfg is None else score_cfg.__dict__,
     )
     _print_summary(summary, as_json)
     return summary
@@ -190,6 +220,32 @@ def retrain(shards, out, backbone, head, head_arg, embedding_size, epochs, batch
     click.echo(json.dumps(summary, indent=1))
 
 
+@main.command("score")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@_score_options
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def score_cmd(out, as_json, **kw):
+    """Score and select the run in OUT again with new thresholds: label noise (sub-center
+    dominance), duplicates, merged identities, quality. Uses the stored embeddings: no model runs.
+    Writes OUT/scores, OUT/identities, OUT/curated for this threshold set and updates the views."""
+    from curate.curation import score_run
+
+    s = score_run(out, _score_config(**kw))
+    _print_curation(s, as_json)
+
+
+def _print_curation(s: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(s, indent=1))
+        return
+    click.echo(f"curation     {s['kept']} of {s['images']} images kept (scores {s['score_digest']}, "
+               f"far angle {s['far_angle'] and round(s['far_angle'], 1)} deg, {s['score_seconds']} s)")
+    for reason, n in s["reasons"].items():
+        click.echo(f"  {reason:<26} {n}")
+    click.echo(f"identities   {s['identities']} scored, {s['identities_review']} for review, "
+               f"{s['identities_merged']} merge candidates")
+
+
 @main.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
@@ -221,6 +277,8 @@ def _print_summary(s: dict, as_json: bool) -> None:
         click.echo(f"this run     {r['images']} images in {r['seconds']} s = {r['images_per_s']} img/s")
     if s.get("worker_seconds"):
         click.echo("worker s     " + "  ".join(f"{k} {v}" for k, v in s["worker_seconds"].items()))
+    if "curation" in s:
+        _print_curation(s["curation"], False)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,35 @@ class EmbedConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    """Thresholds of the scoring and selection step. Changing them never re-runs a model:
+    ``curate score OUT`` recomputes scores and decisions from the stored embeddings."""
+
+    k: int = 3  # sub-centers per identity
+    iters: int = 10  # spherical k-means iterations
+    merge_angle: float = 45.0  # sub-centers closer than this to the dominant one are the same person
+    far_angle: float | None = None  # far_from_dominant beyond this; None: auto (impostor 1st pct, <= 75)
+    min_dominant_share: float = 0.5  # identities whose dominant share is lower are flagged for review
+    # Cosine thresholds; None scales them to the model: with p1 the 1st percentile of impostor
+    # angles, duplicates are closer than p1/6 and merged identities' centers closer than p1/2
+    # (ArcFace, p1 ~ 75 deg: cos 0.976 and 0.79; dlib's 128-d model is much tighter).
+    dup_threshold: float | None = None  # at or above: the same photo
+    merge_threshold: float | None = None  # dominant centers at or above: one person, two labels
+    conflict_margin: float = 0.05  # nearer another identity's center than its own by this (cosine)
+    unidentifiable_pct: float = 3.0  # quality (norm percentile) at or below this ...
+    degraded_pct: float = 10.0  # ... and sharpness or detector score at or below this percentile
+    degraded_face_size: float = 32.0  # ... or a face smaller than this (px) or |yaw| above max_yaw
+    max_yaw: float = 60.0
+
+    def __post_init__(self):
+        _check(self.k >= 1 and self.iters >= 1, "k and iters must be >= 1")
+        _check(self.far_angle is None or 0 < self.far_angle <= 180, "far_angle must be in (0, 180]")
+        for v in (self.dup_threshold, self.merge_threshold):
+            _check(v is None or -1 <= v <= 1, "cosine thresholds must be in [-1, 1]")
+        _check(0 <= self.unidentifiable_pct <= 100 and 0 <= self.degraded_pct <= 100, "percentiles in [0, 100]")
+
+
+@dataclass(frozen=True)
 class Resources:
     """How fast, never what: excluded from the config hash."""
 

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,6 +45,13 @@ def load_models(cfg: RunConfig, allow_download: bool = False, gpu: bool = False)
 STAGES = ("read", "decode", "detect", "align", "embed")  # seconds per stage, summed over batches
 
 
+def pixel_cues(raw: bytes, size: int) -> tuple[float, float, float]:
+    """(sharpness, brightness, contrast) of a raw RGB crop: variance of the Laplacian, mean and
+    standard deviation of the gray image. Classic quality cues, independent of any model."""
+    gray = cv2.cvtColor(np.frombuffer(raw, np.uint8).reshape(size, size, 3), cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var()), float(gray.mean()), float(gray.std())
+
+
 def _jpeg(raw: bytes, size: int, quality: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.frombuffer(raw, np.uint8).reshape(size, size, 3)).save(buf, "JPEG", quality=quality)
@@ -78,11 +86,15 @@ def _assemble(images: pa.Table, faces: pa.Table, cfg: RunConfig, models: Models)
     pos = {k: i for i, k in enumerate(chosen["image_id"].to_pylist())}
     take = pa.array([pos.get(k) for k in images["image_id"].to_pylist()], pa.int64())
     size, q = cfg.align.size, cfg.align.jpeg_quality
-    jpegs = pa.array([_jpeg(c, size, q) for c in chosen["crop"].to_pylist()], pa.binary())
+    raw = chosen["crop"].to_pylist()
+    jpegs = pa.array([_jpeg(c, size, q) for c in raw], pa.binary())
+    cues = np.array([pixel_cues(c, size) for c in raw], np.float32).reshape(-1, 3)
     out = images.drop_columns(["pixels"])
     for col in ("det_score", "bbox", "landmarks", "face_size", "embedding", "feat_norm", "model_id"):
         out = out.append_column(col, chosen[col].take(take))
     out = out.append_column("crop", jpegs.take(take))
+    for j, col in enumerate(("sharpness", "brightness", "contrast")):
+        out = out.append_column(col, pa.array(cues[:, j], pa.float32()).take(take))
     out = out.append_column("detector_id", pa.array([models.detector.id] * len(out), pa.string()))
     keep = pc.is_null(out["reason"])
     out = out.append_column("keep", keep)

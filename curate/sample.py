@@ -5,7 +5,8 @@ Sources: scikit-image's ``astronaut`` (Eileen Collins), ``camera`` (a man, no fr
 ``t1.jpg`` (a group photo of six people, each cropped out as an identity). Each identity gets
 seeded variants (flip, scale, crop, rotation, exposure, grayscale, JPEG quality, EXIF orientation),
 as a web crawl holds the same person in many photos. Noise a real crawl has is added on purpose: a
-cat filed under a person, a group photo, a truncated JPEG, HTML saved as .jpg, a zero-byte file.
+cat filed under a person, a group photo, a truncated JPEG, HTML saved as .jpg, a zero-byte file,
+and two label swaps (``zz_swap_<who>.jpg``: another person's face filed under this identity).
 Images under ``shared_data`` (identity folders, when present) are copied in too.
 """
 
@@ -88,7 +89,8 @@ def build_sample_crawl(dest: str, variants: int = 6, seed: int = 0, shared_data:
     root = Path(dest)
     root.mkdir(parents=True, exist_ok=True)
     n = 0
-    for identity, photo in base_photos().items():
+    photos = base_photos()
+    for identity, photo in photos.items():
         d = root / identity
         d.mkdir(exist_ok=True)
         photo.save(d / "000_original.jpg", "JPEG", quality=95)
@@ -115,6 +117,12 @@ def build_sample_crawl(dest: str, variants: int = 6, seed: int = 0, shared_data:
         (d / "zz_page.jpg").write_text("<html><body>404 Not Found</body></html>")
         (d / "zz_empty.jpg").write_bytes(b"")
         n += 8 + (t1 is not None)
+        # label swaps: a real face of another person filed under this identity
+        for into, other in (("eileen_collins", "tom_hanks"), ("t1_person_2", "t1_person_4")):
+            if into in photos and other in photos:
+                img, opts = variant(photos[other], rng)
+                img.convert("RGB").save(root / into / f"zz_swap_{other}.jpg", "JPEG", quality=opts["quality"])
+                n += 1
     if shared_data and os.path.isdir(shared_data):
         n += _copy_shared(Path(shared_data), root)
     return n

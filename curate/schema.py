@@ -98,7 +98,12 @@ def images_schema(dim: int) -> pa.Schema:
             _f("face_idx", pa.int16(), "index of the chosen (labelled) face in detections; null if none"),
         ]
         + _FACE_COLUMNS
-        + [_f("crop", pa.binary(), "aligned 112x112 RGB crop of the chosen face, JPEG bytes")]
+        + [
+            _f("crop", pa.binary(), "aligned 112x112 RGB crop of the chosen face, JPEG bytes"),
+            _f("sharpness", pa.float32(), "variance of the Laplacian of the gray crop (before JPEG); low = blurred"),
+            _f("brightness", pa.float32(), "mean gray level of the crop, 0-255"),
+            _f("contrast", pa.float32(), "standard deviation of the gray crop, 0-255"),
+        ]
         + _embedding_columns(dim)
         + [
             _f("detector_id", pa.string(), "detector that produced the boxes and landmarks"),

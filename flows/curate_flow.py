@@ -11,7 +11,8 @@ import time
 
 from prefect import flow, task
 
-from curate.config import Resources, RunConfig
+from curate.config import Resources, RunConfig, ScoreConfig
+from curate.curation import score_run
 from curate.errors import CurateError
 from curate.io.shards import ShardStore
 from curate.io.sources import open_source
@@ -58,13 +59,22 @@ def finalize(out: str) -> dict:
     return store.summary()
 
 
+@task(retry_condition_fn=_transient)
+def score(out: str, score_config: dict) -> dict:
+    """Label noise, duplicates and quality over all identities; keep/reason; curated shards."""
+    return score_run(out, ScoreConfig(**score_config))
+
+
 @flow(name="curate", log_prints=False)
 def curate_flow(input_path: str, out: str, config: dict, resources: dict, input_format: str | None = None,
-                input_options: dict | None = None, allow_download: bool = False, progress: bool = True) -> dict:
+                input_options: dict | None = None, allow_download: bool = False, progress: bool = True,
+                score_config: dict | None = None) -> dict:
     t0 = time.perf_counter()
     plan(input_path, out, config, input_format, input_options or {}, allow_download)
     landed = curate_shards(out, resources, allow_download, progress)
     summary = finalize(out)
+    if score_config is not None and summary["images"]:
+        summary["curation"] = score(out, score_config)
     wall = time.perf_counter() - t0
     n_new = sum(m["images"] for m in landed)
     summary["this_run"] = {"shards": len(landed), "images": n_new, "seconds": round(wall, 2),

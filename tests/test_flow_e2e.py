@@ -14,12 +14,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def flow_run(tmp_path_factory, sample_crawl):
-    from curate.config import Resources, RunConfig
+    from curate.config import Resources, RunConfig, ScoreConfig
     from flows.curate_flow import curate_flow
 
     out = str(tmp_path_factory.mktemp("flow") / "out")
     kw = dict(input_path=str(sample_crawl), out=out, config=RunConfig(shard_size=10).to_dict(),
-              resources=Resources(workers=2, batch_size=8).__dict__, progress=False)
+              resources=Resources(workers=2, batch_size=8).__dict__, progress=False,
+              score_config=ScoreConfig().__dict__)
     first = curate_flow(**kw)
     again = curate_flow(**kw)
     return out, first, again
@@ -30,7 +31,7 @@ def test_flow_accounts_for_every_input(flow_run, sample_crawl):
     n_files = sum(len(fs) for _, _, fs in os.walk(sample_crawl))
     assert s["items_planned"] == s["images"] == n_files and n_files >= 45
     assert s["kept"] + s["rejected"] == n_files == sum(s["reasons"].values())
-    assert s["shards_done"] == s["shards"] == 5 and s["this_run"]["shards"] == 5
+    assert s["shards_done"] == s["shards"] == 6 and s["this_run"]["shards"] == 6
     assert {"ok", "no_face", "decode_error", "multi_face_ambiguous"} <= set(s["reasons"])
     con = duckdb.connect(os.path.join(out, "curate.duckdb"), read_only=True)
     try:
@@ -40,6 +41,25 @@ def test_flow_accounts_for_every_input(flow_run, sample_crawl):
     finally:
         con.close()
     assert total == distinct == planned == n_files and kept == s["kept"] and faces == s["faces"]
+
+
+def test_real_label_swaps_are_flagged_and_curated_shards_ranked(flow_run):
+    out, s, _ = flow_run
+    c = s["curation"]
+    assert c["images"] == s["images"] and c["identities_merged"] == 0
+    con = duckdb.connect(os.path.join(out, "curate.duckdb"), read_only=True)
+    try:
+        swaps = con.execute("SELECT c.source, s.reason, s.nearest_other_identity FROM scores s JOIN images c "
+                            "USING (image_id) WHERE c.source LIKE '%zz_swap%' ORDER BY 1").fetchall()
+        flagged = con.execute("SELECT count(*) FROM scores WHERE reason IN ('far_from_dominant', "
+                              "'non_dominant_subcenter', 'cross_id_conflict')").fetchone()[0]
+        ranked = con.execute("SELECT bool_and(quality_rank >= 1), count(*) FROM curated").fetchone()
+    finally:
+        con.close()
+    assert [(r[1] in ("far_from_dominant", "non_dominant_subcenter", "cross_id_conflict"), r[2]) for r in swaps] == \
+        [(True, "tom_hanks"), (True, "t1_person_4")]  # flagged, and the true person is the nearest other identity
+    assert flagged == 2  # and nothing else among the real faces
+    assert ranked == (True, s["images"])
 
 
 def test_rerun_resumes_without_redoing_shards(flow_run):
@@ -56,7 +76,10 @@ def test_cli_run_and_status(tmp_path, sample_crawl, flow_run):
     s = json.loads(r.output[r.output.index("{"):])
     assert s["images"] == flow_run[1]["images"] and s["reasons"] == flow_run[1]["reasons"]
     r = runner.invoke(main, ["status", out])
-    assert r.exit_code == 0 and "shards       2/2 done" in r.output
+    assert r.exit_code == 0 and "shards       3/3 done" in r.output
+    r = runner.invoke(main, ["score", out, "--far-angle", "10", "--json"])  # re-tune without models
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["far_angle"] == 10.0
     # a different config into the same directory: clean error, exit code of OutputError
     r = runner.invoke(main, ["run", str(sample_crawl), "--out", out, "--shard-size", "30", "--no-progress"])
     assert r.exit_code == 7 and "Use another --out" in r.output

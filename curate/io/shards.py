@@ -17,6 +17,7 @@ readers (views built from markers) never see a partial shard.
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import time
@@ -210,19 +211,23 @@ class ShardStore:
         return [self.shard_path(kind, s) for s in range(self.manifest["shards"]) if self.is_complete(s)]
 
     # -- views ----------------------------------------------------------------------------
-    def write_views(self) -> str:
-        """(Re)create the DuckDB file with views over completed shards (no data copied)."""
+    def write_views(self, score_digest: str | None = None) -> str:
+        """(Re)create the DuckDB file with views over completed shards (no data copied), and over
+        the scores, identities and curated shards of ``score_digest`` when given."""
         import duckdb
 
+        views = {"plan": [self._path("index.parquet")], **{k: self.completed_files(k) for k in KINDS}}
+        if score_digest:
+            views["scores"] = [self._path("scores", f"scores-{score_digest}.parquet")]
+            views["identities"] = [self._path(f"identities-{score_digest}.parquet")]
+            views["curated"] = sorted(glob.glob(self._path("curated", f"part-*-{score_digest}.parquet")))
         db = self._path("curate.duckdb")
         con = duckdb.connect(db)
         try:
-            con.execute(f"CREATE OR REPLACE VIEW plan AS SELECT * FROM read_parquet({_sql_str(self._path('index.parquet'))})")
-            for kind in KINDS:
-                files = self.completed_files(kind)
+            for name, files in views.items():
                 if files:
                     lst = "[" + ", ".join(_sql_str(f) for f in files) + "]"
-                    con.execute(f"CREATE OR REPLACE VIEW {kind} AS SELECT * FROM read_parquet({lst})")
+                    con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({lst})")
         finally:
             con.close()
         return db

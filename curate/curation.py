@@ -1,0 +1,166 @@
+"""Scoring and selection over a whole run: reads the spine's ``images`` shards (embeddings only,
+no crops), computes label-noise, duplicate and quality scores for every identity at once, decides
+keep/reason, and writes
+
+    OUT/scores/scores-<digest>.parquet        one row per image: every score and the decision
+    OUT/identities-<digest>.parquet           one row per identity: size, kept, dominant share, review, merge
+    OUT/calibration-<digest>.json             norm quantiles per model, thresholds actually used
+    OUT/curated/part-NNNNNN-<digest>.parquet  the images rows with scores, sorted by identity then quality
+
+<digest> covers the run config and the score config, so re-scoring with new thresholds writes new
+files beside the old ones and never re-runs a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.config import ScoreConfig
+from curate.errors import InputError
+from curate.io.shards import ShardStore, _atomic_write, _write_json
+from curate.schema import decode_embeddings
+from curate.stages import dedup, score
+from curate.stages.select import select
+
+READ = ["image_id", "identity", "sha1", "embedding", "feat_norm", "model_id", "landmarks", "face_size", "det_score",
+        "sharpness", "keep", "reason"]
+
+
+def score_digest(store: ShardStore, cfg: ScoreConfig) -> str:
+    blob = json.dumps({"run": store.manifest["digest"], "score": cfg.__dict__}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def score_table(t: pa.Table, cfg: ScoreConfig) -> tuple[pa.Table, pa.Table, dict]:
+    """Images rows (READ columns) -> (scores per image, identities, calibration). Pure: no I/O."""
+    n = len(t)
+    cand = (pc.fill_null(t["keep"], False).to_numpy(zero_copy_only=False)
+            & pc.is_valid(t["embedding"]).to_numpy(zero_copy_only=False)
+            & pc.is_valid(t["identity"]).to_numpy(zero_copy_only=False))
+    idx = np.flatnonzero(cand)
+    models = set(pc.unique(t["model_id"].filter(pc.is_valid(t["model_id"]))).to_pylist())
+    if len(models) > 1:
+        raise InputError(f"one recognizer per scoring run, found {sorted(models)}")
+    c = t.take(pa.array(idx))
+    emb = score._unit(decode_embeddings(c["embedding"]).astype(np.float32))
+    norms = c["feat_norm"].to_numpy(zero_copy_only=False).astype(np.float32)
+    enc = pc.dictionary_encode(c["identity"]).combine_chunks()
+    codes, names = enc.indices.to_numpy().astype(np.int64), enc.dictionary.to_pylist()
+    n_ids = len(names)
+    calib = {"model_id": models.pop() if models else None, "quantiles": [], "far_angle": None}
+    full = {k: np.full(n, np.nan, np.float32) for k in ("angle_to_dominant", "quality", "own_sim", "other_sim",
+                                                       "dominant_share", "dup_sim", "yaw", "pitch", "roll")}
+    sub_col = np.full(n, -1, np.int8)
+    dom_col = np.zeros(n, bool)
+    dup_of = [None] * n
+    merge_into = [None] * n
+    other_name = [None] * n
+    identities = pa.table({"identity": pa.array([], pa.string())})
+    if len(idx):
+        sc = score.subcenters(emb, codes, n_ids, norms, cfg.k, cfg.iters, cfg.merge_angle)
+        th = score.thresholds(emb, codes, sc.centers, cfg.far_angle, cfg.dup_threshold, cfg.merge_threshold)
+        q = score.norm_quantiles(norms)
+        qual = score.quality(norms, q)
+        yaw, pitch, roll = score.pose(np.asarray(c["landmarks"].to_pylist(), np.float32).reshape(-1, 10))
+        dups, dsim = dedup.near_duplicates(emb, qual, th.dup_cos, c["sha1"].to_pylist())
+        other, osim = dedup.nearest_other_identity(emb, codes, sc.centers)
+        own = score.rowdot(emb, sc.centers, codes)
+        merges = dedup.merge_candidates(sc.centers, th.merge_cos)
+        # the smaller identity of a merge pair is folded into the larger one
+        into = {}
+        for a, b, _ in merges:
+            small, big = (a, b) if sc.size[a] < sc.size[b] or (sc.size[a] == sc.size[b] and a > b) else (b, a)
+            into.setdefault(small, big)
+        ids_ = [str(x) for x in c["image_id"].to_pylist()]
+        for j, i in enumerate(idx):
+            if dups[j] >= 0:
+                dup_of[i] = ids_[dups[j]]
+            if codes[j] in into:
+                merge_into[i] = names[into[codes[j]]]
+            if other[j] >= 0:
+                other_name[i] = names[other[j]]
+        for k, v in (("angle_to_dominant", sc.angle), ("quality", qual), ("own_sim", own), ("other_sim", osim),
+                     ("dominant_share", sc.share[codes]), ("dup_sim", dsim), ("yaw", yaw), ("pitch", pitch),
+                     ("roll", roll)):
+            full[k][idx] = v
+        sub_col[idx], dom_col[idx] = sc.subcenter, sc.is_dominant
+        calib = {"model_id": calib["model_id"], "quantiles": q.tolist(), "far_angle": th.far_angle,
+                 "dup_cos": th.dup_cos, "merge_cos": th.merge_cos, "impostor_angle_p1": th.impostor_p1}
+        identities = pa.table({
+            "identity": names, "faces": sc.size, "dominant_share": sc.share,
+            "review": sc.share < cfg.min_dominant_share,
+            "merge_into": [names[into[i]] if i in into else None for i in range(n_ids)],
+            "merge_sim": [max((s for a, b, s in merges if i in (a, b)), default=None) for i in range(n_ids)],
+        })
+    far = calib["far_angle"] if calib["far_angle"] is not None else 75.0
+    scores = pa.table({
+        "image_id": t["image_id"], "identity": t["identity"], "spine_reason": t["reason"],
+        "subcenter": pa.array(sub_col, pa.int8()), "is_dominant": pa.array(np.where(cand, dom_col, True)),
+        "angle_to_dominant": full["angle_to_dominant"], "dominant_share": full["dominant_share"],
+        "quality": full["quality"], "yaw": full["yaw"], "pitch": full["pitch"], "roll": full["roll"],
+        "sharpness": t["sharpness"], "det_score": t["det_score"], "face_size": t["face_size"],
+        "dup_of": pa.array(dup_of, pa.string()), "dup_sim": full["dup_sim"],
+        "merge_into": pa.array(merge_into, pa.string()),
+        "nearest_other_identity": pa.array(other_name, pa.string()), "own_sim": full["own_sim"],
+        "other_sim": full["other_sim"],
+    })
+    scores = select(scores, cfg, far)
+    if len(identities):
+        kept = pc.value_counts(scores.filter(scores["keep"])["identity"])
+        kc = {d["values"]: d["counts"] for d in kept.to_pylist()}
+        identities = identities.append_column("kept", pa.array([kc.get(i, 0) for i in identities["identity"].to_pylist()], pa.int64()))
+    return scores, identities, calib
+
+
+def score_run(out: str, cfg: ScoreConfig) -> dict:
+    store = ShardStore(out)
+    if store.manifest is None:
+        raise InputError(f"{out}: no run here (no run.json)")
+    files = store.completed_files("images")
+    if not files:
+        raise InputError(f"{out}: no completed shards to score")
+    t0 = time.perf_counter()
+    t = pq.ParquetDataset(files).read(columns=READ)
+    scores, identities, calib = score_table(t, cfg)
+    seconds = time.perf_counter() - t0
+    digest = score_digest(store, cfg)
+    for d in ("scores", "curated"):
+        os.makedirs(os.path.join(store.out, d), exist_ok=True)
+    _atomic_write(os.path.join(store.out, "scores", f"scores-{digest}.parquet"), lambda tmp: pq.write_table(scores, tmp))
+    _atomic_write(os.path.join(store.out, f"identities-{digest}.parquet"), lambda tmp: pq.write_table(identities, tmp))
+    _write_json(os.path.join(store.out, f"calibration-{digest}.json"), {**calib, "config": cfg.__dict__, "digest": digest})
+    _write_curated(store, files, scores, digest)
+    store.write_views(score_digest=digest)
+    reasons = pc.value_counts(scores["reason"]).to_pylist()
+    return {
+        "out": store.out, "score_digest": digest, "images": len(scores), "kept": int(pc.sum(scores["keep"]).as_py() or 0),
+        "reasons": dict(sorted(((r["values"], r["counts"]) for r in reasons), key=lambda kv: -kv[1])),
+        "identities": len(identities),
+        "identities_review": int(pc.sum(identities["review"]).as_py() or 0) if len(identities) else 0,
+        "identities_merged": int(pc.sum(pc.is_valid(identities["merge_into"])).as_py() or 0) if len(identities) else 0,
+        "far_angle": calib["far_angle"], "score_seconds": round(seconds, 2),
+    }
+
+
+def _write_curated(store: ShardStore, files: list[str], scores: pa.Table, digest: str) -> None:
+    """Each spine shard's rows joined with their scores, sorted by identity then quality (crawls
+    laid out by identity - folders, .rec, TSV - come out sorted across shards too)."""
+    extra = [c for c in scores.column_names if c not in ("image_id", "identity", "sharpness", "det_score", "face_size")]
+    pos = {k: i for i, k in enumerate(scores["image_id"].to_pylist())}
+    for f in files:
+        part = pq.read_table(f).drop_columns(["keep", "reason"])
+        # one score row per image: a take by position (Arrow's hash join rejects fixed-size lists)
+        take = pa.array([pos[k] for k in part["image_id"].to_pylist()], pa.int64())
+        for c in extra:
+            part = part.append_column(c, scores[c].take(take))
+        joined = part.sort_by([("identity", "ascending"), ("quality_rank", "ascending")])
+        name = os.path.basename(f).rsplit("-", 1)[0] + f"-{digest}.parquet"
+        _atomic_write(os.path.join(store.out, "curated", name), lambda tmp, j=joined: pq.write_table(j, tmp))

@@ -1,0 +1,71 @@
+"""select: scores -> keep, reason, quality_rank. Pure over one table; thresholds from ScoreConfig.
+
+Precedence (first that applies): the spine's own reason (decode, no face, ...), near_duplicate,
+identity_merge_candidate, unidentifiable, far_from_dominant, cross_id_conflict,
+non_dominant_subcenter, ok. Every score behind a decision stays in the row, so any threshold can
+be re-applied in SQL later.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.stats import rankdata
+
+from curate.config import ScoreConfig
+from curate.schema import require
+
+READS = ("identity", "spine_reason", "dup_of", "merge_into", "quality", "sharpness", "det_score", "face_size", "yaw",
+         "angle_to_dominant", "own_sim", "other_sim", "is_dominant")
+
+
+def _pct_rank(x: np.ndarray) -> np.ndarray:
+    """Percentile (0-100) of each value among the finite values; ties share the highest rank, so
+    a constant column is never "low"."""
+    out = np.full(len(x), np.nan)
+    ok = np.isfinite(x)
+    if ok.any():
+        out[ok] = 100.0 * rankdata(x[ok], method="max") / ok.sum()
+    return out
+
+
+def select(t: pa.Table, cfg: ScoreConfig, far_angle: float) -> pa.Table:
+    require(t, READS, "select")
+
+    def col(name):
+        return np.asarray(t[name].to_numpy(zero_copy_only=False), dtype=np.float64)
+
+    quality, yaw = col("quality"), col("yaw")
+    degraded = (
+        (_pct_rank(col("sharpness")) <= cfg.degraded_pct)
+        | (_pct_rank(col("det_score")) <= cfg.degraded_pct)
+        | (col("face_size") < cfg.degraded_face_size)
+        | (np.abs(yaw) > cfg.max_yaw)
+    )
+    rules = [
+        ("near_duplicate", pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False)),
+        ("identity_merge_candidate", pc.is_valid(t["merge_into"]).to_numpy(zero_copy_only=False)),
+        ("unidentifiable", (quality <= cfg.unidentifiable_pct) & degraded),
+        ("far_from_dominant", col("angle_to_dominant") > far_angle),
+        ("cross_id_conflict", col("other_sim") - col("own_sim") > cfg.conflict_margin),
+        ("non_dominant_subcenter", ~np.asarray(t["is_dominant"].fill_null(True).to_numpy(zero_copy_only=False))),
+    ]
+    reason = np.array(t["spine_reason"].to_pylist(), dtype=object)
+    open_ = reason == "ok"
+    for name, hit in rules:
+        hit = open_ & np.nan_to_num(hit, nan=0).astype(bool)
+        reason[hit] = name
+        open_ &= ~hit
+    # rank within identity by quality, best first (rows without quality rank last)
+    codes = pc.dictionary_encode(t["identity"].fill_null("")).combine_chunks().indices.to_numpy()
+    order = np.lexsort((-np.nan_to_num(quality, nan=-1.0), codes))
+    new_group = np.r_[True, codes[order][1:] != codes[order][:-1]]
+    start = np.maximum.accumulate(np.where(new_group, np.arange(len(t)), 0))
+    rank = np.empty(len(t), np.int32)
+    rank[order] = np.arange(len(t)) - start + 1
+    return (
+        t.append_column("keep", pa.array(reason == "ok"))
+        .append_column("reason", pa.array(reason.tolist(), pa.string()))
+        .append_column("quality_rank", pa.array(rank, pa.int32()))
+    )
