@@ -65,6 +65,9 @@ def _score_options(f):
         click.option("--far-angle", type=float, default=None,
                      help="far_from_dominant beyond this angle (deg) to the identity's dominant center (default: auto, "
                           "the impostor 1st percentile capped at the paper's 75)."),
+        click.option("--mode", type=click.Choice(["kmeans", "head"]), default="kmeans", show_default=True,
+                     help="Sub-centers by spherical k-means, or by a sub-center ArcFace head fitted on the embeddings (torch)."),
+        click.option("--drop-non-dominant", is_flag=True, help="Also reject faces in non-dominant sub-centers within the far angle."),
         click.option("--merge-angle", default=45.0, show_default=True, help="Sub-centers this close to the dominant one are merged."),
         click.option("--min-dominant-share", default=0.5, show_default=True, help="Identities below this share are flagged for review."),
         click.option("--dup-threshold", type=float, default=None,
@@ -79,9 +82,10 @@ def _score_options(f):
     return f
 
 
-def _score_config(far_angle, merge_angle, min_dominant_share, dup_threshold, merge_threshold, conflict_margin,
-                  unidentifiable_pct) -> ScoreConfig:
-    return ScoreConfig(far_angle=far_angle, merge_angle=merge_angle, min_dominant_share=min_dominant_share,
+def _score_config(far_angle, mode, drop_non_dominant, merge_angle, min_dominant_share, dup_threshold, merge_threshold,
+                  conflict_margin, unidentifiable_pct) -> ScoreConfig:
+    return ScoreConfig(far_angle=far_angle, mode=mode, drop_non_dominant=drop_non_dominant, merge_angle=merge_angle,
+                       min_dominant_share=min_dominant_share,
                        dup_threshold=dup_threshold, merge_threshold=merge_threshold, conflict_margin=conflict_margin,
                        unidentifiable_pct=unidentifiable_pct)
 

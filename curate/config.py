@@ -77,11 +77,16 @@ class ScoreConfig:
     """Thresholds of the scoring and selection step. Changing them never re-runs a model:
     ``curate score OUT`` recomputes scores and decisions from the stored embeddings."""
 
+    mode: str = "kmeans"  # kmeans | head (sub-center ArcFace fitted on the embeddings; needs torch)
     k: int = 3  # sub-centers per identity
-    iters: int = 10  # spherical k-means iterations
+    iters: int = 10  # spherical k-means iterations (also the head's initialisation)
+    head_epochs: int = 3
     merge_angle: float = 45.0  # sub-centers closer than this to the dominant one are the same person
     far_angle: float | None = None  # far_from_dominant beyond this; None: auto (impostor 1st pct, <= 75)
     min_dominant_share: float = 0.5  # identities whose dominant share is lower are flagged for review
+    # The paper's K=3->1 drops samples beyond far_angle and keeps the rest, whatever sub-center they
+    # picked; is_dominant is always recorded. True also rejects non-dominant faces within the angle.
+    drop_non_dominant: bool = False
     # Cosine thresholds; None scales them to the model: with p1 the 1st percentile of impostor
     # angles, duplicates are closer than p1/6 and merged identities' centers closer than p1/2
     # (ArcFace, p1 ~ 75 deg: cos 0.976 and 0.79; dlib's 128-d model is much tighter).
@@ -94,6 +99,7 @@ class ScoreConfig:
     max_yaw: float = 60.0
 
     def __post_init__(self):
+        _check(self.mode in ("kmeans", "head"), "mode must be kmeans or head")
         _check(self.k >= 1 and self.iters >= 1, "k and iters must be >= 1")
         _check(self.far_angle is None or 0 < self.far_angle <= 180, "far_angle must be in (0, 180]")
         for v in (self.dup_threshold, self.merge_threshold):

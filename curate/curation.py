@@ -49,8 +49,9 @@ def score_table(t: pa.Table, cfg: ScoreConfig) -> tuple[pa.Table, pa.Table, dict
     models = set(pc.unique(t["model_id"].filter(pc.is_valid(t["model_id"]))).to_pylist())
     if len(models) > 1:
         raise InputError(f"one recognizer per scoring run, found {sorted(models)}")
-    c = t.take(pa.array(idx))
-    emb = score._unit(decode_embeddings(c["embedding"]).astype(np.float32))
+    c = t if len(idx) == n else t.take(pa.array(idx))  # no copy when every row is a candidate
+    emb = decode_embeddings(c["embedding"]).astype(np.float32)  # (N, D): 2 KB a face at D = 512
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)  # in place: no third copy
     norms = c["feat_norm"].to_numpy(zero_copy_only=False).astype(np.float32)
     enc = pc.dictionary_encode(c["identity"]).combine_chunks()
     codes, names = enc.indices.to_numpy().astype(np.int64), enc.dictionary.to_pylist()
@@ -65,11 +66,18 @@ def score_table(t: pa.Table, cfg: ScoreConfig) -> tuple[pa.Table, pa.Table, dict
     other_name = [None] * n
     identities = pa.table({"identity": pa.array([], pa.string())})
     if len(idx):
-        sc = score.subcenters(emb, codes, n_ids, norms, cfg.k, cfg.iters, cfg.merge_angle)
+        assign = centers = None
+        if cfg.mode == "head":
+            from models.heads.subcenter_arcface import fit_on_embeddings
+
+            assign, centers = score.kmeans_subcenters(emb, codes, n_ids, cfg.k, cfg.iters)
+            assign, centers = fit_on_embeddings(emb, codes, n_ids, cfg.k, init=centers, epochs=cfg.head_epochs)
+        sc = score.subcenters(emb, codes, n_ids, norms, cfg.k, cfg.iters, cfg.merge_angle, assign, centers)
         th = score.thresholds(emb, codes, sc.centers, cfg.far_angle, cfg.dup_threshold, cfg.merge_threshold)
         q = score.norm_quantiles(norms)
         qual = score.quality(norms, q)
-        yaw, pitch, roll = score.pose(np.asarray(c["landmarks"].to_pylist(), np.float32).reshape(-1, 10))
+        lm = pc.fill_null(c["landmarks"], pa.scalar([0.0] * 10, c["landmarks"].type)).combine_chunks()
+        yaw, pitch, roll = score.pose(lm.flatten().to_numpy(zero_copy_only=False).reshape(-1, 10))
         dups, dsim = dedup.near_duplicates(emb, qual, th.dup_cos, c["sha1"].to_pylist())
         other, osim = dedup.nearest_other_identity(emb, codes, sc.centers)
         own = score.rowdot(emb, sc.centers, codes)

@@ -143,13 +143,15 @@ def encode_embeddings(emb: np.ndarray) -> pa.Array:
 
 
 def decode_embeddings(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """fixed_size_binary(2D) -> (N, D) float16; null rows come back as NaN."""
+    """fixed_size_binary(2D) -> (N, D) float16, a read-only view of the Arrow buffer when there are
+    no nulls (copy before writing); null rows come back as NaN in a copy."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     dim = arr.type.byte_width // 2
     out = np.frombuffer(arr.buffers()[1], dtype="<f2", count=(arr.offset + len(arr)) * dim)
-    out = out.reshape(-1, dim)[arr.offset :].copy()
+    out = out.reshape(-1, dim)[arr.offset :]  # a read-only view of the Arrow buffer: no copy
     if arr.null_count:
+        out = out.copy()
         out[~np.asarray(arr.is_valid())] = np.nan
     return out
 

@@ -65,11 +65,11 @@ class Subcenters:
     size: np.ndarray  # (I,) int64 faces per identity
 
 
-def subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, norms: np.ndarray | None = None, k: int = 3,
-               iters: int = 10, merge_angle: float = 45.0) -> Subcenters:
-    """Spherical k-means with k centers per identity, all identities together."""
+def kmeans_subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, k: int = 3,
+                      iters: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical k-means with k centers per identity, all identities together.
+    -> (assign (N,) in [0, k), centers (I, k, D) unit)."""
     n, d = emb.shape
-    size = np.bincount(codes, minlength=n_ids)
     # Deterministic max-min init: the identity's mean direction, then the faces farthest from the centers so far.
     c = np.zeros((n_ids, k, d), np.float32)
     c[:, 0] = _unit(segment_sum(codes, emb, n_ids))
@@ -79,28 +79,42 @@ def subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, norms: np.ndarray
         c[far >= 0, j] = emb[far[far >= 0]]
         best = np.maximum(best, rowdot(emb, c[:, j], codes))
     flat = c.reshape(n_ids * k, d)
+    assign = np.zeros(n, np.int64)
     for _ in range(iters):
         sims = np.stack([rowdot(emb, flat[j::k], codes) for j in range(k)], axis=1)
         assign = sims.argmax(1)
         sums = segment_sum(codes * k + assign, emb, n_ids * k)
         ok = np.linalg.norm(sums, axis=1) > 0
         flat[ok] = _unit(sums[ok])  # empty sub-centers keep their place
+    return assign, flat.reshape(n_ids, k, d)
+
+
+def subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, norms: np.ndarray | None = None, k: int = 3,
+               iters: int = 10, merge_angle: float = 45.0, assign: np.ndarray | None = None,
+               centers: np.ndarray | None = None) -> Subcenters:
+    """Dominant sub-center per identity from an assignment of faces to k sub-centers (k-means by
+    default, or a sub-center ArcFace head's): dominant = most faces; sub-centers within
+    ``merge_angle`` of it are the same person; the dominant center is the magnitude-weighted
+    template of its members."""
+    n, d = emb.shape
+    if assign is None:
+        assign, centers = kmeans_subcenters(emb, codes, n_ids, k, iters)
+    size = np.bincount(codes, minlength=n_ids)
     counts = np.bincount(codes * k + assign, minlength=n_ids * k).reshape(n_ids, k)
     dominant = counts.argmax(1)
-    dom_center = flat.reshape(n_ids, k, d)[np.arange(n_ids), dominant]
-    # merge sub-centers close to the dominant one (k-means splits of the same person)
-    cos_to_dom = np.einsum("ikd,id->ik", flat.reshape(n_ids, k, d), dom_center)
+    dom_center = centers[np.arange(n_ids), dominant]
+    cos_to_dom = np.einsum("ikd,id->ik", centers, dom_center)
     merged = np.degrees(np.arccos(np.clip(cos_to_dom, -1, 1))) < merge_angle
     is_dom = merged[codes, assign]
     sub = np.where(is_dom, dominant[codes], assign).astype(np.int8)
     w = (norms if norms is not None else np.ones(n, np.float32)) * is_dom
-    centers = segment_sum(codes, emb, n_ids, weights=w)
-    empty = np.linalg.norm(centers, axis=1) == 0
-    centers[empty] = dom_center[empty]
-    centers = _unit(centers)
-    angle = np.degrees(np.arccos(np.clip(rowdot(emb, centers, codes), -1, 1))).astype(np.float32)
+    tmpl = segment_sum(codes, emb, n_ids, weights=w)
+    empty = np.linalg.norm(tmpl, axis=1) == 0
+    tmpl[empty] = dom_center[empty]
+    tmpl = _unit(tmpl)
+    angle = np.degrees(np.arccos(np.clip(rowdot(emb, tmpl, codes), -1, 1))).astype(np.float32)
     share = np.bincount(codes, weights=is_dom, minlength=n_ids) / np.maximum(size, 1)
-    return Subcenters(sub, is_dom, angle, centers, share.astype(np.float32), size)
+    return Subcenters(sub, is_dom, angle, tmpl, share.astype(np.float32), size)
 
 
 def impostor_angles(emb: np.ndarray, codes: np.ndarray, centers: np.ndarray, n: int = 100_000, seed: int = 0) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Precedence (first that applies): the spine's own reason (decode, no face, ...), near_duplicate,
 identity_merge_candidate, unidentifiable, far_from_dominant, cross_id_conflict,
-non_dominant_subcenter, ok. Every score behind a decision stays in the row, so any threshold can
+non_dominant_subcenter (only with ``drop_non_dominant``: the paper keeps such faces within the
+angle), ok. Every score behind a decision stays in the row, so any threshold can
 be re-applied in SQL later.
 """
 
@@ -49,8 +50,9 @@ def select(t: pa.Table, cfg: ScoreConfig, far_angle: float) -> pa.Table:
         ("unidentifiable", (quality <= cfg.unidentifiable_pct) & degraded),
         ("far_from_dominant", col("angle_to_dominant") > far_angle),
         ("cross_id_conflict", col("other_sim") - col("own_sim") > cfg.conflict_margin),
-        ("non_dominant_subcenter", ~np.asarray(t["is_dominant"].fill_null(True).to_numpy(zero_copy_only=False))),
     ]
+    if cfg.drop_non_dominant:
+        rules.append(("non_dominant_subcenter", ~np.asarray(t["is_dominant"].fill_null(True).to_numpy(zero_copy_only=False))))
     reason = np.array(t["spine_reason"].to_pylist(), dtype=object)
     open_ = reason == "ok"
     for name, hit in rules:

@@ -61,3 +61,40 @@ class SubCenterArcFace(CombinedMargin):
 @HEADS.register("subcenter")
 def _subcenter(arg, *, embedding_size, num_classes, s=64.0, m=0.5, k=3, **kw):
     return SubCenterArcFace(embedding_size, num_classes, s=s, m=m, k=k, **kw)
+
+
+def fit_on_embeddings(emb, codes, n_ids: int, k: int = 3, init=None, epochs: int = 3, batch_size: int = 4096,
+                      lr: float = 0.1, max_classes_per_step: int = 16384, seed: int = 0, device: str | None = None):
+    """Fit a sub-center ArcFace head (K sub-centers per identity) on frozen unit embeddings: one
+    classifier over every identity, so each face's other identities are its negatives, batched
+    over all identities at once (Partial FC when there are many). ``init`` (I, K, D) starts it
+    (e.g. from k-means). Returns (assign (N,) numpy, sub-centers (I, K, D) numpy unit)."""
+    import numpy as np
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    g = torch.Generator().manual_seed(seed)
+    x_all = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
+    y_all = torch.from_numpy(np.asarray(codes, dtype=np.int64))
+    head = SubCenterArcFace(x_all.shape[1], n_ids, k=k, sample_rate=min(1.0, max_classes_per_step / n_ids)).to(device)
+    if init is not None:
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(np.asarray(init, np.float32)).reshape(n_ids * k, -1))
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9)
+    head.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x_all), generator=g)
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            loss = head(x_all[idx].to(device), y_all[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    head.eval()
+    assign = torch.empty(len(x_all), dtype=torch.long)
+    with torch.no_grad():
+        w = F.normalize(head.weight.view(n_ids, k, -1), dim=2)
+        for s in range(0, len(x_all), batch_size):
+            x = F.normalize(x_all[s : s + batch_size].to(device), dim=1)
+            own = torch.einsum("bd,bkd->bk", x, w[y_all[s : s + batch_size].to(device)])
+            assign[s : s + batch_size] = own.argmax(1).cpu()
+    return assign.numpy(), w.cpu().numpy()
