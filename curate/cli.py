@@ -246,8 +246,8 @@ def _print_curation(s: dict, as_json: bool) -> None:
                f"far angle {s['far_angle'] and round(s['far_angle'], 1)} deg, {s['score_seconds']} s)")
     for reason, n in s["reasons"].items():
         click.echo(f"  {reason:<26} {n}")
-    click.echo(f"identities   {s['identities']} scored, {s['identities_review']} for review, "
-               f"{s['identities_merged']} merge candidates")
+    click.echo(f"identities   {s['identities']} scored, {s['identities_kept']} kept, {s['identities_dropped']} dropped, "
+               f"{s['identities_review']} for review, {s['identities_merged']} merge candidates")
 
 
 @main.command()

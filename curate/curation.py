@@ -5,6 +5,7 @@ keep/reason, and writes
     OUT/scores/scores-<digest>.parquet        one row per image: every score and the decision
     OUT/identities-<digest>.parquet           one row per identity: size, kept, dominant share, review, merge
     OUT/calibration-<digest>.json             norm quantiles per model, thresholds actually used
+    OUT/summary-<digest>.json                 rows per reason; identities kept, dropped, merged, for review
     OUT/curated/part-NNNNNN-<digest>.parquet  the images rows with scores, sorted by identity then quality
 
 <digest> covers the run config and the score config, so re-scoring with new thresholds writes new
@@ -148,14 +149,20 @@ def score_run(out: str, cfg: ScoreConfig) -> dict:
     _write_curated(store, files, scores, digest)
     store.write_views(score_digest=digest)
     reasons = pc.value_counts(scores["reason"]).to_pylist()
-    return {
+    has_ids = len(identities) > 0
+    summary = {
         "out": store.out, "score_digest": digest, "images": len(scores), "kept": int(pc.sum(scores["keep"]).as_py() or 0),
         "reasons": dict(sorted(((r["values"], r["counts"]) for r in reasons), key=lambda kv: -kv[1])),
         "identities": len(identities),
-        "identities_review": int(pc.sum(identities["review"]).as_py() or 0) if len(identities) else 0,
-        "identities_merged": int(pc.sum(pc.is_valid(identities["merge_into"])).as_py() or 0) if len(identities) else 0,
-        "far_angle": calib["far_angle"], "score_seconds": round(seconds, 2),
+        "identities_kept": int(pc.sum(pc.greater(identities["kept"], 0)).as_py() or 0) if has_ids else 0,
+        "identities_review": int(pc.sum(identities["review"]).as_py() or 0) if has_ids else 0,
+        "identities_merged": int(pc.sum(pc.is_valid(identities["merge_into"])).as_py() or 0) if has_ids else 0,
+        "far_angle": calib["far_angle"], "dup_cos": calib.get("dup_cos"), "merge_cos": calib.get("merge_cos"),
+        "score_seconds": round(seconds, 2),
     }
+    summary["identities_dropped"] = summary["identities"] - summary["identities_kept"]
+    _write_json(os.path.join(store.out, f"summary-{digest}.json"), summary)
+    return summary
 
 
 def _write_curated(store: ShardStore, files: list[str], scores: pa.Table, digest: str) -> None:
