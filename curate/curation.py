@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from curate.config import ScoreConfig
 from curate.errors import InputError
-from curate.io.shards import ShardStore, _atomic_write, _write_json
+from curate.io.shards import ShardStore, atomic_write, write_json
 from curate.schema import decode_embeddings
 from curate.stages import dedup, score
 from curate.stages.select import select
@@ -143,9 +143,9 @@ def score_run(out: str, cfg: ScoreConfig) -> dict:
     digest = score_digest(store, cfg)
     for d in ("scores", "curated"):
         os.makedirs(os.path.join(store.out, d), exist_ok=True)
-    _atomic_write(os.path.join(store.out, "scores", f"scores-{digest}.parquet"), lambda tmp: pq.write_table(scores, tmp))
-    _atomic_write(os.path.join(store.out, f"identities-{digest}.parquet"), lambda tmp: pq.write_table(identities, tmp))
-    _write_json(os.path.join(store.out, f"calibration-{digest}.json"), {**calib, "config": cfg.__dict__, "digest": digest})
+    atomic_write(os.path.join(store.out, "scores", f"scores-{digest}.parquet"), lambda tmp: pq.write_table(scores, tmp))
+    atomic_write(os.path.join(store.out, f"identities-{digest}.parquet"), lambda tmp: pq.write_table(identities, tmp))
+    write_json(os.path.join(store.out, f"calibration-{digest}.json"), {**calib, "config": cfg.__dict__, "digest": digest})
     _write_curated(store, files, scores, digest)
     store.write_views(score_digest=digest)
     reasons = pc.value_counts(scores["reason"]).to_pylist()
@@ -161,7 +161,7 @@ def score_run(out: str, cfg: ScoreConfig) -> dict:
         "score_seconds": round(seconds, 2),
     }
     summary["identities_dropped"] = summary["identities"] - summary["identities_kept"]
-    _write_json(os.path.join(store.out, f"summary-{digest}.json"), summary)
+    write_json(os.path.join(store.out, f"summary-{digest}.json"), summary)
     return summary
 
 
@@ -178,4 +178,4 @@ def _write_curated(store: ShardStore, files: list[str], scores: pa.Table, digest
             part = part.append_column(c, scores[c].take(take))
         joined = part.sort_by([("identity", "ascending"), ("quality_rank", "ascending")])
         name = os.path.basename(f).rsplit("-", 1)[0] + f"-{digest}.parquet"
-        _atomic_write(os.path.join(store.out, "curated", name), lambda tmp, j=joined: pq.write_table(j, tmp))
+        atomic_write(os.path.join(store.out, "curated", name), lambda tmp, j=joined: pq.write_table(j, tmp))

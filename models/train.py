@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
+from curate.io.shards import atomic_write, write_json
 from models.backbones import build_backbone
 from models.data import LowQualityAugment, ShardFaces
 from models.heads import build_head
@@ -138,12 +139,6 @@ def _scheduler(opt, cfg: "TrainConfig", steps_per_epoch: int, step: int = 0):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, steps_per_epoch), last_epoch=step - 1)
 
 
-def _atomic_save(obj, path):
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, log_every: int = 50) -> dict:
     """Train on the curated shards in ``shards``; write checkpoint.pt, history.json in ``out``."""
     os.makedirs(out, exist_ok=True)
@@ -213,9 +208,9 @@ def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, lo
                  "scheduler": sched.state_dict(), "epoch": epoch + 1, "step": step}
         if dominant is not None:
             state["dominant"] = dominant
-        _atomic_save(state, ckpt_path)
-        with open(os.path.join(out, "history.json"), "w") as f:
-            json.dump({"config": dataclasses.asdict(cfg), "labels": data.labels, "history": history}, f)
+        atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+        write_json(os.path.join(out, "history.json"), {"config": dataclasses.asdict(cfg), "labels": data.labels,
+                                                        "history": history})
         if cfg.max_steps and step >= cfg.max_steps:
             break
     seconds = time.perf_counter() - t_start

@@ -95,18 +95,18 @@ def test_resume_after_a_crash_redoes_only_the_broken_shard(tmp_path, sample_craw
     shutil.copytree(sample_crawl, crawl)
     store = ShardStore(str(tmp_path / "out"))
     store.open_run(open_source(str(crawl)), CFG)
-    real = shards_mod._write_json
+    real = shards_mod.write_json
 
     def crash_on_marker_of_shard_1(path, obj):
         if "part-000001" in path:
             raise KeyboardInterrupt("killed between data files and marker")
         return real(path, obj)
 
-    monkeypatch.setattr(shards_mod, "_write_json", crash_on_marker_of_shard_1)
+    monkeypatch.setattr(shards_mod, "write_json", crash_on_marker_of_shard_1)
     with pytest.raises(KeyboardInterrupt):
         for s in store.pending():
             process_shard(store, store.source(), s, dlib_models, CFG, RES)
-    monkeypatch.setattr(shards_mod, "_write_json", real)
+    monkeypatch.setattr(shards_mod, "write_json", real)
     assert store.pending()[0] == 1 and os.path.exists(store.shard_path("images", 1))
     assert store.shard_path("images", 1) not in store.completed_files("images")  # readers never see it
     # the crawl changes on disk after planning: the resumed run still follows the plan
@@ -136,7 +136,7 @@ def test_disk_full_is_a_clear_error_and_leaves_no_temp_file(tmp_path, monkeypatc
 
     monkeypatch.setattr(shards_mod.pq, "write_table", full)
     with pytest.raises(OutputError, match="disk full"):
-        shards_mod._atomic_write(str(tmp_path / "x.parquet"), lambda tmp: shards_mod.pq.write_table(None, tmp))
+        shards_mod.atomic_write(str(tmp_path / "x.parquet"), lambda tmp: shards_mod.pq.write_table(None, tmp))
     assert os.listdir(tmp_path) == []
 
 

@@ -33,7 +33,7 @@ from curate.io.sources import Source, source_from_description
 KINDS = ("images", "detections")
 
 
-def _atomic_write(path: str, write) -> None:
+def atomic_write(path: str, write) -> None:
     """write(tmp_path) then rename onto path; on failure remove the temp file and say why."""
     d, name = os.path.split(path)
     tmp = os.path.join(d, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -52,14 +52,14 @@ def _atomic_write(path: str, write) -> None:
         raise
 
 
-def _write_json(path: str, obj) -> None:
+def write_json(path: str, obj) -> None:
     def w(tmp):
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
 
-    _atomic_write(path, w)
+    atomic_write(path, w)
 
 
 class ShardStore:
@@ -91,7 +91,7 @@ class ShardStore:
         if not os.access(self.out, os.W_OK):
             raise OutputError(f"output directory {self.out} is not writable")
         index = source.plan()
-        _atomic_write(
+        atomic_write(
             self._path("index.parquet"),
             lambda tmp: pq.write_table(index, tmp, row_group_size=cfg.shard_size),
         )
@@ -104,7 +104,7 @@ class ShardStore:
             "shard_size": cfg.shard_size,
             "shards": (n + cfg.shard_size - 1) // cfg.shard_size,
         }
-        _write_json(self._path("run.json"), self.manifest)
+        write_json(self._path("run.json"), self.manifest)
         return self.manifest
 
     def source(self) -> Source:
@@ -142,7 +142,7 @@ class ShardStore:
             raise AssertionError(f"shard {shard}: {len(images)} image rows for {expected} planned items")
         t0 = time.perf_counter()
         for kind, table in (("images", images), ("detections", detections)):
-            _atomic_write(self.shard_path(kind, shard), lambda tmp, t=table: pq.write_table(t, tmp))
+            atomic_write(self.shard_path(kind, shard), lambda tmp, t=table: pq.write_table(t, tmp))
         extra = dict(extra or {})
         if "seconds" in extra:
             extra["seconds"] = {**extra["seconds"], "write": time.perf_counter() - t0}
@@ -156,7 +156,7 @@ class ShardStore:
             "reasons": {r["reason"]: r["reason_count"] for r in reasons},
             **extra,
         }
-        _write_json(self.marker_path(shard), marker)
+        write_json(self.marker_path(shard), marker)
         return marker
 
     def marker(self, shard: int) -> dict:
