@@ -48,17 +48,17 @@ class Progress:
 class CurateStage:
     """One worker: models loaded once in __init__, then shard after shard."""
 
-    def __init__(self, out: str, allow_download: bool, gpu: bool, progress=None):
+    def __init__(self, out: str, allow_download: bool, gpu: bool):
+        # Plain values only: a restarted actor (max_restarts) is rebuilt from these arguments.
         self.store = ShardStore(out)
         self.cfg = self.store.config()
         self.source = self.store.source()
         self.models = load_models(self.cfg, allow_download=allow_download, gpu=gpu)
-        self.progress = progress
 
-    def run(self, shard: int, res: Resources) -> dict:
+    def run(self, shard: int, res: Resources, progress=None) -> dict:
         if self.store.is_complete(shard):  # a retried or duplicated task must not redo work
             return self.store.marker(shard)
-        report = (lambda n: self.progress.add.remote(n)) if self.progress else None
+        report = (lambda n: progress.add.remote(n)) if progress else None
         return process_shard(self.store, self.source, shard, self.models, self.cfg, res, on_batch=report)
 
 
@@ -86,11 +86,10 @@ def run_shards(out: str, res: Resources, allow_download: bool = False,
     init_ray()
     n, gpus = worker_count(res, len(pending))
     progress = Progress.remote() if on_images else None
-    actors = [CurateStage.options(num_cpus=1, num_gpus=gpus).remote(out, allow_download, gpus > 0, progress)
-              for _ in range(n)]
+    actors = [CurateStage.options(num_cpus=1, num_gpus=gpus).remote(out, allow_download, gpus > 0) for _ in range(n)]
     pool = ActorPool(actors)
     for shard in pending:
-        pool.submit(lambda a, s: a.run.remote(s, res), shard)
+        pool.submit(lambda a, s: a.run.remote(s, res, progress), shard)
     try:
         while pool.has_next():
             try:
