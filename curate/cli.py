@@ -148,7 +148,8 @@ def run(input_path, input_format, identity_col, data_col, path_col, **kw):
 @_run_options
 def demo(variants, out, **kw):
     """Build a small real crawl from face photos that installed packages ship (scikit-image,
-    insightface; plus ../shared/data when present), then curate it like `curate run`."""
+    insightface; plus ../shared/data when present), curate it like `curate run`, and write the
+    HTML report."""
     from curate.sample import build_sample_crawl
 
     crawl = os.path.join(out, "sample-crawl")
@@ -156,7 +157,12 @@ def demo(variants, out, **kw):
         shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
         n = build_sample_crawl(crawl, variants=variants, shared_data=os.path.normpath(shared))
         click.echo(f"sample crawl: {n} files in {crawl}")
-    _curate(crawl, "folder", {}, os.path.join(out, "run"), **kw)
+    run_dir = os.path.join(out, "run")
+    _curate(crawl, "folder", {}, run_dir, **kw)
+    from curate.report import build_report
+
+    click.echo(f"report       {build_report(run_dir)}")
+    click.echo(f"next         curate audit {run_dir}   |   curate export {run_dir} {os.path.join(out, 'export')} --format rec")
 
 
 def _head_args(values) -> dict:
@@ -283,6 +289,160 @@ def _print_summary(s: dict, as_json: bool) -> None:
         click.echo("worker s     " + "  ".join(f"{k} {v}" for k, v in s["worker_seconds"].items()))
     if "curation" in s:
         _print_curation(s["curation"], False)
+
+
+def _params(values) -> dict:
+    out = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{v!r}: use NAME=VALUE")
+        out[k.strip()] = val
+    return out
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--query", "-q", "names", multiple=True, help="Question(s) to run, by file name in sql/ (default: all).")
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+              help="Override a question's parameter (bound, never formatted into the SQL); repeatable.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True,
+              help="Output format of each result.")
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="Write NAME.<format> files here instead of printing.")
+@click.option("--sql-dir", type=click.Path(exists=True, file_okay=False), help="Extra questions (*.sql) of your own.")
+@click.option("--list", "list_only", is_flag=True, help="List the questions, their parameters and needs.")
+def audit(out, names, params, fmt, output, sql_dir, list_only):
+    """Run the SQL audits in sql/ over the run in OUT: reasons, noise per identity, quality
+    histograms, identity sizes before/after, duplicate clusters, merge candidates, demographic balance
+    and quality by group. Read-only; views over the Parquet shards, nothing copied."""
+    from curate import audit as A
+
+    qs = A.queries(sql_dir)
+    if list_only:
+        for q in qs.values():
+            ps = ", ".join(f"{p.name}={p.default}" for p in q.params)
+            click.echo(f"{q.name:<26} {q.title}" + (f"  [{ps}]" if ps else "") + f"  (needs {', '.join(q.requires)})")
+        return
+    unknown = [n for n in names if n not in qs]
+    if unknown:
+        raise CurateError(f"unknown question(s) {unknown}; see `curate audit OUT --list`")
+    if fmt == "parquet" and not output:
+        raise click.BadParameter("--format parquet needs --output DIR")
+    overrides = _params(params)
+    con = A.connect(out)
+    have = A.views(con)
+    results, failed = {}, []
+    for q in (qs[n] for n in (names or qs)):
+        msg = A.missing_message(q, have)
+        if msg:
+            click.echo(f"-- {msg}", err=True)
+            failed.append(q.name)
+            continue
+        mine = {k: v for k, v in overrides.items() if k in {p.name for p in q.params}}
+        results[q.name] = (q, A.run_query(con, q, mine))
+    if output:
+        os.makedirs(output, exist_ok=True)
+        for name, (q, t) in results.items():
+            click.echo(A.write_result(t, fmt, os.path.join(output, name)))
+    elif fmt == "json":
+        click.echo(json.dumps({n: t.to_pylist() for n, (q, t) in results.items()}, default=str))
+    else:
+        for name, (q, t) in results.items():
+            click.echo(f"== {name}: {q.title}" if fmt == "table" else f"# {name}")
+            click.echo(A.to_text(t, fmt) + "\n")
+    if names and failed:
+        sys.exit(3)
+
+
+@main.command("sql")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("query")
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE", help="Bind $NAME (as a string); repeatable.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True,
+              help="Output format (a file name ending in .csv/.json/.parquet picks it too).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the result to this file (parquet: required).")
+@click.option("--write", is_flag=True, help="Open OUT/curate.duckdb read-write and allow any statement.")
+def sql_cmd(out, query, params, fmt, output, write):
+    """Ad-hoc SQL over the run in OUT. Views: plan, images, detections, scores, identities,
+    curated, attributes (those that exist), straight over the Parquet files.
+
+    Read-only by default: only queries run, and file access is confined to OUT.
+    Example: curate sql OUT "SELECT reason, count(*) FROM scores GROUP BY ALL"
+    """
+    from curate import audit as A
+
+    con = A.connect(out, write=write)
+    t = A.run_sql(con, query, _params(params) or None, read_only=not write)
+    if output:
+        stem, ext = os.path.splitext(output)
+        if fmt == "table" and ext[1:] in ("csv", "json", "parquet"):
+            fmt = ext[1:]
+        click.echo(A.write_result(t, fmt, stem))
+    else:
+        click.echo(A.to_text(t, fmt))
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--metadata", type=click.Path(exists=True, dir_okay=False),
+              help="CSV or Parquet of attributes (gender, country, ...) with a key column.")
+@click.option("--key", type=click.Choice(["identity", "image_id", "source"]), default="identity", show_default=True,
+              help="The metadata column that names the identity, image or source.")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False),
+              help="An attribute ONNX model you have (insightface genderage.onnx, or a classifier with --labels).")
+@click.option("--labels", metavar="NAME=a,b,c", help="Classifier output labels, e.g. skin_tone=I,II,III,IV,V,VI.")
+@click.option("--mean", default=0.0, show_default=True, help="Model input normalisation: (pixel - mean) / std.")
+@click.option("--std", default=1.0, show_default=True, help="See --mean (insightface genderage: mean 0, std 1).")
+def attributes(out, metadata, key, model, labels, mean, std):
+    """Attach demographic attributes to the run in OUT, for the demographic audits and report:
+    crawl metadata joined on identity (or image_id / source), or an attribute model run on the
+    stored aligned crops. Nothing is invented where no source is given."""
+    from curate import demographics
+
+    if bool(metadata) == bool(model):
+        raise click.BadParameter("give exactly one of --metadata or --model")
+    if metadata:
+        r = demographics.add_metadata(out, metadata, key)
+    else:
+        from models.attributes import OnnxAttributes
+
+        lbl = None
+        if labels:
+            name, _, vals = labels.partition("=")
+            lbl = {name.strip(): [v.strip() for v in vals.split(",") if v.strip()]}
+        r = demographics.add_model(out, OnnxAttributes(model, lbl, mean, std))
+    click.echo(f"attributes   {r['rows']} rows -> {r['path']}")
+    for a, n in r["images"].items():
+        click.echo(f"  {a:<20} {n} images")
+
+
+@main.command("export")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("dest", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["rec", "webdataset", "folders"]), default="rec", show_default=True,
+              help="rec: MXNet train.rec/.idx/property (arcface_torch); webdataset: tar shards; folders: identity/image.jpg.")
+@click.option("--min-quality", type=float, help="Only kept faces with quality (norm percentile, 0-100) at least this.")
+@click.option("--shard-size", default=10000, show_default=True, help="Images per WebDataset tar shard.")
+def export_cmd(out, dest, fmt, min_quality, shard_size):
+    """Export the kept faces of the run in OUT (aligned 112x112 crops, grouped by identity, labels
+    0..C-1) to DEST for a trainer. DEST must be new or empty; it appears complete or not at all."""
+    from curate.io.export import export
+
+    r = export(out, dest, fmt, min_quality, shard_size)
+    click.echo(f"exported     {r['images']} images of {r['identities']} identities as {r['format']} -> {r['dest']}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="HTML file to write (default OUT/report-<scores>.html).")
+@click.option("--identities", default=12, show_default=True, help="Identities in the galleries (flagged ones first).")
+@click.option("--per-identity", default=8, show_default=True, help="Kept and flagged faces shown per identity.")
+def report(out, output, identities, per_identity):
+    """Write a static HTML report of the run in OUT (no server): summary numbers, charts, audit
+    tables, demographic balance, and galleries of kept vs flagged faces with their reasons."""
+    from curate.report import build_report
+
+    click.echo(build_report(out, output, identities, per_identity))
 
 
 if __name__ == "__main__":

@@ -110,9 +110,10 @@ def score_table(t: pa.Table, cfg: ScoreConfig) -> tuple[pa.Table, pa.Table, dict
             "merge_sim": [max((s for a, b, s in merges if i in (a, b)), default=None) for i in range(n_ids)],
         })
     far = calib["far_angle"] if calib["far_angle"] is not None else 75.0
+    full = {k: pa.array(v, mask=np.isnan(v)) for k, v in full.items()}  # null, not NaN, where not scored
     scores = pa.table({
         "image_id": t["image_id"], "identity": t["identity"], "spine_reason": t["reason"],
-        "subcenter": pa.array(sub_col, pa.int8()), "is_dominant": pa.array(np.where(cand, dom_col, True)),
+        "subcenter": pa.array(sub_col, pa.int8(), mask=sub_col < 0), "is_dominant": pa.array(np.where(cand, dom_col, True)),
         "angle_to_dominant": full["angle_to_dominant"], "dominant_share": full["dominant_share"],
         "quality": full["quality"], "yaw": full["yaw"], "pitch": full["pitch"], "roll": full["roll"],
         "sharpness": t["sharpness"], "det_score": t["det_score"], "face_size": t["face_size"],
@@ -147,7 +148,8 @@ def score_run(out: str, cfg: ScoreConfig) -> dict:
     atomic_write(os.path.join(store.out, f"identities-{digest}.parquet"), lambda tmp: pq.write_table(identities, tmp))
     write_json(os.path.join(store.out, f"calibration-{digest}.json"), {**calib, "config": cfg.__dict__, "digest": digest})
     _write_curated(store, files, scores, digest)
-    store.write_views(score_digest=digest)
+    store.set_current_scoring(digest)
+    store.write_views()
     reasons = pc.value_counts(scores["reason"]).to_pylist()
     has_ids = len(identities) > 0
     summary = {

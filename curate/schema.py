@@ -6,6 +6,7 @@ Tables
 ``images``      one row per input image: decode metadata, the labelled face chosen in it, its
                 aligned crop and embedding, and the decision (``keep``, ``reason``).  Every input
                 item has exactly one row here, whatever happened to it.
+``attributes``  one row per image and demographic attribute (long form), from metadata or a model.
 ``detections``  one row per detected face (all faces, not only the chosen one), with its embedding,
                 so later stages can re-pick the labelled face by identity similarity.
 
@@ -124,6 +125,19 @@ def detections_schema(dim: int) -> pa.Schema:
         + [_f("selected", pa.bool_(), "is this the face chosen as the labelled one", False)]
         + _embedding_columns(dim)
     )
+
+
+ATTRIBUTES = pa.schema(
+    [
+        _f("image_id", pa.string(), "see images.image_id", False),
+        _f("identity", pa.string(), "the crawl's label"),
+        _f("attribute", pa.string(), "attribute name: gender, age_group, or a metadata column name", False),
+        _f("value", pa.string(), "the group: 'female', '30-44', a country, ...", False),
+        _f("score", pa.float32(), "model confidence of the value (0-1); null for metadata"),
+        _f("number", pa.float32(), "numeric prediction behind the group (age in years); else null"),
+        _f("source", pa.string(), "where it came from: 'metadata:<file>' or the model id", False),
+    ]
+)
 
 
 def require(table: pa.Table, columns: list[str] | tuple[str, ...], stage: str) -> None:

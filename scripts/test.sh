@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh "all,dev"
+bash scripts/browser.sh   # headless Chromium for the HTML report test, when it can be installed
 source scripts/env.sh
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -49,3 +49,21 @@ def dlib_models():
     from curate.pipeline import load_models
 
     return load_models(RunConfig())
+
+
+@pytest.fixture(scope="session")
+def scored_run(tmp_path_factory, sample_crawl, dlib_models):
+    """The sample crawl through the spine in-process (16-image shards, no Ray), then scored."""
+    from curate.config import Resources, RunConfig, ScoreConfig
+    from curate.curation import score_run
+    from curate.io.shards import ShardStore
+    from curate.io.sources import open_source
+    from curate.pipeline import process_shard
+
+    cfg = RunConfig(shard_size=16)
+    store = ShardStore(str(tmp_path_factory.mktemp("scored")))
+    store.open_run(open_source(str(sample_crawl)), cfg)
+    for s in store.pending():
+        process_shard(store, store.source(), s, dlib_models, cfg, Resources(batch_size=8))
+    score_run(store.out, ScoreConfig())
+    return store.out

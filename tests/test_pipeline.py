@@ -37,8 +37,8 @@ def read(store, kind="images"):
 
 
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory, sample_crawl, dlib_models):
-    return run_all(tmp_path_factory.mktemp("out"), sample_crawl, dlib_models)
+def curated(scored_run):
+    return ShardStore(scored_run)  # the same spine run, shared with the audit tests
 
 
 def test_every_input_is_accounted_for_once(curated, sample_crawl):

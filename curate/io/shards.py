@@ -8,6 +8,8 @@ Layout of ``OUT/``::
     detections/part-000042-<digest>.parquet  one row per detected face
     _completions/part-000042-<digest>.json   marker, written after both files are in place
     curate.duckdb                         views over completed shards only
+    scoring.json                          digest of the current scoring (scores-, identities-, curated/ files)
+    attributes/<source>.parquet           demographic attributes per image (curate attributes)
 
 A shard's files are written under a temporary name and renamed; its marker is written last. A shard
 without a marker is redone from scratch, so a killed run resumes with no duplicates and no gaps, and
@@ -211,23 +213,48 @@ class ShardStore:
         return [self.shard_path(kind, s) for s in range(self.manifest["shards"]) if self.is_complete(s)]
 
     # -- views ----------------------------------------------------------------------------
+    def current_scoring(self) -> str | None:
+        """Digest of the latest scoring (``scoring.json``), or None before any."""
+        p = self._path("scoring.json")
+        if not os.path.exists(p):
+            return None
+        with open(p) as f:
+            return json.load(f)["digest"]
+
+    def set_current_scoring(self, digest: str) -> None:
+        write_json(self._path("scoring.json"), {"digest": digest})
+
+    def view_files(self, score_digest: str | None = None) -> dict[str, list[str]]:
+        """View name -> Parquet files: completed shards only; scores, identities and curated shards of
+        ``score_digest`` (default: the current scoring); attributes from every attribute source."""
+        views = {"plan": [self._path("index.parquet")], **{k: self.completed_files(k) for k in KINDS}}
+        digest = score_digest or self.current_scoring()
+        if digest:
+            views["scores"] = [self._path("scores", f"scores-{digest}.parquet")]
+            views["identities"] = [self._path(f"identities-{digest}.parquet")]
+            views["curated"] = sorted(glob.glob(self._path("curated", f"part-*-{digest}.parquet")))
+        views["attributes"] = sorted(glob.glob(self._path("attributes", "*.parquet")))
+        return {k: [f for f in v if os.path.exists(f)] for k, v in views.items()}
+
+    def create_views(self, con, score_digest: str | None = None) -> list[str]:
+        """CREATE VIEW over the Parquet files in ``con`` (no data copied); returns the view names."""
+        names = []
+        for name, files in self.view_files(score_digest).items():
+            if files:
+                lst = "[" + ", ".join(_sql_str(f) for f in files) + "]"
+                union = ", union_by_name = true" if name == "attributes" else ""  # sources differ in columns
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({lst}{union})")
+                names.append(name)
+        return names
+
     def write_views(self, score_digest: str | None = None) -> str:
-        """(Re)create the DuckDB file with views over completed shards (no data copied), and over
-        the scores, identities and curated shards of ``score_digest`` when given."""
+        """(Re)create ``curate.duckdb`` with the views, for users who open it with DuckDB directly."""
         import duckdb
 
-        views = {"plan": [self._path("index.parquet")], **{k: self.completed_files(k) for k in KINDS}}
-        if score_digest:
-            views["scores"] = [self._path("scores", f"scores-{score_digest}.parquet")]
-            views["identities"] = [self._path(f"identities-{score_digest}.parquet")]
-            views["curated"] = sorted(glob.glob(self._path("curated", f"part-*-{score_digest}.parquet")))
         db = self._path("curate.duckdb")
         con = duckdb.connect(db)
         try:
-            for name, files in views.items():
-                if files:
-                    lst = "[" + ", ".join(_sql_str(f) for f in files) + "]"
-                    con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({lst})")
+            self.create_views(con, score_digest)
         finally:
             con.close()
         return db

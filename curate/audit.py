@@ -1,0 +1,237 @@
+"""DuckDB over a run's Parquet shards: views (no copy), the ``sql/`` question runner, ad-hoc SQL.
+
+A question is one ``sql/NAME.sql`` file. Its leading comment says what it answers and declares
+what it needs, and values reach it only as bound named parameters (``$name``), never formatted
+into the text::
+
+    -- Quality histogram of embedded faces, kept vs rejected.
+    -- requires: scores
+    -- param bins = 20: number of equal-width bins over 0-100
+    SELECT ... floor(quality * $bins / 100.0) ...
+
+Read-only by default: the views live in an in-memory database built from the run's completion
+markers (always current, even if the output directory moved), file access is confined to the run
+directory, the configuration is locked, and only queries (SELECT, WITH, DESCRIBE, SUMMARIZE,
+EXPLAIN) are accepted. ``write=True`` opens ``OUT/curate.duckdb`` itself, read-write.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+import sys
+
+import pyarrow as pa
+
+from curate.errors import ConfigError, InputError
+from curate.io.shards import ShardStore
+
+
+def sql_dirs() -> list[str]:
+    """Where the built-in questions live: the source checkout's ``sql/``, or the installed copy."""
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sql")
+    return [d for d in (here, os.path.join(sys.prefix, "share", "facecurate", "sql")) if os.path.isdir(d)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    name: str
+    default: object
+    doc: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    name: str
+    title: str
+    description: str
+    requires: tuple[str, ...]
+    params: tuple[Param, ...]
+    sql: str
+    path: str
+
+    def bind(self, overrides: dict[str, str] | None = None) -> dict[str, object]:
+        """Defaults with ``overrides`` (strings from the command line) coerced to the default's type."""
+        overrides = dict(overrides or {})
+        values = {}
+        for p in self.params:
+            v = overrides.pop(p.name, p.default)
+            if isinstance(v, str) and not isinstance(p.default, str):
+                try:
+                    v = type(p.default)(json.loads(v))
+                except (ValueError, TypeError) as exc:
+                    raise ConfigError(f"{self.name}: parameter {p.name} wants a {type(p.default).__name__}, got {v!r}") from exc
+            values[p.name] = v
+        if overrides:
+            raise ConfigError(f"{self.name}: unknown parameter(s) {sorted(overrides)}; it takes {[p.name for p in self.params]}")
+        return values
+
+
+_PARAM = re.compile(r"^--\s*param\s+(\w+)\s*=\s*([^:]+?)\s*:\s*(.*)$")
+
+
+def parse_query(path: str) -> Query:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    lines, params, requires = [], [], ()
+    for line in text.splitlines():
+        if not line.startswith("--"):
+            break
+        if m := _PARAM.match(line):
+            params.append(Param(m[1], json.loads(m[2]), m[3]))
+        elif line.startswith("-- requires:"):
+            requires = tuple(v.strip() for v in line.split(":", 1)[1].split(",") if v.strip())
+        else:
+            lines.append(line[2:].strip())
+    used = set(re.findall(r"\$(\w+)", text))
+    declared = {p.name for p in params}
+    if used != declared:
+        raise ConfigError(f"{path}: parameters used {sorted(used)} but declared {sorted(declared)}")
+    name = os.path.splitext(os.path.basename(path))[0]
+    text_ = " ".join(lines)
+    title, _, rest = text_.partition(". ")
+    return Query(name, title.rstrip(".") or name, rest, requires, tuple(params), text, path)
+
+
+def queries(extra_dir: str | None = None) -> dict[str, Query]:
+    """The built-in questions, then ``extra_dir``'s (same name overrides), by name."""
+    out: dict[str, Query] = {}
+    for d in sql_dirs()[:1] + ([extra_dir] if extra_dir else []):
+        for name in sorted(os.listdir(d)):
+            if name.endswith(".sql"):
+                q = parse_query(os.path.join(d, name))
+                out[q.name] = q
+    return out
+
+
+READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}  # DESCRIBE, SHOW, SUMMARIZE and WITH parse as SELECT
+
+
+def connect(out: str, write: bool = False, score_digest: str | None = None):
+    """A DuckDB connection with the run's views: plan, images, detections, scores, identities,
+    curated, attributes (those that exist)."""
+    import duckdb
+
+    store = ShardStore(out)
+    if store.manifest is None:
+        raise InputError(f"{out}: no run here (no run.json)")
+    if write:
+        con = duckdb.connect(os.path.join(store.out, "curate.duckdb"))
+        store.create_views(con, score_digest)
+        return con
+    con = duckdb.connect(":memory:")
+    store.create_views(con, score_digest)
+    con.execute(f"SET allowed_directories = [{_quote(store.out + os.sep)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def views(con) -> set[str]:
+    return {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+
+
+def run_sql(con, sql: str, params: dict | None = None, read_only: bool = True) -> pa.Table:
+    """Run one statement; in read-only mode anything but a query is refused before it runs."""
+    import duckdb
+
+    try:
+        stmts = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise InputError(f"SQL: {exc}") from exc
+    if len(stmts) != 1:
+        raise InputError(f"SQL: one statement at a time, got {len(stmts)}")
+    kind = stmts[0].type.name
+    if read_only and kind not in READ_ONLY_STATEMENTS:
+        raise InputError(f"SQL: read-only, {kind} refused (only queries: SELECT, WITH, DESCRIBE, SUMMARIZE, "
+                         "EXPLAIN); pass --write to open curate.duckdb read-write")
+    try:
+        rel = con.sql(sql, params=params or None)
+        return rel.to_arrow_table() if rel is not None else pa.table({})
+    except duckdb.Error as exc:
+        raise InputError(f"SQL: {exc}") from exc
+
+
+class MissingSource(InputError):
+    """A question needs a view the run does not have (e.g. demographics without an attribute source)."""
+
+
+def missing_message(q: Query, have: set[str]) -> str | None:
+    missing = [v for v in q.requires if v not in have]
+    if not missing:
+        return None
+    if "attributes" in missing:
+        return (f"{q.name}: no attribute source for this run, so there is nothing to report (no column is invented). "
+                "Add one with `curate attributes OUT --metadata people.csv` (crawl metadata joined on identity) "
+                "or `curate attributes OUT --model genderage.onnx` (an attribute model you have).")
+    return f"{q.name}: this run has no {', '.join(missing)} yet (run `curate score OUT` first)"
+
+
+def run_query(con, q: Query, overrides: dict[str, str] | None = None) -> pa.Table:
+    msg = missing_message(q, views(con))
+    if msg:
+        raise MissingSource(msg)
+    return run_sql(con, q.sql, q.bind(overrides))
+
+
+# -- output ---------------------------------------------------------------------------------
+def format_table(t: pa.Table, max_rows: int = 200, max_width: int = 48) -> str:
+    """A plain fixed-width text table."""
+    rows = t.slice(0, max_rows).to_pylist()
+    cols = t.column_names
+
+    def cell(v):
+        s = "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+        s = s.replace("\n", " ")
+        return s if len(s) <= max_width else s[: max_width - 3] + "..."
+
+    body = [[cell(r[c]) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)) for b in body]
+    if len(t) > max_rows:
+        lines.append(f"... {len(t) - max_rows} more rows")
+    return "\n".join(lines)
+
+
+def to_text(t: pa.Table, fmt: str) -> str:
+    if fmt == "table":
+        return format_table(t)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(t.column_names)
+        for r in t.to_pylist():
+            w.writerow([json.dumps(v) if isinstance(v, (list, dict)) else v for v in r.values()])
+        return buf.getvalue().rstrip("\n")
+    if fmt == "json":
+        return json.dumps(t.to_pylist(), default=str)
+    raise ConfigError(f"format {fmt!r} cannot be printed; use table, csv or json (parquet needs --output)")
+
+
+def write_result(t: pa.Table, fmt: str, path_stem: str) -> str:
+    import pyarrow.parquet as pq
+
+    from curate.io.shards import atomic_write
+
+    path = f"{path_stem}.{ 'txt' if fmt == 'table' else fmt}"
+    if fmt == "parquet":
+        atomic_write(path, lambda tmp: pq.write_table(t, tmp))
+    else:
+        text = to_text(t, fmt) + "\n"
+
+        def w(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+
+        atomic_write(path, w)
+    return path
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"

@@ -1,0 +1,192 @@
+"""Exports of a curated run that trainers read: the kept rows' aligned 112x112 crops, grouped by
+identity, with dense class labels 0..C-1 (identities sorted by name).
+
+``rec``         MXNet RecordIO as insightface's arcface_torch reads it, written without mxnet:
+                ``train.rec`` + ``train.idx`` + ``property`` ("C,112,112"). Record 0 is the header
+                (labels: N+1, N+1+C), records 1..N the images (label = class), records N+1.. one
+                per identity (labels: first key, end key).
+``webdataset``  tar shards ``shard-000000.tar``: ``<image_id>.jpg``, ``.cls`` (class), ``.json``.
+``folders``     ``<identity>/<image_id>.jpg``; identity labels are made safe as folder names
+                (no separators, no '..', no hidden names), with the mapping in ``labels.tsv``.
+
+Every export also writes ``labels.tsv`` (class, folder, identity) and ``manifest.parquet`` (one row
+per exported image: key, image_id, identity, label, quality). The export is built under a temporary
+name beside DEST and renamed into place, so DEST is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.errors import ConfigError, InputError, OutputError
+from curate.io import recordio
+from curate.io.shards import ShardStore
+
+FORMATS = ("rec", "webdataset", "folders")
+
+
+def safe_name(label: str) -> str:
+    """A crawl label as one safe path component: word characters (unicode letters kept), '.', '-'."""
+    s = re.sub(r"[^\w.-]+", "_", label or "", flags=re.UNICODE).strip("._") or "_"
+    return s[:120]
+
+
+def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str):
+    """(count, identities, batch reader) of the kept rows in identity order, streamed by DuckDB
+    (it sorts out of core, spilling under ``tmp``)."""
+    import duckdb
+
+    store = ShardStore(out)
+    if store.manifest is None:
+        raise InputError(f"{out}: no run here (no run.json)")
+    digest = store.current_scoring()
+    files = store.view_files(digest).get("curated") if digest else None
+    if not files:
+        raise InputError(f"{out}: not scored yet (run `curate score {out}`)")
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET temp_directory = '{tmp.replace(chr(39), chr(39) * 2)}'")
+    con.execute("SET preserve_insertion_order = false")
+    where = "keep AND crop IS NOT NULL" + (" AND quality >= $q" if min_quality is not None else "")
+    params = {"files": files, **({"q": float(min_quality)} if min_quality is not None else {})}
+    base = f"FROM read_parquet($files) WHERE {where}"
+    n, c = con.execute(f"SELECT count(*), count(DISTINCT identity) {base}", params).fetchone()
+    ids = [r[0] for r in con.execute(f"SELECT DISTINCT identity {base} ORDER BY identity", params).fetchall()]
+    reader = con.sql(
+        f"SELECT identity, image_id, crop, quality {base} ORDER BY identity, quality_rank, image_id", params=params
+    ).to_arrow_reader(batch_rows)
+    return n, ids, reader, con
+
+
+def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shard_size: int = 10000,
+           batch_rows: int = 4096) -> dict:
+    if fmt not in FORMATS:
+        raise ConfigError(f"export format {fmt!r}: choose one of {FORMATS}")
+    dest = os.path.abspath(dest)
+    if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        raise OutputError(f"{dest} exists and is not empty; choose a new export directory")
+    tmp = f"{dest}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        os.makedirs(os.path.join(tmp, ".spill"))
+    except OSError as exc:
+        raise OutputError(f"cannot create {tmp}: {exc.strerror}") from exc
+    try:
+        n, ids, reader, con = _rows(out, min_quality, batch_rows, os.path.join(tmp, ".spill"))
+        label_of = {name: i for i, name in enumerate(ids)}
+        folders = _folders(ids)
+        writer = {"rec": _Rec, "webdataset": _WebDataset, "folders": _Folders}[fmt](tmp, n, len(ids), shard_size, folders)
+        manifest = {k: [] for k in ("key", "image_id", "identity", "label", "quality")}
+        key = 0
+        for batch in reader:
+            for identity, image_id, crop, quality in zip(*(batch.column(i).to_pylist() for i in range(4))):
+                key += 1
+                writer.add(key, label_of[identity], identity, image_id, crop, quality)
+                for k, v in zip(manifest, (key, image_id, identity, label_of[identity], quality)):
+                    manifest[k].append(v)
+        writer.close()
+        con.close()
+        shutil.rmtree(os.path.join(tmp, ".spill"), ignore_errors=True)
+        with open(os.path.join(tmp, "labels.tsv"), "w", encoding="utf-8") as f:
+            f.write("label\tfolder\tidentity\n")
+            for name in ids:
+                f.write(f"{label_of[name]}\t{folders[name]}\t{json.dumps(name, ensure_ascii=False)}\n")
+        pq.write_table(pa.table(manifest, schema=pa.schema([("key", pa.int64()), ("image_id", pa.string()),
+                                                           ("identity", pa.string()), ("label", pa.int32()),
+                                                           ("quality", pa.float32())])),
+                       os.path.join(tmp, "manifest.parquet"))
+        if os.path.isdir(dest):
+            os.rmdir(dest)  # empty, checked above
+        os.replace(tmp, dest)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"export to {dest} failed: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"dest": dest, "format": fmt, "images": n, "identities": len(ids)}
+
+
+def _folders(ids: list[str]) -> dict[str, str]:
+    out, used = {}, {"labels.tsv", "manifest.parquet"}  # the export's own files
+    for name in ids:
+        f = safe_name(name)
+        if f in used:
+            i = 2
+            while f"{f}-{i}" in used:
+                i += 1
+            f = f"{f}-{i}"
+        used.add(f)
+        out[name] = f
+    return out
+
+
+class _Rec:
+    def __init__(self, d, n, c, _shard_size, _folders):
+        self.n, self.c = n, c
+        self.w = recordio.RecordIOWriter(os.path.join(d, "train.rec"), os.path.join(d, "train.idx"))
+        self.w.write(0, recordio.pack(recordio.IRHeader(2, (float(n + 1), float(n + 1 + c)), 0, 0), b""))
+        self.ranges: dict[int, list[int]] = {}
+        with open(os.path.join(d, "property"), "w") as f:
+            f.write(f"{c},112,112\n")
+
+    def add(self, key, label, identity, image_id, crop, quality):
+        self.w.write(key, recordio.pack(recordio.IRHeader(0, float(label), key, 0), crop))
+        r = self.ranges.setdefault(label, [key, key + 1])
+        r[1] = key + 1
+
+    def close(self):
+        for label in range(self.c):
+            a, b = self.ranges[label]
+            self.w.write(self.n + 1 + label, recordio.pack(recordio.IRHeader(2, (float(a), float(b)), 0, 0), b""))
+        self.w.close()
+
+
+class _WebDataset:
+    def __init__(self, d, _n, _c, shard_size, _folders):
+        self.d, self.size, self.count, self.shard, self.tar = d, shard_size, 0, 0, None
+
+    def _member(self, name, data):
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), 0, 0o644
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def add(self, key, label, identity, image_id, crop, quality):
+        if self.tar is None or self.count == self.size:
+            if self.tar is not None:
+                self.tar.close()
+                self.shard += 1
+            self.tar = tarfile.open(os.path.join(self.d, f"shard-{self.shard:06d}.tar"), "w", format=tarfile.USTAR_FORMAT)
+            self.count = 0
+        self._member(f"{image_id}.jpg", crop)
+        self._member(f"{image_id}.cls", str(label).encode())
+        meta = {"identity": identity, "image_id": image_id, "label": label, "quality": quality}
+        self._member(f"{image_id}.json", json.dumps(meta, ensure_ascii=False).encode())
+        self.count += 1
+
+    def close(self):
+        if self.tar is not None:
+            self.tar.close()
+
+
+class _Folders:
+    def __init__(self, d, _n, _c, _shard_size, folders):
+        self.d, self.folders, self.made = d, folders, set()
+
+    def add(self, key, label, identity, image_id, crop, quality):
+        folder = os.path.join(self.d, self.folders[identity])
+        if folder not in self.made:
+            os.makedirs(folder)
+            self.made.add(folder)
+        with open(os.path.join(folder, f"{image_id}.jpg"), "wb") as f:
+            f.write(crop)
+
+    def close(self):
+        pass

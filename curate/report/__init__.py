@@ -1,0 +1,267 @@
+"""``curate report``: one static, self-contained HTML file (no server, no script, no network):
+summary numbers, charts (matplotlib, inline SVG), audit tables, and galleries of kept vs flagged
+faces per identity with the reason, angle and quality behind each decision.
+
+Everything shown comes from the ``sql/`` audits and the run's views. Crawl labels are untrusted
+text: every value is HTML-escaped, and a Content-Security-Policy forbids scripts and any fetch.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import json
+import os
+
+import pyarrow as pa
+
+from curate import audit
+from curate.errors import InputError, require_module
+from curate.io.shards import ShardStore, atomic_write
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+KEEP_COLOR, FLAG_COLOR = "#3b7dd8", "#d8643b"
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue().encode()).decode()
+    return f'<img class="chart" alt="chart" src="data:image/svg+xml;base64,{data}">'
+
+
+def _esc(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return html.escape(f"{v:.4g}")
+    return html.escape(str(v))
+
+
+def _table(t: pa.Table, max_rows: int = 30, flag: str | None = None) -> str:
+    if len(t) == 0:
+        return '<p class="none">none</p>'
+    head = "".join(f"<th>{_esc(c)}</th>" for c in t.column_names)
+    rows = []
+    for r in t.slice(0, max_rows).to_pylist():
+        cls = ' class="flag"' if flag and r.get(flag) else ""
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{_esc(v)}</td>" for v in r.values()) + "</tr>")
+    more = f'<p class="none">{len(t) - max_rows} more rows (curate audit)</p>' if len(t) > max_rows else ""
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
+
+
+class _Charts:
+    def __init__(self):
+        mpl = require_module("matplotlib", "report")
+        mpl.use("Agg")
+        mpl.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "facecurate", "font.size": 9,
+                             "axes.spines.top": False, "axes.spines.right": False})
+        import matplotlib.pyplot as plt
+
+        self.plt = plt
+
+    def fig(self, w=5.2, h=2.8):
+        return self.plt.subplots(figsize=(w, h))
+
+    def reasons(self, t):
+        rows = [r for r in t.to_pylist() if r["reason"] != "ok"]
+        fig, ax = self.fig(5.2, 0.35 * max(len(rows), 2) + 0.8)
+        names = [f"{r['reason']} ({r['stage']})" for r in rows][::-1]
+        ax.barh(names, [r["images"] for r in rows][::-1], color=FLAG_COLOR)
+        ax.set_xlabel("images rejected")
+        ax.set_title("Rejection reasons")
+        return _svg(fig)
+
+    def quality(self, t):
+        fig, ax = self.fig()
+        x = [(a + b) / 2 for a, b in zip(t["quality_from"].to_pylist(), t["quality_to"].to_pylist())]
+        w = (t["quality_to"][0].as_py() - t["quality_from"][0].as_py()) if len(t) else 5
+        kept, rej = t["kept"].to_pylist(), t["rejected"].to_pylist()
+        ax.bar(x, kept, width=w * 0.9, color=KEEP_COLOR, label="kept")
+        ax.bar(x, rej, width=w * 0.9, bottom=kept, color=FLAG_COLOR, label="rejected")
+        ax.set_xlabel("quality (norm percentile)")
+        ax.set_ylabel("faces")
+        ax.set_title("Quality, kept vs rejected")
+        ax.legend(frameon=False)
+        return _svg(fig)
+
+    def sizes(self, t):
+        fig, ax = self.fig()
+        lab = t["images"].to_pylist()
+        xs = range(len(lab))
+        ax.bar([x - 0.2 for x in xs], t["identities_before"].to_pylist(), 0.4, color="#999999", label="before")
+        ax.bar([x + 0.2 for x in xs], t["identities_after"].to_pylist(), 0.4, color=KEEP_COLOR, label="after")
+        ax.set_xticks(list(xs), lab, rotation=30)
+        ax.set_xlabel("images per identity")
+        ax.set_ylabel("identities")
+        ax.set_title("Identity sizes, before vs after")
+        ax.legend(frameon=False)
+        return _svg(fig)
+
+    def hist(self, values, title, xlabel, line=None, line_label=None, bins=30):
+        fig, ax = self.fig()
+        vals = [v for v in values if v is not None]
+        ax.hist(vals, bins=bins, color=KEEP_COLOR)
+        if line is not None:
+            ax.axvline(line, color=FLAG_COLOR, ls="--", label=line_label)
+            ax.legend(frameon=False)
+        ax.set_xlabel(xlabel)
+        ax.set_title(title)
+        return _svg(fig)
+
+    def balance(self, t, attribute):
+        rows = [r for r in t.to_pylist() if r["attribute"] == attribute]
+        fig, ax = self.fig(5.2, 0.3 * len(rows) + 1.0)
+        ys = range(len(rows))
+        for off, key, color, label in ((-0.2, "before", "#999999", "before"), (0.2, "after", KEEP_COLOR, "after")):
+            p = [r[f"pct_{key}"] for r in rows]
+            err = [[r[f"pct_{key}"] - r[f"pct_{key}_lo"] for r in rows], [r[f"pct_{key}_hi"] - r[f"pct_{key}"] for r in rows]]
+            ax.barh([y + off for y in ys], p, 0.4, xerr=err, color=color, label=label, capsize=2)
+        ax.set_yticks(list(ys), [r["value"] for r in rows])
+        ax.invert_yaxis()
+        ax.set_xlabel("% of images (95% Wilson CI)")
+        ax.set_title(f"{attribute}: balance before vs after")
+        ax.legend(frameon=False)
+        return _svg(fig)
+
+
+def _gallery(con, identities: int, per_identity: int) -> str:
+    """Identities with scoring-stage flags first (the interesting ones), then a fixed-seed sample."""
+    pick = con.execute(
+        """SELECT identity FROM scores WHERE identity IS NOT NULL GROUP BY identity
+           ORDER BY count(*) FILTER (WHERE spine_reason = 'ok' AND NOT keep) > 0 DESC, md5(identity)
+           LIMIT $n""", {"n": identities}).fetchall()
+    ids = [r[0] for r in pick]
+    if not ids:
+        return '<p class="none">no identities</p>'
+    rows = con.sql(
+        """SELECT identity, image_id, source, crop, keep, reason, angle_to_dominant, quality, dup_sim,
+                  nearest_other_identity,
+                  row_number() OVER (PARTITION BY identity, keep ORDER BY quality_rank, image_id) AS k
+           FROM curated WHERE list_contains($ids, identity)
+           QUALIFY k <= $m ORDER BY identity, keep DESC, k""", params={"ids": ids, "m": per_identity}).to_arrow_table()
+    by_id: dict[str, dict[bool, list]] = {i: {True: [], False: []} for i in ids}
+    for r in rows.to_pylist():
+        by_id[r["identity"]][r["keep"]].append(r)
+    out = []
+    for ident in ids:
+        sections = []
+        for keep, label in ((True, "kept"), (False, "flagged")):
+            tiles = "".join(_tile(r) for r in by_id[ident][keep]) or '<p class="none">none</p>'
+            sections.append(f'<div class="{label}"><h4>{label}</h4><div class="tiles">{tiles}</div></div>')
+        out.append(f'<section class="identity"><h3>{_esc(ident)}</h3>{"".join(sections)}</section>')
+    return "".join(out)
+
+
+def _tile(r: dict) -> str:
+    cap = [_esc(r["reason"])]
+    if r["angle_to_dominant"] is not None:
+        cap.append(f"angle {r['angle_to_dominant']:.1f}&deg;")
+    if r["quality"] is not None:
+        cap.append(f"q {r['quality']:.0f}")
+    if r["reason"] in ("far_from_dominant", "cross_id_conflict") and r["nearest_other_identity"]:
+        cap.append(f"near {_esc(r['nearest_other_identity'])}")
+    if r["reason"] == "near_duplicate" and r["dup_sim"] is not None:
+        cap.append(f"dup {r['dup_sim']:.3f}")
+    title = _esc(f"{r['source']} ({r['image_id']})")
+    if r["crop"]:
+        img = f'<img class="face" alt="{_esc(r["image_id"])}" src="data:image/jpeg;base64,{base64.b64encode(r["crop"]).decode()}">'
+    else:
+        img = '<div class="noface">no crop</div>'
+    return f'<figure title="{title}">{img}<figcaption>{"<br>".join(cap)}</figcaption></figure>'
+
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 12px}
+h1{font-size:22px}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+.numbers{display:flex;flex-wrap:wrap;gap:12px}.numbers div{background:#f4f6f8;padding:8px 14px;border-radius:6px}
+.numbers b{display:block;font-size:20px}.charts{display:flex;flex-wrap:wrap;gap:16px}.chart{max-width:560px}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left}
+tr.flag td{background:#fde8e1}.none{color:#888}.note{color:#555}
+.identity{border:1px solid #e3e3e3;border-radius:6px;padding:6px 12px;margin:12px 0}.identity h3{margin:4px 0}
+.tiles{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;width:112px;font-size:11px}
+.face{width:112px;height:112px;display:block;border-radius:3px}.flagged .face{outline:3px solid #d8643b}
+.kept .face{outline:3px solid #3b7dd8}.noface{width:112px;height:112px;background:#eee;display:flex;
+align-items:center;justify-content:center;color:#999}h4{margin:6px 0 2px}
+"""
+
+
+def build_report(out: str, dest: str | None = None, identities: int = 12, per_identity: int = 8) -> str:
+    store = ShardStore(out)
+    if store.manifest is None:
+        raise InputError(f"{out}: no run here (no run.json)")
+    digest = store.current_scoring()
+    if not digest:
+        raise InputError(f"{out}: not scored yet (run `curate score {out}`)")
+    charts = _Charts()
+    con = audit.connect(out)
+    qs = audit.queries()
+    have = audit.views(con)
+
+    def q(name, **params):
+        return audit.run_query(con, qs[name], {k: str(v) for k, v in params.items()})
+
+    with open(os.path.join(store.out, f"summary-{digest}.json")) as f:
+        summary = json.load(f)
+    spine = store.summary()
+    reasons, quality, sizes = q("reasons"), q("quality_histogram"), q("identity_sizes")
+    before_after = q("before_after")
+    angles = con.execute("SELECT list(angle_to_dominant) FROM scores WHERE angle_to_dominant IS NOT NULL").fetchone()[0] or []
+    shares = con.execute("SELECT list(dominant_share) FROM identities").fetchone()[0] or []
+    numbers = [
+        ("images", summary["images"]), ("kept", summary["kept"]), ("rejected", summary["images"] - summary["kept"]),
+        ("identities", spine.get("identities", summary["identities"])),
+        ("identities kept", summary["identities_kept"]), ("for review", summary["identities_review"]),
+        ("merge candidates", summary["identities_merged"]),
+        ("far angle", f"{summary['far_angle']:.1f}°" if summary.get("far_angle") else "n/a"),
+    ]
+    body = [
+        f"<h1>facecurate report</h1><p class=note>run <code>{_esc(store.out)}</code> &middot; input "
+        f"<code>{_esc(spine['input'])}</code> &middot; config {_esc(spine['digest'])} &middot; scores {_esc(digest)}"
+        f" &middot; {_esc(datetime.datetime.now().strftime('%Y-%m-%d %H:%M'))}</p>",
+        '<div class="numbers">' + "".join(f"<div><b>{_esc(v)}</b>{_esc(k)}</div>" for k, v in numbers) + "</div>",
+        "<h2>Before vs after</h2>" + _table(before_after),
+        '<h2>Charts</h2><div class="charts">' + charts.reasons(reasons) + charts.quality(quality) + charts.sizes(sizes)
+        + charts.hist(angles, "Angle to the dominant sub-center", "degrees", summary.get("far_angle"), "far threshold")
+        + charts.hist(shares, "Dominant sub-center share per identity", "share of the identity's faces", 0.5, "review below")
+        + "</div>",
+        "<h2>Rejection reasons</h2>" + _table(reasons),
+        "<h2>Noisiest identities</h2>" + _table(q("noise_per_identity", limit=20)),
+        "<h2>Merge candidates</h2>" + _table(q("merge_candidates", limit=20)),
+        "<h2>Near-duplicate clusters</h2>" + _table(q("near_duplicate_clusters", limit=20)),
+        "<h2>Demographics</h2>" + _demographics(q, have, charts, qs),
+        f"<h2>Galleries</h2><p class=note>{identities} identities (those with flagged faces first), up to "
+        f"{per_identity} kept (best quality first) and {per_identity} flagged faces each.</p>"
+        + _gallery(con, identities, per_identity),
+    ]
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f"<title>facecurate report: {_esc(os.path.basename(store.out))}</title><style>{STYLE}</style></head>"
+            f"<body>{''.join(body)}</body></html>")
+    dest = dest or os.path.join(store.out, f"report-{digest}.html")
+
+    def w(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(page)
+
+    atomic_write(os.path.abspath(dest), w)
+    con.close()
+    return os.path.abspath(dest)
+
+
+def _demographics(q, have, charts, qs) -> str:
+    msg = audit.missing_message(qs["demographic_balance"], have)
+    if msg:
+        return f'<p class="note">{_esc(msg)}</p>'
+    bal = q("demographic_balance")
+    groups = q("quality_by_demographic")
+    attrs = sorted(set(bal["attribute"].to_pylist()))
+    return ('<div class="charts">' + "".join(charts.balance(bal, a) for a in attrs) + "</div>"
+            + "<h3>Balance (share of images, 95% Wilson CI)</h3>" + _table(bal, 60)
+            + "<h3>Quality and rejection by group (flagged rows differ significantly from the rest)</h3>"
+            + _table(groups, 60, flag="flagged"))

@@ -1,0 +1,20 @@
+-- Label-noise rate per identity: of the faces that were embedded, the share rejected as label noise
+-- (far from the dominant sub-center, closer to another identity, or non-dominant), worst first.
+-- requires: scores, identities
+-- param min_images = 1: only identities with at least this many images
+-- param limit = 100: rows to return
+SELECT s.identity,
+       count(*) AS images,
+       count(s.angle_to_dominant) AS faces,
+       count(*) FILTER (WHERE s.reason IN ('far_from_dominant', 'cross_id_conflict', 'non_dominant_subcenter')) AS noisy,
+       round(count(*) FILTER (WHERE s.reason IN ('far_from_dominant', 'cross_id_conflict', 'non_dominant_subcenter'))
+             / greatest(count(s.angle_to_dominant), 1), 4) AS noise_rate,
+       count(*) FILTER (WHERE s.keep) AS kept,
+       round(any_value(i.dominant_share), 3) AS dominant_share,
+       any_value(i.review) AS review,
+       round(max(s.angle_to_dominant), 2) AS max_angle
+FROM scores s LEFT JOIN identities i USING (identity)
+GROUP BY s.identity
+HAVING count(*) >= $min_images
+ORDER BY noise_rate DESC, noisy DESC, s.identity
+LIMIT $limit;
