@@ -124,8 +124,10 @@ def _curate(input_path, input_format, input_options, out, detector, recognizer, 
 @click.option("--identity-col", default=None, help="TSV: identity column index; Parquet: column name.")
 @click.option("--data-col", default=None, help="TSV: base64 image column index; Parquet: image-bytes column name.")
 @click.option("--path-col", default=None, help="Parquet manifest: column of image paths.")
+@click.option("--path-root", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Parquet manifest: absolute paths must lie under this directory (default: the manifest's own).")
 @_run_options
-def run(input_path, input_format, identity_col, data_col, path_col, **kw):
+def run(input_path, input_format, identity_col, data_col, path_col, path_root, **kw):
     """Curate a crawl: INPUT is an identity/image folder tree, a .rec (with its .idx), an MS-Celeb TSV,
     or a Parquet table of (identity, image bytes or path).
 
@@ -138,7 +140,8 @@ def run(input_path, input_format, identity_col, data_col, path_col, **kw):
     if kind == "tsv":
         options = {k: int(v) for k, v in (("identity_col", identity_col), ("data_col", data_col)) if v is not None}
     elif kind == "parquet" or (kind is None and os.path.isdir(input_path)):
-        names = {"identity_col": identity_col, "image_col": data_col, "path_col": path_col}
+        names = {"identity_col": identity_col, "image_col": data_col, "path_col": path_col,
+                 "path_root": path_root and os.path.abspath(path_root)}
         options = {k: v for k, v in names.items() if v is not None}
     _curate(input_path, input_format, options, **kw)
 

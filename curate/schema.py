@@ -33,6 +33,7 @@ class Reason(str, enum.Enum):
     """Why a row is (not) kept. Stored as its string value; ``ok`` means kept."""
 
     OK = "ok"
+    NO_IDENTITY = "no_identity"  # the crawl gives no (or an empty) identity label: unusable for training
     READ_ERROR = "read_error"  # bytes could not be read from the source (missing, unreadable, bad offset)
     DECODE_ERROR = "decode_error"  # not an image, truncated, corrupt
     TOO_LARGE = "too_large"  # over the byte or pixel limit (decompression bomb guard)

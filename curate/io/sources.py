@@ -45,6 +45,9 @@ class _Fetched:
     rows: dict = field(default_factory=lambda: {n: [] for n in FETCHED.names})
 
     def add(self, item, source, identity, data=None, reason=None, detail=None):
+        if reason is None and (identity is None or not identity.strip()):
+            # a face without a label cannot train anything: recorded, not decoded
+            data, reason, detail = None, Reason.NO_IDENTITY.value, "empty identity label" if identity is not None else "no identity label"
         r = self.rows
         r["item"].append(item)
         r["source"].append(source)
@@ -104,7 +107,7 @@ def _read_file(path: str, root: str, max_bytes: int) -> tuple[bytes | None, str 
 
 class FolderSource(Source):
     """``root/identity/.../file``: identity is the first directory under root; files directly in
-    root have a null identity. Hidden entries (names starting with '.') are not inputs.
+    root have no identity (recorded as no_identity). Hidden entries (names starting with '.') are not inputs.
     Directory links are not followed (no cycles); file links must resolve inside root."""
 
     kind = "folder"
@@ -216,7 +219,8 @@ class TSVSource(Source):
 class ParquetSource(Source):
     """A Parquet file (or a directory of them) with an identity column and either an image-bytes
     column (``image_col``, default 'image') or a path column (``path_col``, default 'path'; paths are
-    relative to the file's directory unless absolute)."""
+    relative to the file's directory unless absolute, and must lie under ``path_root``, by default
+    the manifest's directory)."""
 
     kind = "parquet"
 
@@ -276,7 +280,7 @@ class ParquetSource(Source):
                     ok = len(v) <= max_bytes
                     fetched[r["item"]] = (v, None, None) if ok else (None, Reason.TOO_LARGE.value, f"{len(v)} bytes")
                 else:
-                    fetched[r["item"]] = _read_manifest_path(v, base, max_bytes)
+                    fetched[r["item"]] = _read_manifest_path(v, base, max_bytes, self.options.get("path_root"))
         for r in rows:
             data, reason, detail = fetched[r["item"]]
             out.add(r["item"], r["source"], r["identity"], data, reason, detail)
@@ -299,13 +303,14 @@ def _read_rows(pf: pq.ParquetFile, column: str, rows: list[int]) -> list:
     return [values.get(r) for r in rows]
 
 
-def _read_manifest_path(path: str, base: str, max_bytes: int):
-    if os.path.isabs(path):
-        return _read_file(path, os.path.dirname(path), max_bytes)
-    full = os.path.normpath(os.path.join(base, path))
-    if os.path.commonpath([full, base]) != base:
-        return None, Reason.READ_ERROR.value, "relative path escapes the manifest directory"
-    return _read_file(full, base, max_bytes)
+def _read_manifest_path(path: str, base: str, max_bytes: int, root: str | None = None):
+    """A manifest's path: relative to its directory; absolute or relative, it must resolve under
+    ``root`` (default: the manifest's directory), so a crafted manifest cannot read /etc/passwd."""
+    root = os.path.realpath(root or base)
+    full = os.path.normpath(path if os.path.isabs(path) else os.path.join(base, path))
+    if os.path.commonpath([os.path.realpath(full), root]) != root:
+        return None, Reason.READ_ERROR.value, f"path outside the allowed root {root} (see --path-root)"
+    return _read_file(full, root, max_bytes)
 
 
 SOURCES = {cls.kind: cls for cls in (FolderSource, RecordIOSource, TSVSource, ParquetSource)}
