@@ -119,7 +119,7 @@ def _curate(input_path, input_format, input_options, out, detector, recognizer, 
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
-@click.option("--format", "input_format", type=click.Choice(["folder", "rec", "tsv", "parquet"]), default=None,
+@click.option("--format", "input_format", type=click.Choice(["folder", "rec", "tsv", "tar", "parquet"]), default=None,
               help="Input kind (default: guessed from INPUT).")
 @click.option("--identity-col", default=None, help="TSV: identity column index; Parquet: column name.")
 @click.option("--data-col", default=None, help="TSV: base64 image column index; Parquet: image-bytes column name.")
@@ -129,7 +129,7 @@ def _curate(input_path, input_format, input_options, out, detector, recognizer, 
 @_run_options
 def run(input_path, input_format, identity_col, data_col, path_col, path_root, **kw):
     """Curate a crawl: INPUT is an identity/image folder tree, a .rec (with its .idx), an MS-Celeb TSV,
-    or a Parquet table of (identity, image bytes or path).
+    an uncompressed .tar of identity/image members, or a Parquet table of (identity, image bytes or path).
 
     Decodes, detects, aligns (5-point ArcFace template, 112x112) and embeds every image on Ray,
     orchestrated by a Prefect flow, into OUT/images and OUT/detections Parquet shards, with DuckDB

@@ -55,6 +55,7 @@ def curate_shards(out: str, resources: dict, allow_download: bool, progress: boo
 @task
 def finalize(out: str) -> dict:
     store = ShardStore(out)
+    store.remove_stale_temp_files()  # every shard landed: temp files left by a killed run are garbage
     store.write_views()
     return store.summary()
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from curate.errors import ModelError
-from models.detectors import file_sha256
+from models.cards import verified_sha256
 
 AGE_GROUPS = ((0, 18, "0-17"), (18, 30, "18-29"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 999, "60+"))
 
@@ -46,6 +46,7 @@ class OnnxAttributes:
         import onnxruntime as ort
         if not os.path.isfile(path):
             raise ModelError(f"{path}: attribute model not found")
+        sha = verified_sha256(path)  # before onnxruntime opens it
         providers = (["CUDAExecutionProvider"] if gpu else []) + ["CPUExecutionProvider"]
         try:
             self._sess = ort.InferenceSession(path, providers=providers)
@@ -63,7 +64,7 @@ class OnnxAttributes:
         if labels and len(labels) != 1:
             raise ModelError("a classifier predicts one attribute: --labels NAME=a,b,c")
         self.mean, self.std = mean, std
-        self.id = f"{os.path.basename(path)}@{file_sha256(path)[:12]}"
+        self.id = f"{os.path.basename(path)}@{sha[:12]}"
 
     def predict(self, crops: np.ndarray) -> dict[str, tuple[list, np.ndarray, np.ndarray | None]]:
         s = self.size

@@ -10,13 +10,13 @@ downloaded by insightface only when the caller allows downloads.
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from curate.errors import ModelError, require_module
+from models.cards import file_sha256, verified_sha256
 from models.registry import DETECTORS
 
 
@@ -43,14 +43,6 @@ def five_from_68(p: np.ndarray) -> np.ndarray:
     return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]]).astype(np.float32)
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class DlibDetector:
     def __init__(self, kind: str, upsample: int, min_score: float):
         dlib = require_module("dlib", "faces")
@@ -60,7 +52,9 @@ class DlibDetector:
         if kind == "hog":
             self._det = dlib.get_frontal_face_detector()
         else:
+            verified_sha256(frm.cnn_face_detector_model_location())
             self._det = dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location())
+        verified_sha256(frm.pose_predictor_model_location())
         self._sp = dlib.shape_predictor(frm.pose_predictor_model_location())
         self.id = f"dlib-{kind}"
 
@@ -126,6 +120,7 @@ def insightface_model(arg: str, task: str, allow_download: bool = False):
             directory = ensure_available("models", arg, root=root)
         files = sorted(glob.glob(os.path.join(directory, "*.onnx")))
     for f in files:
+        verified_sha256(f)  # against its model card, before any parser sees it
         try:
             model = get_model(f)
         except Exception as exc:  # onnxruntime raises its own classes for corrupt graphs

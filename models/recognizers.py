@@ -17,7 +17,8 @@ import os
 import numpy as np
 
 from curate.errors import ModelError, require_module
-from models.detectors import file_sha256, insightface_model
+from models.cards import verified_sha256
+from models.detectors import insightface_model
 from models.registry import RECOGNIZERS
 
 
@@ -29,7 +30,7 @@ class DlibRecognizer:
         frm = require_module("face_recognition_models", "faces")
         path = frm.face_recognition_model_location()
         self._net = dlib.face_recognition_model_v1(path)
-        self.id = f"dlib-resnet@{file_sha256(path)[:12]}"
+        self.id = f"dlib-resnet@{verified_sha256(path)[:12]}"
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         if len(crops) == 0:
@@ -48,7 +49,7 @@ class OnnxRecognizer:
         if model.input_size[0] != model.input_size[1]:
             raise ModelError(f"{path}: recognizer input must be square, got {model.input_size}")
         self.dim = int(model.output_shape[-1])
-        self.id = f"{os.path.basename(path)}@{file_sha256(path)[:12]}"
+        self.id = f"{os.path.basename(path)}@{verified_sha256(path)[:12]}"
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         if len(crops) == 0:

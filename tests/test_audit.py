@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from curate import audit
 from curate.cli import main
 from curate.errors import ConfigError, InputError
+from models.cards import file_sha256
 
 
 @pytest.fixture()
@@ -205,7 +206,7 @@ def test_attribute_model_on_stored_crops(run_copy, tmp_path):
     got = dict(con.execute("SELECT attribute, count(*) FROM attributes GROUP BY 1").fetchall())
     assert got == {"gender": faces, "age_group": faces}
     src = con.execute("SELECT DISTINCT source FROM attributes").fetchall()
-    assert src == [(f"genderage.onnx@{__import__('models.detectors', fromlist=['x']).file_sha256(model)[:12]}",)]
+    assert src == [(f"genderage.onnx@{file_sha256(model)[:12]}",)]
     ages = con.execute("SELECT min(number), max(number) FROM attributes WHERE attribute = 'age_group'").fetchone()
     assert 0 <= ages[0] <= ages[1] <= 100  # G mean / 255 * 100
     assert audit.run_query(con, audit.queries()["demographic_balance"]).num_rows >= 2

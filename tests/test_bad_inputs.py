@@ -88,3 +88,12 @@ def test_a_malformed_record_index_is_a_clear_error(tmp_path):
     (tmp_path / "y.idx").write_text("0\t0\n1\t8\n")  # header record 0 with a bad magic
     with pytest.raises(InputError, match="bad magic"):
         open_source(str(tmp_path / "y.rec")).plan()
+
+
+def test_a_compressed_tar_is_a_clear_error(tmp_path):
+    import tarfile
+
+    with tarfile.open(tmp_path / "c.tar", "w:gz") as tar:
+        tar.add(__file__, arcname="x/y.py")
+    with pytest.raises(InputError, match="decompress it first"):
+        open_source(str(tmp_path / "c.tar")).plan()

@@ -80,3 +80,29 @@ def test_missing_models_and_unknown_names_are_clear_errors(tmp_path, monkeypatch
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="cannot load"):
         DETECTORS.build(f"insightface:{tmp_path / 'broken.onnx'}")
+
+
+def test_model_card_sha256_mismatch_is_an_error(tmp_path):
+    import json
+
+    import tiny_models
+    from curate.errors import ModelError
+    from models.cards import file_sha256
+    from models.registry import RECOGNIZERS
+
+    path = tiny_models.arcface(str(tmp_path / "rec.onnx"))
+    card = tmp_path / "rec.card.json"
+    card.write_text(json.dumps({"name": "rec", "sha256": file_sha256(path)}))
+    assert RECOGNIZERS.build(f"onnx:{path}").dim > 0  # the card matches: loads
+    card.write_text(json.dumps({"name": "rec", "sha256": "0" * 64}))
+    with pytest.raises(ModelError, match="does not match its model card"):
+        RECOGNIZERS.build(f"onnx:{path}")
+
+
+def test_builtin_cards_match_the_offline_dlib_models():
+    frm = pytest.importorskip("face_recognition_models")
+    from models.cards import card_for, verified_sha256
+
+    for p in (frm.face_recognition_model_location(), frm.pose_predictor_model_location()):
+        card, where = card_for(p)
+        assert verified_sha256(p) == card["sha256"] and card["licence"]

@@ -38,7 +38,7 @@ def test_folder_plan_labels_by_first_directory_and_skips_hidden(tmp_path):
     assert index["source"].to_pylist() == ["loose.jpg", "alice/1.jpg", "alice/sub/2.jpg", "bob/1.jpg"]
     assert index["identity"].to_pylist() == [None, "alice", "alice", "bob"]
     assert index["item"].to_pylist() == [0, 1, 2, 3]
-    assert got["data"].to_pylist()[1] == jpeg(1) and got["reason"].null_count == 4
+    assert got["data"].to_pylist()[1] == jpeg(1) and got["reason"].to_pylist() == ["no_identity", None, None, None]
 
 
 def test_folder_links_outside_root_and_oversized_files_are_recorded(tmp_path):
@@ -139,9 +139,13 @@ def test_parquet_bytes_and_manifest_paths(tmp_path):
                    m / "manifest.parquet")
     _, got = fetch_all(ParquetSource(str(m / "manifest.parquet")))
     rows = got.to_pylist()
-    assert rows[0]["data"] == jpeg(5)
-    assert rows[1]["reason"] == "read_error" and "escapes" in rows[1]["reason_detail"]
+    assert rows[0]["reason"] == "read_error" and "outside the allowed root" in rows[0]["reason_detail"]
+    assert rows[1]["reason"] == "read_error" and "outside the allowed root" in rows[1]["reason_detail"]
     assert rows[2]["reason"] == "read_error"
+    _, got = fetch_all(ParquetSource(str(m / "manifest.parquet"), path_root=str(tmp_path)))  # --path-root
+    rows = got.to_pylist()
+    assert rows[0]["data"] == jpeg(5)
+    assert rows[1]["reason"] == "read_error"
 
 
 def test_unknown_inputs_are_clear_errors(tmp_path):

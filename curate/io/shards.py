@@ -209,6 +209,18 @@ class ShardStore:
             out["identities"], out["identities_kept"] = row
         return out
 
+    def remove_stale_temp_files(self) -> int:
+        """Remove ``.*.tmp`` files a killed run left behind; call only when no writer is active."""
+        n = 0
+        for d in (*KINDS, "_completions", "scores", "curated", "attributes", "."):
+            for p in glob.glob(self._path(d, ".*.tmp")):
+                try:
+                    os.remove(p)
+                    n += 1
+                except OSError:
+                    pass
+        return n
+
     def completed_files(self, kind: str) -> list[str]:
         return [self.shard_path(kind, s) for s in range(self.manifest["shards"]) if self.is_complete(s)]
 

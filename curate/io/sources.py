@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,6 +217,60 @@ class TSVSource(Source):
         return out.table()
 
 
+class TarSource(Source):
+    """An uncompressed tar of ``identity/.../file`` members (a crawl shipped as an archive), read
+    in place by member offset: nothing is extracted to disk. Member names that are absolute or
+    climb out (``../../etc/passwd``) and members that are not regular files (links, devices) are
+    recorded as read errors; directory entries are not inputs."""
+
+    kind = "tar"
+
+    def plan(self) -> pa.Table:
+        sources, identities, offsets = [], [], []
+        name = os.path.basename(self.path)
+        try:
+            with tarfile.open(self.path, "r:") as tar:
+                for m in tar:
+                    if m.isdir():
+                        continue
+                    parts = m.name.split("/")
+                    sources.append(f"{name}:{m.name}")
+                    identities.append(parts[0] if len(parts) > 1 else None)
+                    offsets.append(m.offset_data if m.isfile() else -1)
+        except tarfile.ReadError as exc:
+            raise InputError(f"{self.path}: not an uncompressed tar ({exc}); decompress it first "
+                             "(random access needs a plain .tar)") from exc
+        return _index(sources, identities, offsets)
+
+    def fetch(self, index: pa.Table, max_bytes: int) -> pa.Table:
+        out = _Fetched()
+        with open(self.path, "rb") as f:
+            for item, source, identity, offset in zip(*(index[c].to_pylist() for c in ("item", "source", "identity", "offset"))):
+                member = source.split(":", 1)[1]
+                parts = member.split("/")
+                if member.startswith("/") or ".." in parts or not member:
+                    out.add(item, source, None, None, Reason.READ_ERROR.value, "unsafe member name (absolute or '..')")
+                    continue
+                if offset < 0:
+                    out.add(item, source, identity, None, Reason.READ_ERROR.value, "not a regular file (link or device member)")
+                    continue
+                f.seek(offset - tarfile.BLOCKSIZE)
+                try:
+                    size = tarfile.TarInfo.frombuf(f.read(tarfile.BLOCKSIZE), "utf-8", "surrogateescape").size
+                except tarfile.TarError as exc:
+                    out.add(item, source, identity, None, Reason.READ_ERROR.value, f"bad member header: {exc}")
+                    continue
+                if size > max_bytes:
+                    out.add(item, source, identity, None, Reason.TOO_LARGE.value, f"{size} bytes > max_bytes {max_bytes}")
+                    continue
+                data = f.read(size)
+                if len(data) < size:
+                    out.add(item, source, identity, None, Reason.READ_ERROR.value, f"member truncated ({len(data)} of {size} bytes)")
+                    continue
+                out.add(item, source, identity, data)
+        return out.table()
+
+
 class ParquetSource(Source):
     """A Parquet file (or a directory of them) with an identity column and either an image-bytes
     column (``image_col``, default 'image') or a path column (``path_col``, default 'path'; paths are
@@ -313,7 +368,7 @@ def _read_manifest_path(path: str, base: str, max_bytes: int, root: str | None =
     return _read_file(full, root, max_bytes)
 
 
-SOURCES = {cls.kind: cls for cls in (FolderSource, RecordIOSource, TSVSource, ParquetSource)}
+SOURCES = {cls.kind: cls for cls in (FolderSource, RecordIOSource, TSVSource, TarSource, ParquetSource)}
 
 
 def open_source(path: str, kind: str | None = None, **options) -> Source:
@@ -331,7 +386,7 @@ def open_source(path: str, kind: str | None = None, **options) -> Source:
             if not has_images and any(p.glob("*.parquet")):
                 return ParquetSource(path, **options)
             return FolderSource(path, **options)
-        kind = {".rec": "rec", ".tsv": "tsv", ".parquet": "parquet"}.get(suffix)
+        kind = {".rec": "rec", ".tsv": "tsv", ".parquet": "parquet", ".tar": "tar"}.get(suffix)
         if kind is None:
             raise InputError(f"{path}: cannot tell the input format; pass --format")
     if kind not in SOURCES:

@@ -5,6 +5,7 @@ holds, made on the fly (no stored binaries). ``build(root)`` writes
     root/msceleb.tsv                  MS-Celeb TSV lines: good, corrupt base64, wrong column count
     root/train.rec + train.idx        RecordIO: good records, bad magic, offsets past the end
     root/manifest/manifest.parquet    a manifest: path traversal, absolute paths, duplicates, labels
+    root/crawl.tar                    a tar: '../' and absolute member names, link members, long names
 
 and returns ``{input path: {source: (allowed reasons, detail substring or None)}}``.
 """
@@ -202,4 +203,36 @@ def build(root: str, max_bytes: int = 2_000_000) -> dict[str, dict[str, tuple[se
     pq.write_table(pa.table({"identity": [r[0] for r in rows], "path": [r[1] for r in rows]}),
                    os.path.join(man, "manifest.parquet"))
     expect[os.path.join(man, "manifest.parquet")] = {f"manifest.parquet#{i}": (r[2], None) for i, r in enumerate(rows)}
+    # -- tar archive -----------------------------------------------------------------------
+    import tarfile
+
+    tpath = os.path.join(root, "crawl.tar")
+
+    def member(tar, name, data=b"", kind=tarfile.REGTYPE, link=""):
+        info = tarfile.TarInfo(name)
+        info.type, info.size, info.linkname = kind, len(data), link
+        tar.addfile(info, io.BytesIO(data) if data else None)
+
+    with tarfile.open(tpath, "w", format=tarfile.GNU_FORMAT) as tar:
+        member(tar, "alice", kind=tarfile.DIRTYPE)
+        member(tar, "alice/a.jpg", jpg)
+        member(tar, "../../etc/passwd", jpg)
+        member(tar, "/abs/b.jpg", jpg)
+        member(tar, "bob/../../c.jpg", jpg)
+        member(tar, "bob/link.jpg", kind=tarfile.SYMTYPE, link="/etc/passwd")
+        member(tar, "bob/hard.jpg", kind=tarfile.LNKTYPE, link="alice/a.jpg")
+        member(tar, "carol/" + "long_name_" * 20 + ".jpg", jpg)  # GNU long name
+        member(tar, "dave/trunc.jpg", jpg[: len(jpg) // 4])
+        member(tar, "root.jpg", jpg)
+    expect[tpath] = {
+        "crawl.tar:alice/a.jpg": (FACE_OK, None),
+        "crawl.tar:../../etc/passwd": ({"read_error"}, "unsafe member name"),
+        "crawl.tar:/abs/b.jpg": ({"read_error"}, "unsafe member name"),
+        "crawl.tar:bob/../../c.jpg": ({"read_error"}, "unsafe member name"),
+        "crawl.tar:bob/link.jpg": ({"read_error"}, "not a regular file"),
+        "crawl.tar:bob/hard.jpg": ({"read_error"}, "not a regular file"),
+        "crawl.tar:carol/" + "long_name_" * 20 + ".jpg": (FACE_OK, None),
+        "crawl.tar:dave/trunc.jpg": ({"decode_error"}, None),
+        "crawl.tar:root.jpg": ({"no_identity"}, None),
+    }
     return expect
