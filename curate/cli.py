@@ -54,6 +54,7 @@ def _run_options(f):
         click.option("--no-progress", is_flag=True, help="No progress bar."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
         click.option("--no-score", is_flag=True, help="Stop after embedding (no noise/duplicate/quality scoring)."),
+        click.option("--no-audit", is_flag=True, help="After scoring, skip the sql/ audits (OUT/audit-<scores>/) and the HTML report."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -102,7 +103,7 @@ def _config(detector, recognizer, shard_size, min_face_size, det_score, upsample
 
 def _curate(input_path, input_format, input_options, out, detector, recognizer, workers, gpus, shard_size,
             batch_size, min_face_size, det_score, upsample, allow_download, no_progress, as_json, no_score=False,
-            **score_kw):
+            no_audit=False, **score_kw):
     cfg = _config(detector, recognizer, shard_size, min_face_size, det_score, upsample)
     score_cfg = None if no_score else _score_config(**score_kw)
     res = Resources(workers=workers, gpus_per_worker=gpus, batch_size=batch_size)
@@ -111,7 +112,7 @@ def _curate(input_path, input_format, input_options, out, detector, recognizer, 
     summary = curate_flow(
         input_path=input_path, out=out, config=cfg.to_dict(), resources=res.__dict__, input_format=input_format,
         input_options=input_options, allow_download=allow_download, progress=not no_progress,
-        score_config=None if score_cfg is None else score_cfg.__dict__,
+        score_config=None if score_cfg is None else score_cfg.__dict__, audit=not no_audit,
     )
     _print_summary(summary, as_json)
     return summary
@@ -151,8 +152,8 @@ def run(input_path, input_format, identity_col, data_col, path_col, path_root, *
 @_run_options
 def demo(variants, out, **kw):
     """Build a small real crawl from face photos that installed packages ship (scikit-image,
-    insightface; plus ../shared/data when present), curate it like `curate run`, and write the
-    HTML report."""
+    insightface; plus ../shared/data when present) and curate it like `curate run`, audits and
+    HTML report included."""
     from curate.sample import build_sample_crawl
 
     crawl = os.path.join(out, "sample-crawl")
@@ -162,9 +163,6 @@ def demo(variants, out, **kw):
         click.echo(f"sample crawl: {n} files in {crawl}")
     run_dir = os.path.join(out, "run")
     _curate(crawl, "folder", {}, run_dir, **kw)
-    from curate.report import build_report
-
-    click.echo(f"report       {build_report(run_dir)}")
     click.echo(f"next         curate audit {run_dir}   |   curate export {run_dir} {os.path.join(out, 'export')} --format rec")
 
 
@@ -292,6 +290,19 @@ def _print_summary(s: dict, as_json: bool) -> None:
         click.echo("worker s     " + "  ".join(f"{k} {v}" for k, v in s["worker_seconds"].items()))
     if "curation" in s:
         _print_curation(s["curation"], False)
+    if "audit" in s:
+        _print_audit(s["audit"])
+
+
+def _print_audit(a: dict) -> None:
+    click.echo(f"audits       {len(a['written'])} questions -> {a['dir']}")
+    why: dict[str, list[str]] = {}
+    for name, msg in a["skipped"].items():
+        why.setdefault(msg.partition(": ")[2].split(". ")[0], []).append(name)
+    for reason, names in why.items():
+        click.echo(f"  skipped {', '.join(names)}: {reason}")
+    if "report" in a:
+        click.echo(f"report       {a['report']}")
 
 
 def _params(values) -> dict:

@@ -1,4 +1,5 @@
-"""The ``curate`` Prefect flow: plan -> curate shards on Ray -> views and summary.
+"""The ``curate`` Prefect flow: plan -> curate shards on Ray -> views and summary -> score ->
+audits and report (the ``audit`` flow, as a subflow).
 
 Runs on Prefect's local ephemeral API by default (nothing to start) and unchanged against a
 Prefect server (PREFECT_API_URL). Tasks retry; shards are idempotent, so a retry redoes only the
@@ -17,6 +18,7 @@ from curate.errors import CurateError
 from curate.io.shards import ShardStore
 from curate.io.sources import open_source
 from curate.pipeline import load_models
+from flows.audit_flow import audit_flow
 from flows.ray_exec import run_shards
 
 
@@ -69,13 +71,15 @@ def score(out: str, score_config: dict) -> dict:
 @flow(name="curate", log_prints=False)
 def curate_flow(input_path: str, out: str, config: dict, resources: dict, input_format: str | None = None,
                 input_options: dict | None = None, allow_download: bool = False, progress: bool = True,
-                score_config: dict | None = None) -> dict:
+                score_config: dict | None = None, audit: bool = True) -> dict:
     t0 = time.perf_counter()
     plan(input_path, out, config, input_format, input_options or {}, allow_download)
     landed = curate_shards(out, resources, allow_download, progress)
     summary = finalize(out)
     if score_config is not None and summary["images"]:
         summary["curation"] = score(out, score_config)
+        if audit:
+            summary["audit"] = audit_flow(out)
     wall = time.perf_counter() - t0
     n_new = sum(m["images"] for m in landed)
     summary["this_run"] = {"shards": len(landed), "images": n_new, "seconds": round(wall, 2),

@@ -97,3 +97,42 @@ def test_a_compressed_tar_is_a_clear_error(tmp_path):
         tar.add(__file__, arcname="x/y.py")
     with pytest.raises(InputError, match="decompress it first"):
         open_source(str(tmp_path / "c.tar")).plan()
+
+
+def _fetch_as(uid, crawl, queue):
+    """Child process: give up root (when root) and fetch the whole crawl."""
+    if uid is not None:
+        os.setgid(uid)
+        os.setuid(uid)
+    src = open_source(crawl)
+    queue.put(src.fetch(src.plan(), 1_000_000).to_pylist())
+
+
+def test_an_unreadable_file_is_a_read_error(tmp_path):
+    """chmod 000 stops everyone but root, so as root the read runs in a child that drops to nobody."""
+    import multiprocessing as mp
+    import shutil
+    import tempfile
+
+    crawl = tempfile.mkdtemp(prefix="unreadable-")  # outside pytest's 0700 tree, so nobody can walk it
+    try:
+        os.chmod(crawl, 0o755)
+        os.makedirs(os.path.join(crawl, "person"), mode=0o755)
+        for name, mode in (("ok.jpg", 0o644), ("locked.jpg", 0)):
+            path = os.path.join(crawl, "person", name)
+            with open(path, "wb") as fh:
+                fh.write(b"\xff\xd8 some bytes")
+            os.chmod(path, mode)
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_fetch_as, args=(65534 if os.geteuid() == 0 else None, crawl, queue))
+        child.start()
+        rows = {r["source"]: r for r in queue.get(timeout=60)}
+        child.join(60)
+        assert child.exitcode == 0
+    finally:
+        shutil.rmtree(crawl, ignore_errors=True)
+    assert rows["person/ok.jpg"]["reason"] is None
+    locked = rows["person/locked.jpg"]
+    assert (locked["reason"], locked["data"]) == ("read_error", None)
+    assert "PermissionError" in locked["reason_detail"]

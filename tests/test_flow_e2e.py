@@ -83,3 +83,22 @@ def test_cli_run_and_status(tmp_path, sample_crawl, flow_run):
     # a different config into the same directory: clean error, exit code of OutputError
     r = runner.invoke(main, ["run", str(sample_crawl), "--out", out, "--shard-size", "30", "--no-progress"])
     assert r.exit_code == 7 and "Use another --out" in r.output
+
+
+def test_flow_ends_with_audits_and_report(flow_run):
+    import pyarrow.parquet as pq
+
+    out, s, again = flow_run
+    a = s["audit"]
+    digest = s["curation"]["score_digest"]
+    assert a["dir"] == os.path.join(os.path.abspath(out), f"audit-{digest}")
+    # every question either wrote its result or says why not (this run has no attribute source)
+    from curate.audit import queries
+
+    assert set(a["written"]) | set(a["skipped"]) == set(queries())
+    assert set(a["skipped"]) == {"demographic_balance", "quality_by_demographic"}
+    assert all("no attribute source" in m for m in a["skipped"].values())
+    reasons = pq.read_table(a["written"]["reasons"]["path"]).to_pylist()
+    assert sum(r["images"] for r in reasons) == s["images"]
+    assert os.path.getsize(a["report"]) > 10_000 and a["report"].endswith(f"report-{digest}.html")
+    assert again["audit"]["written"].keys() == a["written"].keys()  # a rerun rewrites them in place

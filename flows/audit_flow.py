@@ -1,0 +1,55 @@
+"""The ``audit`` Prefect flow: every sql/ question over a scored run -> result files, then the HTML
+report. Runs after ``curate`` (as its last step) or on its own, e.g. after ``curate attributes``.
+
+Results land in ``OUT/audit-<scores digest>/NAME.<format>``: one folder per threshold set, so
+re-scoring never overwrites the audit of an earlier one. Questions whose source is missing (no
+attributes yet) are listed with the reason, not failed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prefect import flow, task
+
+from curate import audit as A
+from curate.errors import InputError
+from curate.io.shards import ShardStore
+
+
+@task
+def run_audits(out: str, fmt: str, sql_dir: str | None) -> dict:
+    digest = ShardStore(out).current_scoring()
+    if not digest:
+        raise InputError(f"{out}: not scored yet (run `curate score {out}`)")
+    dest = os.path.join(os.path.abspath(out), f"audit-{digest}")
+    os.makedirs(dest, exist_ok=True)
+    con = A.connect(out)
+    try:
+        have = A.views(con)
+        written, skipped = {}, {}
+        for name, q in A.queries(sql_dir).items():
+            msg = A.missing_message(q, have)
+            if msg:
+                skipped[name] = msg
+                continue
+            t = A.run_query(con, q)
+            written[name] = {"rows": t.num_rows, "path": A.write_result(t, fmt, os.path.join(dest, name))}
+    finally:
+        con.close()
+    return {"dir": dest, "written": written, "skipped": skipped}
+
+
+@task
+def write_report(out: str) -> str:
+    from curate.report import build_report
+
+    return build_report(out)
+
+
+@flow(name="audit")
+def audit_flow(out: str, fmt: str = "parquet", sql_dir: str | None = None, report: bool = True) -> dict:
+    result = run_audits(out, fmt, sql_dir)
+    if report:
+        result["report"] = write_report(out)
+    return result
