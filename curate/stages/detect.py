@@ -49,11 +49,10 @@ def prominence(boxes: np.ndarray, scores: np.ndarray, width: int, height: int) -
 def detect(images: pa.Table, detector, cfg: DetectConfig) -> pa.Table:
     require(images, READS, "detect")
     rows = {n: [] for n in FACES.names}
-    for i, image_id in enumerate(images["image_id"].to_pylist()):
-        img = pixels_of(images, i)
-        if img is None:
-            continue
-        faces = detector.detect(img)
+    ids = images["image_id"].to_pylist()
+    decoded = [(i, img) for i in range(len(ids)) if (img := pixels_of(images, i)) is not None]
+    found = detector.detect_batch([img for _, img in decoded]) if decoded else []
+    for (i, img), faces in zip(decoded, found):
         if not len(faces):
             continue
         h, w = img.shape[:2]
@@ -61,7 +60,7 @@ def detect(images: pa.Table, detector, cfg: DetectConfig) -> pa.Table:
         order = np.argsort(-prom, kind="stable")[: cfg.max_faces]
         for rank, k in enumerate(order):
             box = faces.boxes[k]
-            rows["image_id"].append(image_id)
+            rows["image_id"].append(ids[i])
             rows["face_idx"].append(rank)
             rows["det_score"].append(float(faces.scores[k]))
             rows["bbox"].append(box.tolist())

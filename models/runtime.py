@@ -1,0 +1,111 @@
+"""onnxruntime sessions for face models.
+
+Threads are the caller's choice: a Ray worker that owns one core asks for one thread, so N workers
+never start N x cores threads (onnxruntime's default pool is sized to the machine, not the task).
+Graphs exported with a fixed batch of 1 are made batchable in memory (the file on disk, whose
+sha256 was checked, is never rewritten), and onnxruntime's per-initializer warnings are silenced.
+"""
+
+from __future__ import annotations
+
+import os
+
+from curate.errors import ModelError, require_module
+
+
+def model_files(path: str) -> list[str]:
+    """The ONNX file and every external-data file it loads (``model.onnx.data``, ...), sorted."""
+    onnx = require_module("onnx", "default")
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from exc
+    names = set()
+    for t in proto.graph.initializer:
+        if uses_external_data(t):
+            names.update(e.value for e in t.external_data if e.key == "location")
+    base = os.path.dirname(os.path.abspath(path))
+    extra = sorted(os.path.join(base, n) for n in names)
+    for f in extra:
+        if not os.path.isfile(f):
+            raise ModelError(f"{path}: its external weights {f} are missing")
+    return [path, *extra]
+
+
+def batchable(path: str, spatial: bool = False) -> bytes:
+    """The model with a symbolic batch dimension on its inputs and outputs, initializers removed
+    from the graph inputs (old exporters list them, which blocks constant folding), stale shape
+    annotations dropped, and Reshape targets that hard-code a leading 1 turned into 0 ("copy the
+    input's dimension"), so a graph exported at batch 1 runs any batch. ``batched_session`` checks
+    the result against batch-of-1 runs before trusting it."""
+    onnx = require_module("onnx", "default")
+    from onnx import numpy_helper
+
+    proto = onnx.load(path)
+    inits = {t.name: t for t in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in inits]
+    del proto.graph.input[:]
+    proto.graph.input.extend(inputs)
+    del proto.graph.value_info[:]
+    for v in list(proto.graph.input) + list(proto.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].dim_param = "N"
+    if spatial:  # a detector exported at one input size: any H x W (multiples of its stride)
+        for v in proto.graph.input:
+            dims = v.type.tensor_type.shape.dim
+            if len(dims) == 4:
+                dims[2].dim_param, dims[3].dim_param = "H", "W"
+        for v in proto.graph.output:
+            dims = v.type.tensor_type.shape.dim
+            if len(dims) == 3:
+                dims[1].dim_param = "A"
+    for node in proto.graph.node:
+        if node.op_type == "Reshape" and len(node.input) > 1 and node.input[1] in inits:
+            target = numpy_helper.to_array(inits[node.input[1]]).copy()
+            if target.ndim == 1 and len(target) > 1 and target[0] == 1:
+                target[0] = 0
+                inits[node.input[1]].CopyFrom(numpy_helper.from_array(target, node.input[1]))
+    return proto.SerializeToString()
+
+
+def session(model: str | bytes, threads: int = 0, gpu: bool = False, name: str = ""):
+    """An InferenceSession on CPU (or CUDA when asked and available). threads 0: onnxruntime's
+    default (all cores), for use outside a worker pool."""
+    ort = require_module("onnxruntime", "default")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only: old exports trigger one warning per initializer
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    providers = ["CPUExecutionProvider"]
+    if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        return ort.InferenceSession(model, so, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception classes for bad graphs
+        raise ModelError(f"{name or model}: onnxruntime cannot load it: {exc}") from exc
+
+
+
+def batched_session(path: str, threads: int = 0, gpu: bool = False, spatial: bool = False,
+                    probe: tuple[int, ...] = (3, 112, 112)):
+    """(session, batch limit): the batchable graph when two random inputs run together give what
+    each gives alone, else the graph as exported with batches of one (a rewrite that would change
+    results is never used)."""
+    import numpy as np
+
+    try:
+        sess = session(batchable(path, spatial), threads, gpu, name=path)
+        x = np.random.default_rng(0).uniform(-1, 1, (2, *probe)).astype(np.float32)
+        name = sess.get_inputs()[0].name
+        both = sess.run(None, {name: x})
+        alone = [sess.run(None, {name: x[i : i + 1]}) for i in range(2)]
+        if all(np.allclose(b, np.concatenate([a[k] for a in alone]), rtol=1e-3, atol=1e-4)
+               for k, b in enumerate(both)):
+            return sess, 1 << 16
+    except Exception:  # a rewrite onnxruntime rejects, or shapes that do not batch: fall back
+        pass
+    return session(path, threads, gpu, name=path), 1
