@@ -29,12 +29,13 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class DetectConfig:
-    """``detector``: 'dlib-hog', 'dlib-mmod', or 'insightface:<model.onnx | model dir | pack name>'."""
+    """``detector``: 'yunet' (default, MIT), 'scrfd[:file.onnx]' (non-commercial weights), 'dlib-hog',
+    'dlib-mmod', or 'insightface:<model.onnx | model dir | pack name>'. See models/detectors.py."""
 
-    detector: str = "dlib-hog"
+    detector: str = "yunet"
     min_score: float | None = None  # faces below are not detected; None = the detector's own default
     upsample: int = 1  # dlib: most pyramid upsampling, tried coarse to fine (1 finds faces down to ~40 px)
-    det_size: int = 640  # insightface: square input size of the detector
+    det_size: int = 640  # ONNX detectors: longest input side (smaller images run at their own size)
     max_faces: int = 8  # keep the most prominent faces only (crowd shots)
     min_face_size: float = 20.0  # px; the chosen face below this is `too_small`
     ambiguity_ratio: float = 0.8  # 2nd face prominence / 1st at or above this -> multi_face_ambiguous
@@ -61,10 +62,11 @@ class AlignConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    """``recognizer``: 'dlib-resnet', or 'onnx:<path.onnx>' (any [N,3,112,112] -> [N,D] model,
-    insightface ArcFace packs and models exported by `curate retrain` alike)."""
+    """``recognizer``: 'edgeface_s' (default, BSD-3), 'w600k_mbf' (non-commercial), 'sface', 'dlib-resnet',
+    or 'onnx:<path.onnx>' (any [N,3,S,S] -> [N,D] model: insightface ArcFace models and models exported
+    by `curate retrain` alike). See models/recognizers.py."""
 
-    recognizer: str = "dlib-resnet"
+    recognizer: str = "edgeface_s"
 
     def __post_init__(self):
         from models import RECOGNIZERS
@@ -81,20 +83,24 @@ class ScoreConfig:
     k: int = 3  # sub-centers per identity
     iters: int = 10  # spherical k-means iterations (also the head's initialisation)
     head_epochs: int = 3
-    merge_angle: float = 45.0  # sub-centers closer than this to the dominant one are the same person
-    far_angle: float | None = None  # far_from_dominant beyond this; None: auto (impostor 1st pct, <= 75)
+    # Sub-centers closer than this to the dominant one are the same person; None: the card's
+    # merge threshold (the same question as two identities being one person), else 45.
+    merge_angle: float | None = None
+    # far_from_dominant beyond this angle to the identity's dominant center (the face left out of
+    # it); None: the model card's calibrated threshold (the paper's 75 degrees is ArcFace's).
+    far_angle: float | None = None
     min_dominant_share: float = 0.5  # identities whose dominant share is lower are flagged for review
     # The paper's K=3->1 drops samples beyond far_angle and keeps the rest, whatever sub-center they
     # picked; is_dominant is always recorded. True also rejects non-dominant faces within the angle.
     drop_non_dominant: bool = False
-    # Cosine thresholds; None scales them to the model: with p1 the 1st percentile of impostor
-    # angles, duplicates are closer than p1/6 and merged identities' centers closer than p1/2
-    # (ArcFace, p1 ~ 75 deg: cos 0.976 and 0.79; dlib's 128-d model is much tighter).
+    # Cosine thresholds; None: the model card's calibrated ones (curate.calibration). A model with
+    # no calibration gets estimates from the run, with a warning.
     dup_threshold: float | None = None  # at or above: the same photo
     merge_threshold: float | None = None  # dominant centers at or above: one person, two labels
     conflict_margin: float = 0.05  # nearer another identity's center than its own by this (cosine)
-    unidentifiable_pct: float = 3.0  # quality (norm percentile) at or below this ...
-    degraded_pct: float = 10.0  # ... and sharpness or detector score at or below this percentile
+    # quality (a reference percentile: below 1% of a clean reference set) at or below this ...
+    unidentifiable_pct: float = 1.0
+    degraded_pct: float = 10.0  # ... and sharpness or detector score at or below this reference percentile
     degraded_face_size: float = 32.0  # ... or a face smaller than this (px) or |yaw| above max_yaw
     max_yaw: float = 60.0
 
@@ -102,6 +108,7 @@ class ScoreConfig:
         _check(self.mode in ("kmeans", "head"), "mode must be kmeans or head")
         _check(self.k >= 1 and self.iters >= 1, "k and iters must be >= 1")
         _check(self.far_angle is None or 0 < self.far_angle <= 180, "far_angle must be in (0, 180]")
+        _check(self.merge_angle is None or 0 < self.merge_angle <= 180, "merge_angle must be in (0, 180]")
         for v in (self.dup_threshold, self.merge_threshold):
             _check(v is None or -1 <= v <= 1, "cosine thresholds must be in [-1, 1]")
         _check(0 <= self.unidentifiable_pct <= 100 and 0 <= self.degraded_pct <= 100, "percentiles in [0, 100]")
@@ -111,12 +118,14 @@ class ScoreConfig:
 class Resources:
     """How fast, never what: excluded from the config hash."""
 
-    workers: int = 0  # Ray actors; 0 = one per CPU
+    workers: int = 0  # Ray actors; 0 = one per CPU (per threads_per_worker CPUs)
+    threads_per_worker: int = 1  # CPUs a Ray actor reserves, and onnxruntime's threads in it
     gpus_per_worker: float = 0.0
     batch_size: int = 64  # images decoded/detected/embedded together inside a shard
 
     def __post_init__(self):
         _check(self.workers >= 0, "workers must be >= 0")
+        _check(self.threads_per_worker >= 1, "threads_per_worker must be >= 1")
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(self.gpus_per_worker >= 0, "gpus_per_worker must be >= 0")
 
@@ -149,3 +158,15 @@ class RunConfig:
         """8 hex chars naming every output of this config: same config, same paths."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'setting: new here, old there' for every leaf that differs between two config dicts."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {b!r} here, {a!r} in the run")
+    return out

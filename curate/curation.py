@@ -4,7 +4,7 @@ keep/reason, and writes
 
     OUT/scores/scores-<digest>.parquet        one row per image: every score and the decision
     OUT/identities-<digest>.parquet           one row per identity: size, kept, dominant share, review, merge
-    OUT/calibration-<digest>.json             norm quantiles per model, thresholds actually used
+    OUT/calibration-<digest>.json             thresholds in use, where they came from (card or run), warnings
     OUT/summary-<digest>.json                 rows per reason; identities kept, dropped, merged, for review
     OUT/curated/part-NNNNNN-<digest>.parquet  the images rows with scores, sorted by identity then quality
 
@@ -24,10 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate.calibration import NORM_GRID, combined_quality, signal_percentiles
 from curate.config import ScoreConfig
 from curate.errors import InputError
 from curate.io.shards import ShardStore, atomic_write, write_json
-from curate.schema import decode_embeddings
+from curate.schema import Reason, decode_embeddings
 from curate.stages import dedup, score
 from curate.stages.select import select
 
@@ -35,13 +36,39 @@ READ = ["image_id", "identity", "sha1", "embedding", "feat_norm", "model_id", "l
         "sharpness", "keep", "reason"]
 
 
-def score_digest(store: ShardStore, cfg: ScoreConfig) -> str:
-    blob = json.dumps({"run": store.manifest["digest"], "score": cfg.__dict__}, sort_keys=True).encode()
+def score_digest(store: ShardStore, cfg: ScoreConfig, cal: dict | None = None) -> str:
+    """Names a scoring: the run, the thresholds and the calibration they were derived from."""
+    blob = json.dumps({"run": store.manifest["digest"], "score": cfg.__dict__, "calibration": cal}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:8]
 
 
-def score_table(t: pa.Table, cfg: ScoreConfig) -> tuple[pa.Table, pa.Table, dict]:
-    """Images rows (READ columns) -> (scores per image, identities, calibration). Pure: no I/O."""
+def run_calibration(store: ShardStore, card_path: str | None = None) -> tuple[dict | None, str | None, list[str]]:
+    """(calibration, where it came from, warnings) for the run's recognizer and detector: the card
+    at ``card_path`` (a ``curate calibrate`` output), else the card the run recorded when it was
+    planned. A card made for another model (its sha256 differs from the run's model id) is an
+    error, not a silent mix."""
+    from models.cards import pick_calibration, read_card
+
+    if card_path:
+        card, where = read_card(card_path), card_path
+    else:
+        card, where = store.recognizer_card(), store.path("recognizer.card.json")
+    if not card:
+        return None, None, []
+    model_id = store.recognizer_id()
+    sha = card.get("model_sha256") or card.get("sha256")
+    if model_id and sha and "@" in model_id and not sha.startswith(model_id.rsplit("@", 1)[1]):
+        raise InputError(f"{where} describes a model with sha256 {sha[:12]}..., but the run was embedded by "
+                         f"{model_id}; calibrate that model (curate calibrate) or pass its own card")
+    run_card = store.recognizer_card() or {}
+    cal, warning = pick_calibration(card, run_card.get("detector_id") or store.config().detect.detector)
+    return (cal, where if cal else None, [warning] if warning else [])
+
+
+def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None) -> tuple[pa.Table, pa.Table, dict]:
+    """Images rows (READ columns) -> (scores per image, identities, calibration in use). ``cal``:
+    the recognizer card's calibration (curate.calibration), or None for an uncalibrated model.
+    Pure: no I/O."""
     n = len(t)
     cand = (pc.fill_null(t["keep"], False).to_numpy(zero_copy_only=False)
             & pc.is_valid(t["embedding"]).to_numpy(zero_copy_only=False)
@@ -57,9 +84,16 @@ def score_table(t: pa.Table, cfg: ScoreConfig) -> tuple[pa.Table, pa.Table, dict
     enc = pc.dictionary_encode(c["identity"]).combine_chunks()
     codes, names = enc.indices.to_numpy().astype(np.int64), enc.dictionary.to_pylist()
     n_ids = len(names)
-    calib = {"model_id": models.pop() if models else None, "quantiles": [], "far_angle": None}
+    merge_angle = cfg.merge_angle
+    if merge_angle is None:  # sub-centers and identities are merged by the same rule: one person
+        mc = (cal or {}).get("thresholds", {}).get("merge_cos")
+        merge_angle = float(np.degrees(np.arccos(mc))) if mc is not None else 45.0
+    calib = {"model_id": models.pop() if models else None, "calibrated": cal is not None, "far_angle": None,
+             "merge_angle": round(merge_angle, 2), "warnings": [],
+             "reference": (cal or {}).get("reference")}
     full = {k: np.full(n, np.nan, np.float32) for k in ("angle_to_dominant", "quality", "own_sim", "other_sim",
-                                                       "dominant_share", "dup_sim", "yaw", "pitch", "roll")}
+                                                       "dominant_share", "dup_sim", "yaw", "pitch", "roll",
+                                                       "sharpness_pct", "det_score_pct", "norm_pct")}
     sub_col = np.full(n, -1, np.int8)
     dom_col = np.zeros(n, bool)
     dup_of = [None] * n
@@ -73,15 +107,22 @@ def score_table(t: pa.Table, cfg: ScoreConfig) -> tuple[pa.Table, pa.Table, dict
 
             assign, centers = score.kmeans_subcenters(emb, codes, n_ids, cfg.k, cfg.iters)
             assign, centers = fit_on_embeddings(emb, codes, n_ids, cfg.k, init=centers, epochs=cfg.head_epochs)
-        sc = score.subcenters(emb, codes, n_ids, norms, cfg.k, cfg.iters, cfg.merge_angle, assign, centers)
-        th = score.thresholds(emb, codes, sc.centers, cfg.far_angle, cfg.dup_threshold, cfg.merge_threshold)
-        q = score.norm_quantiles(norms)
-        qual = score.quality(norms, q)
+        sc = score.subcenters(emb, codes, n_ids, norms, cfg.k, cfg.iters, merge_angle, assign, centers)
+        th = score.thresholds(emb, codes, sc.centers, cfg, cal)
+        calib["warnings"] += th.warnings
+        signals = {"norm": norms, **{k: c[k].to_numpy(zero_copy_only=False).astype(np.float64)
+                                     for k in ("sharpness", "det_score")}}
+        ref = cal or run_reference(signals)  # an uncalibrated model: percentiles of this run, with a warning
+        pct = signal_percentiles(signals, ref)
+        qual = combined_quality(signals, ref).astype(np.float32)
+        cues = {k: pct[k].astype(np.float32) for k in ("sharpness", "det_score")}
+        calib["quality_signals"] = list(ref.get("quality", {}).get("signals", ["norm"]))
         lm = pc.fill_null(c["landmarks"], pa.scalar([0.0] * 10, c["landmarks"].type)).combine_chunks()
         yaw, pitch, roll = score.pose(lm.flatten().to_numpy(zero_copy_only=False).reshape(-1, 10))
         dups, dsim = dedup.near_duplicates(emb, qual, th.dup_cos, c["sha1"].to_pylist())
         other, osim = dedup.nearest_other_identity(emb, codes, sc.centers)
-        own = score.rowdot(emb, sc.centers, codes)
+        # own similarity without the face itself (as the angle), to the full template if it is alone
+        own = np.where(np.isfinite(sc.angle), np.cos(np.radians(sc.angle)), score.rowdot(emb, sc.centers, codes))
         merges = dedup.merge_candidates(sc.centers, th.merge_cos)
         # the smaller identity of a merge pair is folded into the larger one
         into = {}
@@ -98,11 +139,17 @@ def score_table(t: pa.Table, cfg: ScoreConfig) -> tuple[pa.Table, pa.Table, dict
                 other_name[i] = names[other[j]]
         for k, v in (("angle_to_dominant", sc.angle), ("quality", qual), ("own_sim", own), ("other_sim", osim),
                      ("dominant_share", sc.share[codes]), ("dup_sim", dsim), ("yaw", yaw), ("pitch", pitch),
-                     ("roll", roll)):
+                     ("roll", roll), ("sharpness_pct", cues["sharpness"]), ("det_score_pct", cues["det_score"]),
+                     ("norm_pct", pct["norm"].astype(np.float32))):
             full[k][idx] = v
         sub_col[idx], dom_col[idx] = sc.subcenter, sc.is_dominant
-        calib = {"model_id": calib["model_id"], "quantiles": q.tolist(), "far_angle": th.far_angle,
-                 "dup_cos": th.dup_cos, "merge_cos": th.merge_cos, "impostor_angle_p1": th.impostor_p1}
+        calib.update({"far_angle": th.far_angle, "dup_cos": th.dup_cos, "merge_cos": th.merge_cos,
+                      "threshold_source": th.source, "run_impostor_angle_p1": th.run_impostor_p1,
+                      "quality_reference": "card" if cal else "run"})
+        if cal is None:
+            calib["warnings"].append("quality is a percentile of this run's own norms (the model has no calibrated "
+                                     "norm reference): it ranks faces within this run, and no face is rejected as "
+                                     "unidentifiable")
         identities = pa.table({
             "identity": names, "faces": sc.size, "dominant_share": sc.share,
             "review": sc.share < cfg.min_dominant_share,
@@ -115,14 +162,16 @@ def score_table(t: pa.Table, cfg: ScoreConfig) -> tuple[pa.Table, pa.Table, dict
         "image_id": t["image_id"], "identity": t["identity"], "spine_reason": t["reason"],
         "subcenter": pa.array(sub_col, pa.int8(), mask=sub_col < 0), "is_dominant": pa.array(np.where(cand, dom_col, True)),
         "angle_to_dominant": full["angle_to_dominant"], "dominant_share": full["dominant_share"],
-        "quality": full["quality"], "yaw": full["yaw"], "pitch": full["pitch"], "roll": full["roll"],
-        "sharpness": t["sharpness"], "det_score": t["det_score"], "face_size": t["face_size"],
+        "quality": full["quality"], "norm_pct": full["norm_pct"], "yaw": full["yaw"], "pitch": full["pitch"], "roll": full["roll"],
+        "sharpness": t["sharpness"], "sharpness_pct": full["sharpness_pct"], "det_score": t["det_score"],
+        "det_score_pct": full["det_score_pct"], "face_size": t["face_size"],
         "dup_of": pa.array(dup_of, pa.string()), "dup_sim": full["dup_sim"],
         "merge_into": pa.array(merge_into, pa.string()),
         "nearest_other_identity": pa.array(other_name, pa.string()), "own_sim": full["own_sim"],
         "other_sim": full["other_sim"],
     })
-    scores = select(scores, cfg, far)
+    scores = select(scores, cfg, far, quality_rules=cal is not None)
+    calib["warnings"] += flag_warnings(scores, len(idx))
     if len(identities):
         kept = pc.value_counts(scores.filter(scores["keep"])["identity"])
         kc = {d["values"]: d["counts"] for d in kept.to_pylist()}
@@ -130,7 +179,35 @@ def score_table(t: pa.Table, cfg: ScoreConfig) -> tuple[pa.Table, pa.Table, dict
     return scores, identities, calib
 
 
-def score_run(out: str, cfg: ScoreConfig) -> dict:
+FLAG_WARN_SHARE = 0.05  # a scoring flag rejecting more of the scored faces than this is reported loudly
+
+
+def flag_warnings(scores: pa.Table, scored: int) -> list[str]:
+    """A warning per scoring flag that rejects more than FLAG_WARN_SHARE of the scored faces."""
+    if not scored:
+        return []
+    spine = set(r.value for r in Reason)
+    out = []
+    for r in pc.value_counts(scores["reason"]).to_pylist():
+        if r["values"] not in spine and r["counts"] > FLAG_WARN_SHARE * scored:
+            out.append(f"{r['values']} rejects {r['counts']} of {scored} scored faces ({r['counts'] / scored:.0%}): more "
+                       "than a clean crawl would lose; look at its gallery in the report before trusting it")
+    return out
+
+
+def run_reference(signals: dict[str, np.ndarray]) -> dict:
+    """A stand-in calibration from the run's own signal distributions (uncalibrated models)."""
+    def q(v):
+        v = v[np.isfinite(v)]
+        return {"grid": list(NORM_GRID), "quantiles": np.quantile(v, NORM_GRID).tolist() if len(v) else []}
+
+    return {"norm": q(signals["norm"]), "cues": {k: q(v) for k, v in signals.items() if k != "norm"},
+            "quality": {"signals": ["norm"]}}
+
+
+def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None) -> dict:
+    """Score the run in ``out``; ``calibration``: a model card whose calibration to use instead of
+    the one recorded with the run."""
     store = ShardStore(out)
     if store.manifest is None:
         raise InputError(f"{out}: no run here (no run.json)")
@@ -138,17 +215,20 @@ def score_run(out: str, cfg: ScoreConfig) -> dict:
     if not files:
         raise InputError(f"{out}: no completed shards to score")
     t0 = time.perf_counter()
+    cal, cal_where, cal_warnings = run_calibration(store, calibration)
     t = pq.ParquetDataset(files).read(columns=READ)
-    scores, identities, calib = score_table(t, cfg)
+    scores, identities, calib = score_table(t, cfg, cal)
+    calib["card"] = cal_where
+    calib["warnings"] = cal_warnings + calib["warnings"]
     seconds = time.perf_counter() - t0
-    digest = score_digest(store, cfg)
+    digest = score_digest(store, cfg, cal)
     for d in ("scores", "curated"):
         os.makedirs(os.path.join(store.out, d), exist_ok=True)
     atomic_write(os.path.join(store.out, "scores", f"scores-{digest}.parquet"), lambda tmp: pq.write_table(scores, tmp))
     atomic_write(os.path.join(store.out, f"identities-{digest}.parquet"), lambda tmp: pq.write_table(identities, tmp))
     write_json(os.path.join(store.out, f"calibration-{digest}.json"), {**calib, "config": cfg.__dict__, "digest": digest})
     _write_curated(store, files, scores, digest)
-    store.set_current_scoring(digest)
+    store.set_current_scoring(digest, cfg.__dict__, calibration)
     store.write_views()
     reasons = pc.value_counts(scores["reason"]).to_pylist()
     has_ids = len(identities) > 0
@@ -160,7 +240,8 @@ def score_run(out: str, cfg: ScoreConfig) -> dict:
         "identities_review": int(pc.sum(identities["review"]).as_py() or 0) if has_ids else 0,
         "identities_merged": int(pc.sum(pc.is_valid(identities["merge_into"])).as_py() or 0) if has_ids else 0,
         "far_angle": calib["far_angle"], "dup_cos": calib.get("dup_cos"), "merge_cos": calib.get("merge_cos"),
-        "score_seconds": round(seconds, 2),
+        "merge_angle": calib.get("merge_angle"), "threshold_source": calib.get("threshold_source"),
+        "calibrated": calib["calibrated"], "warnings": calib["warnings"], "score_seconds": round(seconds, 2),
     }
     summary["identities_dropped"] = summary["identities"] - summary["identities_kept"]
     write_json(os.path.join(store.out, f"summary-{digest}.json"), summary)

@@ -31,14 +31,15 @@ class Models:
     recognizer: object
 
 
-def load_models(cfg: RunConfig, allow_download: bool = False, gpu: bool = False) -> Models:
-    """Build detector and recognizer once (per worker): seconds for dlib, more for big ONNX packs."""
+def load_models(cfg: RunConfig, allow_download: bool = False, gpu: bool = False, threads: int = 0) -> Models:
+    """Build detector and recognizer once (per worker). ``threads``: onnxruntime threads per model
+    (a Ray worker passes the cores it owns; 0 = all cores, for in-process use)."""
     d = cfg.detect
     detector = DETECTORS.build(
         d.detector, upsample=d.upsample, min_score=d.min_score, det_size=d.det_size,
-        allow_download=allow_download, gpu=gpu,
+        allow_download=allow_download, gpu=gpu, threads=threads,
     )
-    recognizer = RECOGNIZERS.build(cfg.embed.recognizer, allow_download=allow_download, gpu=gpu)
+    recognizer = RECOGNIZERS.build(cfg.embed.recognizer, allow_download=allow_download, gpu=gpu, threads=threads)
     return Models(detector, recognizer)
 
 
@@ -96,6 +97,14 @@ def _assemble(images: pa.Table, faces: pa.Table, cfg: RunConfig, models: Models)
     for j, col in enumerate(("sharpness", "brightness", "contrast")):
         out = out.append_column(col, pa.array(cues[:, j], pa.float32()).take(take))
     out = out.append_column("detector_id", pa.array([models.detector.id] * len(out), pa.string()))
+    # a chosen face whose embedding came out non-finite: the model, not the image, failed
+    broken = pc.and_(pc.is_null(out["reason"]), pc.and_(pc.is_valid(out["face_idx"]), pc.is_null(out["embedding"])))
+    if pc.any(broken).as_py():
+        reason_i = out.schema.get_field_index("reason")
+        detail_i = out.schema.get_field_index("reason_detail")
+        out = out.set_column(reason_i, "reason", pc.if_else(broken, Reason.EMBED_ERROR.value, out["reason"]))
+        out = out.set_column(detail_i, "reason_detail", pc.if_else(
+            broken, f"{models.recognizer.id} returned a NaN, Inf or zero feature", out["reason_detail"]))
     keep = pc.is_null(out["reason"])
     out = out.append_column("keep", keep)
     out = out.set_column(out.schema.get_field_index("reason"), "reason", pc.fill_null(out["reason"], Reason.OK.value))

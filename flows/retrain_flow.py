@@ -11,7 +11,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from models.eval import evaluate_pairs, load_bin, load_pairs_txt, read_image_bytes
-from models.export import export_onnx
+from models.export import calibrate_held_out, export_onnx
 from models.train import TrainConfig, train
 
 
@@ -35,12 +35,19 @@ def evaluate_task(result: dict, bins: list[str], pairs: list[tuple[str, str]]) -
 
 @task(cache_policy=NO_CACHE)
 def export_task(result: dict, out: str, config: dict, metrics: dict, shards: str) -> dict:
-    card = export_onnx(result["backbone"], os.path.join(out, "model.onnx"), {
+    from models.cards import detector_name
+
+    cal = calibrate_held_out(result["backbone"], shards, result["held_out"], result["device"])
+    extra = {
+        # the card describes the weights beside it: the config of the checkpoint that was exported
         "backbone": config["backbone"], "head": config["head"], "head_kwargs": config.get("head_kwargs", {}),
-        "trained_on": os.path.abspath(shards), "num_classes": result["num_classes"], "steps": result["steps"],
+        "training": config, "trained_on": os.path.abspath(shards), "num_classes": result["num_classes"],
+        "steps": result["steps"], "held_out_identities": len(result["held_out"]),
         "evaluation": metrics, "licence": "same terms as the training data",
-    })
-    return card
+    }
+    if cal:
+        extra["calibrations"] = {detector_name(cal["reference"]["detector"] or ""): cal}
+    return export_onnx(result["backbone"], os.path.join(out, "model.onnx"), extra)
 
 
 @flow(name="retrain")
@@ -50,10 +57,12 @@ def retrain_flow(shards: str, out: str, config: dict, bins: list[str] | None = N
     metrics = evaluate_task(result, bins or [], pairs or [])
     card = export_task(result, out, config, metrics, shards)
     losses = [h["loss"] for h in result["history"]]
+    ips = result["images_per_s"]
     summary = {"out": os.path.abspath(out), "model": os.path.join(os.path.abspath(out), "model.onnx"),
                "steps": result["steps"], "classes": result["num_classes"], "device": result["device"],
-               "images_per_s": round(result["images_per_s"], 1), "first_loss": losses[0] if losses else None,
-               "last_loss": losses[-1] if losses else None, "evaluation": metrics, "sha256": card["sha256"]}
+               "images_per_s": round(ips, 1) if ips else None, "first_loss": losses[0] if losses else None,
+               "last_loss": losses[-1] if losses else None, "evaluation": metrics, "sha256": card["model_sha256"],
+               "held_out_identities": len(result["held_out"]), "calibrated": bool(card.get("calibrations"))}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary

@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from curate.errors import InputError
+
 
 def shard_files(path: str) -> list[str]:
     """A run directory (its ``images/`` shards), a directory of Parquet files, or one file."""
@@ -30,7 +32,7 @@ def shard_files(path: str) -> list[str]:
     d = os.path.join(path, "images") if os.path.isdir(os.path.join(path, "images")) else path
     files = sorted(glob.glob(os.path.join(d, "*.parquet")))
     if not files:
-        raise FileNotFoundError(f"no Parquet shards under {path}")
+        raise InputError(f"no Parquet shards under {path}")
     return files
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
+from curate.errors import ConfigError, InputError
 from curate.io.shards import atomic_write, write_json
 from models.backbones import build_backbone
 from models.data import LowQualityAugment, ShardFaces
@@ -57,14 +57,53 @@ class TrainConfig:
     # class's dominant sub-center and continue with K=1 on the dominant centers.
     drop_subcenters_at: int | None = None
     drop_angle: float = 75.0
+    # Identities kept out of training (a stable hash picks them; only when there are 10 or more):
+    # the exported model is calibrated and verified on people it never saw.
+    holdout: float = 0.1
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError("optimizer must be sgd or adamw")
+            raise ConfigError("optimizer must be sgd or adamw")
         if self.schedule not in ("poly", "step"):
-            raise ValueError("schedule must be poly or step")
+            raise ConfigError("schedule must be poly or step")
         if self.drop_subcenters_at is not None and self.head != "subcenter":
-            raise ValueError("drop_subcenters_at needs the subcenter head")
+            raise ConfigError("drop_subcenters_at needs the subcenter head")
+        if not 0.0 <= self.holdout < 0.5:
+            raise ConfigError("holdout must be in [0, 0.5)")
+
+
+# Settings a rerun may change and still continue the same training (longer, or with other
+# loader/compile resources); any other difference is another training, refused in the same place.
+RESUMABLE = ("epochs", "max_steps", "num_workers", "compile")
+
+
+def held_out(identities: list[str], fraction: float) -> set[str]:
+    """A stable choice of identities to keep out of training: those with the smallest hash, a
+    ``fraction`` of them, when there are 10 or more (and at least 3 then)."""
+    import hashlib
+
+    if fraction <= 0 or len(identities) < 10:
+        return set()
+    n = max(3, int(fraction * len(identities)))
+    return set(sorted(identities, key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).hexdigest())[:n])
+
+
+def check_resume(out: str, cfg: TrainConfig) -> None:
+    """A rerun into ``out`` must be the training that is there: refuse, naming the settings that
+    differ, instead of loading weights of another head or backbone."""
+    from curate.config import config_diff
+    from curate.errors import OutputError
+
+    p = os.path.join(out, "history.json")
+    if not os.path.exists(os.path.join(out, "checkpoint.pt")) or not os.path.exists(p):
+        return
+    with open(p) as f:
+        old = json.load(f)["config"]
+    new = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as lists, like the stored one
+    diffs = [d for d in config_diff(old, new) if d.split(":")[0].split(".")[0] not in RESUMABLE]
+    if diffs:
+        raise OutputError(f"{out} holds another training ({'; '.join(diffs)}); use another --out, or the same "
+                          "settings to resume it")
 
 
 def _param_groups(modules, weight_decay):
@@ -141,13 +180,17 @@ def _scheduler(opt, cfg: "TrainConfig", steps_per_epoch: int, step: int = 0):
 
 def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, log_every: int = 50) -> dict:
     """Train on the curated shards in ``shards``; write checkpoint.pt, history.json in ``out``."""
+    check_resume(out, cfg)
     os.makedirs(out, exist_ok=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     data = ShardFaces(shards, kept_only=cfg.kept_only, seed=cfg.seed,
                       augment=LowQualityAugment() if cfg.adaface_augment else None)
+    holdout = held_out(sorted(data.labels), cfg.holdout)
+    if holdout:
+        data.labels = {k: i for i, k in enumerate(sorted(set(data.labels) - holdout))}
     if data.num_classes < 2:
-        raise ValueError(f"{shards}: need at least 2 identities to train, found {data.num_classes}")
+        raise InputError(f"{shards}: need at least 2 identities to train, found {data.num_classes}")
     backbone = build_backbone(cfg.backbone, embedding_size=cfg.embedding_size).to(device)
     head = build_head(cfg.head, cfg.embedding_size, data.num_classes, sample_rate=cfg.sample_rate,
                       **cfg.head_kwargs).to(device)
@@ -210,10 +253,10 @@ def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, lo
             state["dominant"] = dominant
         atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
         write_json(os.path.join(out, "history.json"), {"config": dataclasses.asdict(cfg), "labels": data.labels,
-                                                        "history": history})
+                                                        "held_out": sorted(holdout), "history": history})
         if cfg.max_steps and step >= cfg.max_steps:
             break
     seconds = time.perf_counter() - t_start
     return {"backbone": backbone, "head": head, "num_classes": data.num_classes, "steps": step,
-            "images_per_s": images / seconds if seconds > 0 and images else math.nan, "history": history,
-            "device": device}
+            "images_per_s": images / seconds if seconds > 0 and images else None, "history": history,
+            "device": device, "held_out": sorted(holdout), "steps_this_run": images // max(cfg.batch_size, 1)}

@@ -5,12 +5,16 @@ identity by spherical k-means on the unit embeddings, vectorised across identiti
 over 100K identities). Sub-centers within ``merge_angle`` of the dominant one are merged back:
 k-means always splits, even a clean identity, while the paper's noisy sub-centers sit far away. The
 dominant center is then the magnitude-weighted template (MagFace+: normalize(sum ||f|| * f_hat)) of
-its members. Per face: sub-center, is_dominant, angle to the dominant center; per identity: the
-dominant share.
+its members. Per face: sub-center, is_dominant, and the angle to the dominant center *leaving the
+face out of it* (a face is a third of a 3-face identity's template, so with it in, small identities
+look tighter than they are and a swap hides in them; left out, the angle is the one the model's
+calibration measured); per identity: the dominant share.
 
-Quality (../shared/spec/magface-adaface.md section 6): the raw feature norm as a percentile of a
-per-model reference distribution (stored quantiles, so scores are reproducible and never compared
-across models raw), and pose estimated from the five landmarks.
+Thresholds (``thresholds``) come from the model card's calibration (curate.calibration), measured
+on a labelled reference set; the run's own impostor angles are only a cross-check, because a
+crawl's statistics are set by its noise. Quality lives in curate.calibration (reference
+percentiles of the norm and, where the norm is weak, other signals); pose is estimated here from
+the five landmarks.
 
 Arrays: emb (N, D) float32 unit rows; codes (N,) int identity codes in [0, I).
 """
@@ -59,7 +63,7 @@ def segment_argmin(values: np.ndarray, codes: np.ndarray, n_codes: int) -> np.nd
 class Subcenters:
     subcenter: np.ndarray  # (N,) int8, after merging near sub-centers into the dominant one
     is_dominant: np.ndarray  # (N,) bool
-    angle: np.ndarray  # (N,) float32 degrees to the identity's dominant center
+    angle: np.ndarray  # (N,) float32 degrees to the identity's dominant center without the face (NaN: none left)
     centers: np.ndarray  # (I, D) float32 unit dominant centers (magnitude-weighted templates)
     share: np.ndarray  # (I,) float32 fraction of the identity in the dominant sub-center
     size: np.ndarray  # (I,) int64 faces per identity
@@ -89,6 +93,22 @@ def kmeans_subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, k: int = 3
     return assign, flat.reshape(n_ids, k, d)
 
 
+def loo_angle(emb: np.ndarray, raw: np.ndarray, codes: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(N,) degrees between each unit face and its identity's unnormalised template ``raw`` minus
+    the face's own contribution ``w`` (0 for faces outside the template); NaN when nothing is left.
+    |x| = 1, so x.(T - w x) = x.T - w and |T - w x|^2 = |T|^2 - 2 w x.T + w^2."""
+    xt = rowdot(emb, raw, codes).astype(np.float64)
+    tt = np.einsum("id,id->i", raw, raw).astype(np.float64)[codes]
+    w = w.astype(np.float64)
+    rest2 = tt - 2 * w * xt + w * w
+    # a face alone in its template leaves 0, up to float32 error: anything under 1% of |T| is nothing
+    ok = rest2 > 1e-4 * np.maximum(tt, 1e-12)
+    cos = (xt - w) / np.sqrt(np.where(ok, rest2, 1.0))
+    out = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+    out[~ok] = np.nan
+    return out.astype(np.float32)
+
+
 def subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, norms: np.ndarray | None = None, k: int = 3,
                iters: int = 10, merge_angle: float = 45.0, assign: np.ndarray | None = None,
                centers: np.ndarray | None = None) -> Subcenters:
@@ -108,11 +128,11 @@ def subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, norms: np.ndarray
     is_dom = merged[codes, assign]
     sub = np.where(is_dom, dominant[codes], assign).astype(np.int8)
     w = (norms if norms is not None else np.ones(n, np.float32)) * is_dom
-    tmpl = segment_sum(codes, emb, n_ids, weights=w)
-    empty = np.linalg.norm(tmpl, axis=1) == 0
-    tmpl[empty] = dom_center[empty]
-    tmpl = _unit(tmpl)
-    angle = np.degrees(np.arccos(np.clip(rowdot(emb, tmpl, codes), -1, 1))).astype(np.float32)
+    raw = segment_sum(codes, emb, n_ids, weights=w)  # unnormalised templates
+    empty = np.linalg.norm(raw, axis=1) == 0
+    raw[empty] = dom_center[empty]
+    angle = loo_angle(emb, raw, codes, w)
+    tmpl = _unit(raw)
     share = np.bincount(codes, weights=is_dom, minlength=n_ids) / np.maximum(size, 1)
     return Subcenters(sub, is_dom, angle, tmpl, share.astype(np.float32), size)
 
@@ -133,39 +153,49 @@ class Thresholds:
     far_angle: float  # degrees
     dup_cos: float
     merge_cos: float
-    impostor_p1: float  # degrees
+    run_impostor_p1: float  # degrees: the run's own impostor 1st percentile (a cross-check)
+    source: dict  # threshold -> "config" | "card" | "run"
+    warnings: list
 
 
-def thresholds(emb, codes, centers, far_angle=None, dup_cos=None, merge_cos=None, cap: float = 75.0) -> Thresholds:
-    """Thresholds in the model's own geometry. The paper's 75 degrees assumes ArcFace, where other
-    people sit near 90 degrees; models differ (dlib's 128-d: far closer), so unset thresholds follow
-    p1, the 1st percentile of impostor angles: far = min(p1, 75), merge = p1/2, duplicate = p1/6."""
-    p1 = float(np.percentile(impostor_angles(emb, codes, centers), 1))
-    return Thresholds(
-        far_angle if far_angle is not None else min(cap, p1),
-        dup_cos if dup_cos is not None else float(np.cos(np.radians(p1 / 6))),
-        merge_cos if merge_cos is not None else float(np.cos(np.radians(p1 / 2))),
-        p1,
-    )
+def thresholds(emb, codes, centers, cfg, cal: dict | None, cap: float = 75.0) -> Thresholds:
+    """Thresholds in the model's own geometry: the user's, else the model card's calibration,
+    else (an uncalibrated model) estimates from this run - p1, the 1st percentile of the run's
+    impostor angles: far = min(p1, 75), merge = p1/2, duplicate = p1/6 - with a warning, because
+    a crawl's statistics are set by its noise. The run estimate is always computed, and a large
+    disagreement with the card is reported."""
+    imp = impostor_angles(emb, codes, centers)
+    p1 = float(np.percentile(imp, 1)) if len(centers) >= 2 else float("nan")
+    card = (cal or {}).get("thresholds", {})
+    run = {"far_angle": min(cap, p1), "dup_cos": float(np.cos(np.radians(p1 / 6))),
+           "merge_cos": float(np.cos(np.radians(p1 / 2)))} if np.isfinite(p1) else {}
+    user = {"far_angle": cfg.far_angle, "dup_cos": cfg.dup_threshold, "merge_cos": cfg.merge_threshold}
+    out, source, warnings = {}, {}, []
+    for k in ("far_angle", "dup_cos", "merge_cos"):
+        if user[k] is not None:
+            out[k], source[k] = float(user[k]), "config"
+        elif k in card:
+            out[k], source[k] = float(card[k]), "card"
+        elif k in run:
+            out[k], source[k] = float(run[k]), "run"
+        else:  # one identity and no calibration: nothing to measure against
+            out[k], source[k] = {"far_angle": cap, "dup_cos": 0.98, "merge_cos": 1.0}[k], "fallback"
+    if "run" in source.values() or "fallback" in source.values():
+        warnings.append("the recognizer has no calibration in its model card, so thresholds were estimated from "
+                        "this crawl, whose statistics are set by its own noise; run `curate calibrate` on a labelled "
+                        "reference set, or set --far-angle/--dup-threshold/--merge-threshold")
+    if cal and np.isfinite(p1):
+        from curate.calibration import GRID, at
+
+        ref = at(cal["angle_to_center"]["impostor"], 0.01, cal.get("grid", GRID))
+        if abs(ref - p1) > 10:
+            warnings.append(f"this crawl's impostor angles (1st percentile {p1:.1f} deg) disagree with the model's "
+                            f"calibration ({ref:.1f} deg): faces unlike the reference set, a different detector or "
+                            "alignment, or a mislabelled crawl; check the far-angle sweep in the report")
+    return Thresholds(out["far_angle"], out["dup_cos"], out["merge_cos"], p1, source, warnings)
 
 
-# -- quality --------------------------------------------------------------------------------
-QUANTILES = np.linspace(0.0, 1.0, 1001)
-
-
-def norm_quantiles(norms: np.ndarray) -> np.ndarray:
-    """(1001,) reference quantiles of one model's raw feature norms: its calibration."""
-    return np.quantile(norms.astype(np.float64), QUANTILES).astype(np.float32)
-
-
-def quality(norms: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
-    """(N,) 0-100: percentile of each raw norm in the model's reference distribution (monotone)."""
-    q = np.asarray(quantiles, np.float64)
-    # ties in the quantiles (e.g. clamped norms) would make interp non-monotone: keep the last
-    keep = np.r_[q[1:] > q[:-1], True]
-    return (100.0 * np.interp(norms, q[keep], QUANTILES[keep])).astype(np.float32)
-
-
+# -- pose -----------------------------------------------------------------------------------
 def pose(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, 10) five points -> yaw, pitch, roll in degrees, estimated (roughly +-15 deg) from the
     nose's offset between the eyes and between the eye and mouth lines, and the eye-line tilt."""

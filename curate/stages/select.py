@@ -12,42 +12,35 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy.stats import rankdata
 
 from curate.config import ScoreConfig
 from curate.schema import require
 
-READS = ("identity", "spine_reason", "dup_of", "merge_into", "quality", "sharpness", "det_score", "face_size", "yaw",
-         "angle_to_dominant", "own_sim", "other_sim", "is_dominant")
+READS = ("identity", "spine_reason", "dup_of", "merge_into", "quality", "sharpness_pct", "det_score_pct", "face_size",
+         "yaw", "angle_to_dominant", "own_sim", "other_sim", "is_dominant")
 
 
-def _pct_rank(x: np.ndarray) -> np.ndarray:
-    """Percentile (0-100) of each value among the finite values; ties share the highest rank, so
-    a constant column is never "low"."""
-    out = np.full(len(x), np.nan)
-    ok = np.isfinite(x)
-    if ok.any():
-        out[ok] = 100.0 * rankdata(x[ok], method="max") / ok.sum()
-    return out
-
-
-def select(t: pa.Table, cfg: ScoreConfig, far_angle: float) -> pa.Table:
+def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, quality_rules: bool = True) -> pa.Table:
+    """``quality_rules`` False (a model with no calibrated reference): quality only ranks faces,
+    it rejects none, because a percentile of the run's own norms makes its lowest face 0 in any run."""
     require(t, READS, "select")
 
     def col(name):
         return np.asarray(t[name].to_numpy(zero_copy_only=False), dtype=np.float64)
 
     quality, yaw = col("quality"), col("yaw")
+    # sharpness_pct, det_score_pct: percentiles in the model card's reference set (the run's own
+    # for an uncalibrated model), like quality
     degraded = (
-        (_pct_rank(col("sharpness")) <= cfg.degraded_pct)
-        | (_pct_rank(col("det_score")) <= cfg.degraded_pct)
+        (col("sharpness_pct") <= cfg.degraded_pct)
+        | (col("det_score_pct") <= cfg.degraded_pct)
         | (col("face_size") < cfg.degraded_face_size)
         | (np.abs(yaw) > cfg.max_yaw)
     )
     rules = [
         ("near_duplicate", pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False)),
         ("identity_merge_candidate", pc.is_valid(t["merge_into"]).to_numpy(zero_copy_only=False)),
-        ("unidentifiable", (quality <= cfg.unidentifiable_pct) & degraded),
+        ("unidentifiable", (quality <= cfg.unidentifiable_pct) & degraded & quality_rules),
         ("far_from_dominant", col("angle_to_dominant") > far_angle),
         ("cross_id_conflict", col("other_sim") - col("own_sim") > cfg.conflict_margin),
     ]
