@@ -1,9 +1,10 @@
 """Benchmark of the curation spine: images/s per stage and end to end, and peak RSS.
 
-    .venv/bin/python bench/spine.py --images 2000 10000 [--workers 2] [--detector dlib-hog]
+    .venv/bin/python bench/spine.py --images 2000 10000 [--workers 2] [--detector yunet] [--faces ../shared/data/faces]
 
-For each size it builds a crawl of real packaged face photos (seeded variants, ~8 identities; see
-curate.sample), runs the full Prefect flow over Ray, and reports:
+For each size it builds a crawl of real face photos (seeded variants of packaged photos, ~8
+identities, see curate.sample; or, with --faces, the web photos of an identity-folder tree), runs
+the full Prefect flow over Ray with the default models, and reports:
   end to end   images / wall seconds of the flow (plan, Ray start, shards, views)
   per stage    images / summed worker seconds of that stage (throughput of one worker core)
   peak RSS     of the driver and of the largest Ray worker (VmHWM), sampled from /proc
@@ -68,12 +69,24 @@ class RSSSampler(threading.Thread):
             self.stop.wait(0.25)
 
 
-def build_crawl(dest: Path, n: int) -> tuple[int, dict]:
+WEB = ("lfw__", "opencvcourse__", "deepface__", "facerec__", "openface__", "sportsceleb__")
+
+
+def build_crawl(dest: Path, n: int, faces: str | None = None) -> tuple[int, dict]:
+    """The sample crawl (packaged photos and variants), or ``n`` files copied round-robin from the
+    web-photo identity folders of ``faces`` (../shared/data/faces: LFW is 250 px, the others
+    mostly 200-1024 px), each identity split into copies so identities stay ~10 images."""
     from curate.sample import base_photos, build_sample_crawl
 
-    per_identity = max(1, n // len(base_photos()) - 1)
-    if not dest.exists():
-        build_sample_crawl(str(dest), variants=per_identity, noise=False)
+    if not dest.exists() and faces:
+        files = sorted(p for p in Path(faces).glob("*/*") if p.parent.name.startswith(WEB))
+        for k in range(n):
+            p = files[k % len(files)]
+            d = dest / f"{p.parent.name}-{k // len(files)}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / p.name).write_bytes(p.read_bytes())
+    elif not dest.exists():
+        build_sample_crawl(str(dest), variants=max(1, n // len(base_photos()) - 1), noise=False)
     files = [p for p in dest.rglob("*") if p.is_file()]
     from PIL import Image
 
@@ -86,15 +99,15 @@ def bench_one(n: int, args, work: Path) -> dict:
     from curate.config import DetectConfig, EmbedConfig, Resources, RunConfig
     from flows.curate_flow import curate_flow
 
-    crawl = work / f"crawl-{n}"
+    crawl = work / f"crawl-{n}{'-faces' if args.faces else ''}"
     t0 = time.perf_counter()
-    n_files, sizes = build_crawl(crawl, n)
+    n_files, sizes = build_crawl(crawl, n, args.faces)
     build_s = time.perf_counter() - t0
     out = work / f"out-{n}"
     shutil.rmtree(out, ignore_errors=True)
     cfg = RunConfig(shard_size=args.shard_size, detect=DetectConfig(detector=args.detector, upsample=args.upsample),
                     embed=EmbedConfig(recognizer=args.recognizer))
-    res = Resources(workers=args.workers, batch_size=args.batch_size)
+    res = Resources(workers=args.workers, threads_per_worker=args.threads, batch_size=args.batch_size)
     sampler = RSSSampler()
     sampler.start()
     t0 = time.perf_counter()
@@ -108,7 +121,7 @@ def bench_one(n: int, args, work: Path) -> dict:
     return {
         "images": s["images"], "crawl_build_s": round(build_s, 1), "image_sides": sizes,
         "wall_s": round(wall, 1), "end_to_end_img_s": round(s["images"] / wall, 2),
-        "steady_img_s": round(s["images"] / busy * args.workers, 2),  # all workers busy, no start-up
+        "steady_img_s": round(s["images"] / busy * args.workers * args.threads, 2),  # all busy, no start-up
         "per_stage_img_s_per_core": {k: round(s["images"] / v, 1) for k, v in secs.items() if v > 0},
         "stage_share": {k: round(v / busy, 3) for k, v in secs.items()},
         "kept": s["kept"], "reasons": s["reasons"],
@@ -123,8 +136,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, nargs="+", default=[2000, 10000])
     ap.add_argument("--workers", type=int, default=os.cpu_count())
-    ap.add_argument("--detector", default="dlib-hog")
-    ap.add_argument("--recognizer", default="dlib-resnet")
+    ap.add_argument("--detector", default="yunet")
+    ap.add_argument("--recognizer", default="edgeface_s")
+    ap.add_argument("--threads", type=int, default=1, help="CPUs and onnxruntime threads per worker")
+    ap.add_argument("--faces", default=None, help="Build the crawl from the web photos of this identity-folder tree")
     ap.add_argument("--upsample", type=int, default=1)
     ap.add_argument("--shard-size", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=64)

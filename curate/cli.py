@@ -39,17 +39,22 @@ def main():
 def _run_options(f):
     opts = [
         click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory (shards, DuckDB file)."),
-        click.option("--detector", default="dlib-hog", show_default=True,
-                     help="dlib-hog | dlib-mmod | insightface:<model.onnx|model dir|pack name>."),
-        click.option("--recognizer", default="dlib-resnet", show_default=True,
-                     help="dlib-resnet | onnx:<model.onnx> | insightface:<model dir|pack name>."),
+        click.option("--detector", default="yunet", show_default=True,
+                     help="yunet (MIT) | scrfd[:file.onnx] (InsightFace, non-commercial) | dlib-hog | dlib-mmod | "
+                          "insightface:<model.onnx|model dir|pack name>."),
+        click.option("--recognizer", default="edgeface_s", show_default=True,
+                     help="edgeface_s (BSD-3) | w600k_mbf (InsightFace, non-commercial) | sface (Apache-2.0) | "
+                          "dlib-resnet | onnx:<model.onnx> | insightface:<model dir|pack name>."),
         click.option("--workers", "-w", default=0, show_default=True, help="Ray workers (0: one per CPU)."),
+        click.option("--threads", default=1, show_default=True, help="CPUs (and onnxruntime threads) per Ray worker."),
         click.option("--gpus", default=0.0, show_default=True, help="GPUs per worker (used only where Ray sees GPUs)."),
         click.option("--shard-size", default=2000, show_default=True, help="Images per shard (unit of work and resume)."),
         click.option("--batch-size", default=64, show_default=True, help="Images processed together inside a shard."),
         click.option("--min-face-size", default=20.0, show_default=True, help="Chosen faces smaller than this (px) are rejected as too_small."),
         click.option("--det-score", type=float, default=None, help="Detector score threshold (default: the detector's own)."),
         click.option("--upsample", default=1, show_default=True, help="dlib: pyramid upsampling (1 finds faces down to ~40 px)."),
+        click.option("--det-size", default=640, show_default=True,
+                     help="ONNX detectors: longest input side in px (smaller images run at their own size)."),
         click.option("--allow-download", is_flag=True, help="Let insightface download a named model pack (off: no network)."),
         click.option("--no-progress", is_flag=True, help="No progress bar."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
@@ -64,56 +69,94 @@ def _run_options(f):
 def _score_options(f):
     opts = [
         click.option("--far-angle", type=float, default=None,
-                     help="far_from_dominant beyond this angle (deg) to the identity's dominant center (default: auto, "
-                          "the impostor 1st percentile capped at the paper's 75)."),
+                     help="far_from_dominant beyond this angle (deg) to the identity's dominant center, the face left out "
+                          "(default: the recognizer card's calibrated threshold; see `curate calibrate`)."),
         click.option("--mode", type=click.Choice(["kmeans", "head"]), default="kmeans", show_default=True,
                      help="Sub-centers by spherical k-means, or by a sub-center ArcFace head fitted on the embeddings (torch)."),
         click.option("--drop-non-dominant", is_flag=True, help="Also reject faces in non-dominant sub-centers within the far angle."),
-        click.option("--merge-angle", default=45.0, show_default=True, help="Sub-centers this close to the dominant one are merged."),
+        click.option("--merge-angle", type=float, default=None,
+                     help="Sub-centers this close (deg) to the dominant one are the same person (default: the card's merge threshold)."),
         click.option("--min-dominant-share", default=0.5, show_default=True, help="Identities below this share are flagged for review."),
         click.option("--dup-threshold", type=float, default=None,
-                     help="Cosine at which two faces are the same photo (default: auto, closer than 1/6 of the impostor 1st-percentile angle)."),
+                     help="Cosine at which two faces are the same photo (default: the card's; byte-identical files always are)."),
         click.option("--merge-threshold", type=float, default=None,
-                     help="Center cosine at which two identities are one person (default: auto, closer than half the impostor 1st-percentile angle)."),
+                     help="Center cosine at which two identities are one person (default: the card's)."),
         click.option("--conflict-margin", default=0.05, show_default=True, help="Cosine by which a face must be nearer another identity."),
-        click.option("--unidentifiable-pct", default=3.0, show_default=True, help="Quality percentile at or below which (with a degradation cue) a face is unidentifiable."),
+        click.option("--unidentifiable-pct", default=1.0, show_default=True,
+                     help="Quality (reference percentile) at or below which, with a degradation cue, a face is unidentifiable."),
+        click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
+                     help="A model card (from `curate calibrate`) whose calibration to use instead of the run's recognizer card."),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
+SCORE_OPTIONS = ("far_angle", "mode", "drop_non_dominant", "merge_angle", "min_dominant_share", "dup_threshold",
+                 "merge_threshold", "conflict_margin", "unidentifiable_pct", "calibration")
+
+
 def _score_config(far_angle, mode, drop_non_dominant, merge_angle, min_dominant_share, dup_threshold, merge_threshold,
-                  conflict_margin, unidentifiable_pct) -> ScoreConfig:
+                  conflict_margin, unidentifiable_pct, calibration=None) -> ScoreConfig:
     return ScoreConfig(far_angle=far_angle, mode=mode, drop_non_dominant=drop_non_dominant, merge_angle=merge_angle,
                        min_dominant_share=min_dominant_share,
                        dup_threshold=dup_threshold, merge_threshold=merge_threshold, conflict_margin=conflict_margin,
                        unidentifiable_pct=unidentifiable_pct)
 
 
-def _config(detector, recognizer, shard_size, min_face_size, det_score, upsample) -> RunConfig:
+def _config(detector, recognizer, shard_size, min_face_size, det_score, upsample, det_size) -> RunConfig:
     return RunConfig(
         shard_size=shard_size,
         decode=DecodeConfig(),
-        detect=DetectConfig(detector=detector, min_score=det_score, upsample=upsample, min_face_size=min_face_size),
+        detect=DetectConfig(detector=detector, min_score=det_score, upsample=upsample, min_face_size=min_face_size,
+                            det_size=det_size),
         align=AlignConfig(),
         embed=EmbedConfig(recognizer=recognizer),
     )
 
 
-def _curate(input_path, input_format, input_options, out, detector, recognizer, workers, gpus, shard_size,
-            batch_size, min_face_size, det_score, upsample, allow_download, no_progress, as_json, no_score=False,
+def _scoring_for(out: str, score_kw: dict) -> tuple[ScoreConfig, str | None, str | None]:
+    """(score config, calibration card, note). A rerun into a run that was scored keeps that
+    scoring (``curate score`` may have set other thresholds) unless a scoring option is given."""
+    from curate.io.shards import ShardStore
+
+    ctx = click.get_current_context()
+    given = [k for k in SCORE_OPTIONS if ctx.get_parameter_source(k) not in (None, click.core.ParameterSource.DEFAULT)]
+    current = ShardStore(out).scoring() if os.path.exists(os.path.join(out, "scoring.json")) else None
+    if not given and current and current.get("config"):
+        return (ScoreConfig(**current["config"]), current.get("calibration"),
+                f"scoring    kept the current scoring {current['digest']} (pass a scoring option to score anew)")
+    return _score_config(**score_kw), score_kw.get("calibration"), None
+
+
+def _preflight(input_path, input_format, input_options, out, cfg) -> None:
+    """Everything that can be checked before Prefect and Ray start, in well under a second: the
+    config (already built), the input, the output directory, the models' files."""
+    from curate.io.shards import ShardStore
+    from curate.io.sources import open_source
+    from models import preflight
+
+    source = open_source(input_path, input_format, **input_options)
+    ShardStore(out).check(source, cfg)
+    preflight(cfg.detect.detector, cfg.embed.recognizer)
+
+
+def _curate(input_path, input_format, input_options, out, detector, recognizer, workers, threads, gpus, shard_size,
+            batch_size, min_face_size, det_score, upsample, det_size, allow_download, no_progress, as_json, no_score=False,
             no_audit=False, **score_kw):
-    cfg = _config(detector, recognizer, shard_size, min_face_size, det_score, upsample)
-    score_cfg = None if no_score else _score_config(**score_kw)
-    res = Resources(workers=workers, gpus_per_worker=gpus, batch_size=batch_size)
+    cfg = _config(detector, recognizer, shard_size, min_face_size, det_score, upsample, det_size)
+    score_cfg, calibration, note = (None, None, None) if no_score else _scoring_for(out, score_kw)
+    res = Resources(workers=workers, threads_per_worker=threads, gpus_per_worker=gpus, batch_size=batch_size)
+    _preflight(input_path, input_format, input_options, out, cfg)
     from flows.curate_flow import curate_flow  # Ray and Prefect load here, not at import
 
     summary = curate_flow(
         input_path=input_path, out=out, config=cfg.to_dict(), resources=res.__dict__, input_format=input_format,
         input_options=input_options, allow_download=allow_download, progress=not no_progress,
-        score_config=None if score_cfg is None else score_cfg.__dict__, audit=not no_audit,
+        score_config=None if score_cfg is None else score_cfg.__dict__, audit=not no_audit, calibration=calibration,
     )
+    if note and not as_json:
+        click.echo(note)
     _print_summary(summary, as_json)
     return summary
 
@@ -152,13 +195,13 @@ def run(input_path, input_format, identity_col, data_col, path_col, path_root, *
 @_run_options
 def demo(variants, out, **kw):
     """Build a small real crawl from face photos that installed packages ship (scikit-image,
-    insightface; plus ../shared/data when present) and curate it like `curate run`, audits and
-    HTML report included."""
+    insightface; plus a bounded slice of ../shared/data/faces when present) and curate it like
+    `curate run`, audits and HTML report included."""
     from curate.sample import build_sample_crawl
 
     crawl = os.path.join(out, "sample-crawl")
     if not os.path.isdir(crawl):
-        shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+        shared = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "faces")
         n = build_sample_crawl(crawl, variants=variants, shared_data=os.path.normpath(shared))
         click.echo(f"sample crawl: {n} files in {crawl}")
     run_dir = os.path.join(out, "run")
@@ -224,11 +267,72 @@ def retrain(shards, out, backbone, head, head_arg, embedding_size, epochs, batch
                       num_workers=workers, max_steps=max_steps)
     if eval_pairs and not eval_root:
         raise click.BadParameter("--eval-pairs needs --eval-root")
+    from models.train import check_resume
+
+    check_resume(os.path.join(out, "train"), cfg)  # another training in OUT: refused before anything starts
     from flows.retrain_flow import retrain_flow
 
     summary = retrain_flow(shards=shards, out=out, config=dataclasses.asdict(cfg), bins=list(eval_bin),
                            pairs=[(eval_pairs, eval_root)] if eval_pairs else [], device=device)
     click.echo(json.dumps(summary, indent=1))
+
+
+@main.command()
+@click.option("--recognizer", required=True, help="The recognizer to calibrate (a registry name, onnx:<file>, ...).")
+@click.option("--detector", default="yunet", show_default=True, help="The detector whose landmarks align the crops.")
+@click.option("--reference", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A labelled identity-folder tree (identity/image), clean: e.g. ../shared/data/faces.")
+@click.option("--out", "-o", "card_out", type=click.Path(dir_okay=False),
+              help="Card to write the calibration into (merged; default: <model>.card.json beside an onnx: file).")
+@click.option("--duplicates", default=300, show_default=True, help="Near-duplicate copies made of reference photos.")
+@click.option("--degraded", default=200, show_default=True, help="Photos degraded six ways to choose the quality signals.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the copies and samples.")
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
+def calibrate(recognizer, detector, reference, card_out, duplicates, degraded, seed, as_json):
+    """Measure what a recognizer's angles, cosines and norms mean on a labelled reference set and
+    store it in its model card: far-from-dominant, duplicate and merge thresholds, the norm (and
+    other quality signals') reference percentiles. `curate run`/`score` then take thresholds and
+    quality from the card instead of guessing them from the crawl being curated."""
+    from curate.calibration import calibrate_reference, reference_rows
+    from curate.pipeline import load_models
+    from models.cards import card_path, detector_name, read_card, write_card
+
+    cfg = RunConfig(detect=DetectConfig(detector=detector), embed=EmbedConfig(recognizer=recognizer))
+    if card_out is None:
+        name, _, arg = recognizer.partition(":")
+        if name != "onnx":
+            raise click.BadParameter("give --out CARD.json (only an onnx:<file> recognizer has a default card path)")
+        card_out = card_path(arg)
+    models = load_models(cfg)
+    rec = models.recognizer
+    from tqdm import tqdm
+
+    with tqdm(unit="img", desc="calibrate") as bar:
+        ref = reference_rows(reference, models, cfg, duplicates=duplicates, degraded=degraded, seed=seed,
+                             on_batch=bar.update)
+    if len(ref.rows) < 20 or len(set(ref.rows["identity"].to_pylist())) < 3:
+        raise CurateError(f"{reference}: {len(ref.rows)} usable faces of {len(set(ref.rows['identity'].to_pylist()))} "
+                          "identities; a calibration needs at least 20 faces of 3 identities")
+    cal = calibrate_reference(ref, seed)
+    cal["reference"]["set"] = os.path.abspath(reference)
+    card = read_card(card_out) if os.path.exists(card_out) else {k: v for k, v in rec.card.items() if not k.startswith("_")}
+    card.setdefault("name", rec.id.split("@")[0])
+    card.setdefault("task", "recognition")
+    if getattr(rec, "sha256", None) and not card.get("sha256"):
+        card["sha256"] = rec.sha256
+    card.setdefault("calibrations", {})[detector_name(models.detector.id)] = cal
+    write_card(card_out, card)
+    if as_json:
+        click.echo(json.dumps(cal, indent=1))
+        return
+    th, v, q = cal["thresholds"], cal["verification"], cal["quality"]
+    click.echo(f"calibrated   {rec.id} with {models.detector.id} on {cal['reference']['faces']} faces of "
+               f"{cal['reference']['identities']} identities -> {card_out}")
+    click.echo(f"thresholds   far angle {th['far_angle']} deg (floor {th['far_angle_floor']}, ceiling {th['far_angle_ceiling']}), "
+               f"duplicate cos {th['dup_cos']}, merge cos {th['merge_cos']}")
+    click.echo(f"verification TAR@FAR 1e-3 {v['tar_at_far_0.001']}, 1e-4 {v['tar_at_far_0.0001']}")
+    click.echo(f"quality      {' + '.join(q['signals'])} (degraded-below-original AUC "
+               + ", ".join(f"{k} {a['mean']}" for k, a in q["auc"].items()) + ")")
 
 
 @main.command("score")
@@ -241,7 +345,7 @@ def score_cmd(out, as_json, **kw):
     Writes OUT/scores, OUT/identities, OUT/curated for this threshold set and updates the views."""
     from curate.curation import score_run
 
-    s = score_run(out, _score_config(**kw))
+    s = score_run(out, _score_config(**kw), kw.get("calibration"))
     _print_curation(s, as_json)
 
 
@@ -249,12 +353,21 @@ def _print_curation(s: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(s, indent=1))
         return
-    click.echo(f"curation     {s['kept']} of {s['images']} images kept (scores {s['score_digest']}, "
-               f"far angle {s['far_angle'] and round(s['far_angle'], 1)} deg, {s['score_seconds']} s)")
+    src = s.get("threshold_source") or {}
+
+    def th(key, fmt):
+        v = s.get(key)
+        return "n/a" if v is None else f"{fmt.format(v)} ({src.get(key, '?')})"
+
+    click.echo(f"curation     {s['kept']} of {s['images']} images kept (scores {s['score_digest']}, {s['score_seconds']} s)")
+    click.echo(f"thresholds   far angle {th('far_angle', '{:.1f} deg')}, duplicate cos {th('dup_cos', '{:.3f}')}, "
+               f"merge cos {th('merge_cos', '{:.3f}')}")
     for reason, n in s["reasons"].items():
         click.echo(f"  {reason:<26} {n}")
     click.echo(f"identities   {s['identities']} scored, {s['identities_kept']} kept, {s['identities_dropped']} dropped, "
                f"{s['identities_review']} for review, {s['identities_merged']} merge candidates")
+    for w in s.get("warnings", []):
+        click.secho(f"WARNING      {w}", fg="yellow", err=True)
 
 
 @main.command()
@@ -325,7 +438,9 @@ def _params(values) -> dict:
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Write NAME.<format> files here instead of printing.")
 @click.option("--sql-dir", type=click.Path(exists=True, file_okay=False), help="Extra questions (*.sql) of your own.")
 @click.option("--list", "list_only", is_flag=True, help="List the questions, their parameters and needs.")
-def audit(out, names, params, fmt, output, sql_dir, list_only):
+@click.option("--scores", "scores", default=None, metavar="DIGEST",
+              help="Which scoring (digest or a prefix, see OUT/scores/; default: the current one).")
+def audit(out, names, params, fmt, output, sql_dir, list_only, scores):
     """Run the SQL audits in sql/ over the run in OUT: reasons, noise per identity, quality
     histograms, identity sizes before/after, duplicate clusters, merge candidates, demographic balance
     and quality by group. Read-only; views over the Parquet shards, nothing copied."""
@@ -343,7 +458,15 @@ def audit(out, names, params, fmt, output, sql_dir, list_only):
     if fmt == "parquet" and not output:
         raise click.BadParameter("--format parquet needs --output DIR")
     overrides = _params(params)
-    con = A.connect(out)
+    selected = [qs[n] for n in (names or qs)]
+    known = {p.name for q in selected for p in q.params}
+    stray = sorted(set(overrides) - known)
+    if stray:
+        raise click.BadParameter(f"no question asked takes {stray}; their parameters: {sorted(known) or 'none'}",
+                                 param_hint="--param")
+    from curate.io.shards import ShardStore
+
+    con = A.connect(out, score_digest=ShardStore(out).resolve_scoring(scores))
     have = A.views(con)
     results, failed = {}, []
     for q in (qs[n] for n in (names or qs)):
@@ -376,7 +499,9 @@ def audit(out, names, params, fmt, output, sql_dir, list_only):
               help="Output format (a file name ending in .csv/.json/.parquet picks it too).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the result to this file (parquet: required).")
 @click.option("--write", is_flag=True, help="Open OUT/curate.duckdb read-write and allow any statement.")
-def sql_cmd(out, query, params, fmt, output, write):
+@click.option("--scores", "scores", default=None, metavar="DIGEST",
+              help="Which scoring (digest or a prefix, see OUT/scores/; default: the current one).")
+def sql_cmd(out, query, params, fmt, output, write, scores):
     """Ad-hoc SQL over the run in OUT. Views: plan, images, detections, scores, identities,
     curated, attributes (those that exist), straight over the Parquet files.
 
@@ -385,7 +510,9 @@ def sql_cmd(out, query, params, fmt, output, write):
     """
     from curate import audit as A
 
-    con = A.connect(out, write=write)
+    from curate.io.shards import ShardStore
+
+    con = A.connect(out, write=write, score_digest=ShardStore(out).resolve_scoring(scores))
     t = A.run_sql(con, query, _params(params) or None, read_only=not write)
     if output:
         stem, ext = os.path.splitext(output)
@@ -435,28 +562,35 @@ def attributes(out, metadata, key, model, labels, mean, std):
 @click.argument("dest", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["rec", "webdataset", "folders"]), default="rec", show_default=True,
               help="rec: MXNet train.rec/.idx/property (arcface_torch); webdataset: tar shards; folders: identity/image.jpg.")
-@click.option("--min-quality", type=float, help="Only kept faces with quality (norm percentile, 0-100) at least this.")
+@click.option("--min-quality", type=click.FloatRange(0, 100),
+              help="Only kept faces with quality (reference percentile, 0-100) at least this.")
 @click.option("--shard-size", default=10000, show_default=True, help="Images per WebDataset tar shard.")
-def export_cmd(out, dest, fmt, min_quality, shard_size):
+@click.option("--scores", "scores", default=None, metavar="DIGEST",
+              help="Which scoring (digest or a prefix, see OUT/scores/; default: the current one).")
+def export_cmd(out, dest, fmt, min_quality, shard_size, scores):
     """Export the kept faces of the run in OUT (aligned 112x112 crops, grouped by identity, labels
     0..C-1) to DEST for a trainer. DEST must be new or empty; it appears complete or not at all."""
     from curate.io.export import export
 
-    r = export(out, dest, fmt, min_quality, shard_size)
+    r = export(out, dest, fmt, min_quality, shard_size, scores=scores)
     click.echo(f"exported     {r['images']} images of {r['identities']} identities as {r['format']} -> {r['dest']}")
 
 
 @main.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="HTML file to write (default OUT/report-<scores>.html).")
-@click.option("--identities", default=12, show_default=True, help="Identities in the galleries (flagged ones first).")
-@click.option("--per-identity", default=8, show_default=True, help="Kept and flagged faces shown per identity.")
-def report(out, output, identities, per_identity):
+@click.option("--identities", default=12, show_default=True, type=click.IntRange(min=0),
+              help="Identities in the galleries (flagged ones first).")
+@click.option("--per-identity", default=8, show_default=True, type=click.IntRange(min=0),
+              help="Kept and flagged faces shown per identity.")
+@click.option("--scores", "scores", default=None, metavar="DIGEST",
+              help="Which scoring (digest or a prefix, see OUT/scores/; default: the current one).")
+def report(out, output, identities, per_identity, scores):
     """Write a static HTML report of the run in OUT (no server): summary numbers, charts, audit
     tables, demographic balance, and galleries of kept vs flagged faces with their reasons."""
     from curate.report import build_report
 
-    click.echo(build_report(out, output, identities, per_identity))
+    click.echo(build_report(out, output, identities, per_identity, scores))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,5 @@ def require_module(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependency(
-            f"{module} is not installed: pip install 'facecurate[{extra}]' ({exc})"
-        ) from exc
+        target = "facecurate" if extra == "default" else f"'facecurate[{extra}]'"
+        raise MissingDependency(f"{module} is not installed: pip install {target} ({exc})") from exc

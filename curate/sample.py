@@ -7,7 +7,8 @@ seeded variants (flip, scale, crop, rotation, exposure, grayscale, JPEG quality,
 as a web crawl holds the same person in many photos. Noise a real crawl has is added on purpose: a
 cat filed under a person, a group photo, a truncated JPEG, HTML saved as .jpg, a zero-byte file,
 and two label swaps (``zz_swap_<who>.jpg``: another person's face filed under this identity).
-Images under ``shared_data`` (identity folders, when present) are copied in too.
+A bounded slice of ``shared_data`` (identity folders, when present: 12 people, 8 photos each, and
+one more label swap) is copied in too.
 """
 
 from __future__ import annotations
@@ -106,10 +107,10 @@ def build_sample_crawl(dest: str, variants: int = 6, seed: int = 0, shared_data:
         if t1 is not None:
             t1.save(root / "tom_hanks" / "zz_group.jpg", "JPEG")  # several faces, none labelled
         (root / "cameraman").mkdir(exist_ok=True)
-        Image.fromarray(data.camera()).save(root / "cameraman" / "000.png")  # profile: no frontal face
+        Image.fromarray(data.camera()).save(root / "cameraman" / "000.png")  # a profile, alone under its label
         lfw = (data.lfw_subset()[:3] * 255).astype(np.uint8)
         (root / "lfw_small").mkdir(exist_ok=True)
-        for k, face in enumerate(lfw):  # 25x25 thumbnails: too small to detect
+        for k, face in enumerate(lfw):  # 25x25 thumbnails of three different people under one label
             Image.fromarray(face).save(root / "lfw_small" / f"{k:03d}.png")
         buf = io.BytesIO()
         Image.fromarray(data.astronaut()).save(buf, "JPEG")
@@ -128,15 +129,27 @@ def build_sample_crawl(dest: str, variants: int = 6, seed: int = 0, shared_data:
     return n
 
 
-def _copy_shared(src: Path, root: Path, limit: int = 2000) -> int:
-    """Copy images from identity folders under ``src`` (``src/**/identity/img``)."""
+def _copy_shared(src: Path, root: Path, identities: int = 12, per_identity: int = 8) -> int:
+    """A bounded real slice of ``src`` (identity folders, e.g. ../shared/data/faces): ``identities``
+    folders spread evenly over the sorted list (lab and web sources alike), up to ``per_identity``
+    photos each, plus one label swap (the last chosen person's photo filed under the first)."""
+    folders = sorted(d for d in src.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not folders:
+        return 0
+    step = max(len(folders) // identities, 1)
+    chosen = folders[::step][:identities]
     n = 0
-    for p in sorted(src.rglob("*")):
-        if n >= limit:
-            break
-        if p.is_file() and p.suffix.lower() in _IMAGE_EXT:
-            d = root / f"shared_{p.parent.name}"
-            d.mkdir(exist_ok=True)
-            (d / p.name).write_bytes(p.read_bytes())
+    for d in chosen:
+        photos = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_EXT)
+        dest = root / f"shared_{d.name}"
+        dest.mkdir(exist_ok=True)
+        for p in photos[:per_identity]:
+            (dest / p.name).write_bytes(p.read_bytes())
+            n += 1
+    if len(chosen) >= 2:
+        extra = sorted(p for p in chosen[-1].iterdir() if p.suffix.lower() in _IMAGE_EXT)
+        if extra:
+            swap = extra[-1]
+            (root / f"shared_{chosen[0].name}" / f"zz_swap_{chosen[-1].name}{swap.suffix.lower()}").write_bytes(swap.read_bytes())
             n += 1
     return n

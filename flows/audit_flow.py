@@ -18,13 +18,13 @@ from curate.io.shards import ShardStore
 
 
 @task
-def run_audits(out: str, fmt: str, sql_dir: str | None) -> dict:
-    digest = ShardStore(out).current_scoring()
+def run_audits(out: str, fmt: str, sql_dir: str | None, scores: str | None = None) -> dict:
+    digest = ShardStore(out).resolve_scoring(scores)
     if not digest:
         raise InputError(f"{out}: not scored yet (run `curate score {out}`)")
     dest = os.path.join(os.path.abspath(out), f"audit-{digest}")
     os.makedirs(dest, exist_ok=True)
-    con = A.connect(out)
+    con = A.connect(out, score_digest=digest)
     try:
         have = A.views(con)
         written, skipped = {}, {}
@@ -37,19 +37,20 @@ def run_audits(out: str, fmt: str, sql_dir: str | None) -> dict:
             written[name] = {"rows": t.num_rows, "path": A.write_result(t, fmt, os.path.join(dest, name))}
     finally:
         con.close()
-    return {"dir": dest, "written": written, "skipped": skipped}
+    return {"dir": dest, "digest": digest, "written": written, "skipped": skipped}
 
 
 @task
-def write_report(out: str) -> str:
+def write_report(out: str, scores: str | None = None) -> str:
     from curate.report import build_report
 
-    return build_report(out)
+    return build_report(out, scores=scores)
 
 
 @flow(name="audit")
-def audit_flow(out: str, fmt: str = "parquet", sql_dir: str | None = None, report: bool = True) -> dict:
-    result = run_audits(out, fmt, sql_dir)
+def audit_flow(out: str, fmt: str = "parquet", sql_dir: str | None = None, report: bool = True,
+               scores: str | None = None) -> dict:
+    result = run_audits(out, fmt, sql_dir, scores)
     if report:
-        result["report"] = write_report(out)
+        result["report"] = write_report(out, result["digest"])
     return result

@@ -8,6 +8,7 @@ shards without a completion marker.
 
 from __future__ import annotations
 
+import os
 import time
 
 from prefect import flow, task
@@ -29,11 +30,16 @@ def _transient(task, task_run, state) -> bool:
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
 def plan(input_path: str, out: str, config: dict, input_format: str | None, input_options: dict,
-         allow_download: bool) -> dict:
+         allow_download: bool, resources: dict) -> dict:
     cfg = RunConfig.from_dict(config)
-    load_models(cfg, allow_download=allow_download)  # a bad model path fails here, in seconds, not in every worker
+    models = load_models(cfg, allow_download=allow_download)  # a bad model fails here, not in every worker
     source = open_source(input_path, input_format, **input_options)
-    return ShardStore(out).open_run(source, cfg)
+    store = ShardStore(out)
+    res = Resources(**resources)
+    workers = res.workers or max(1, (os.cpu_count() or 1) // res.threads_per_worker)
+    manifest = store.open_run(source, cfg, workers)
+    store.record_recognizer(models.recognizer, models.detector)  # its card and calibration, for scoring
+    return manifest
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
@@ -63,21 +69,21 @@ def finalize(out: str) -> dict:
 
 
 @task(retry_condition_fn=_transient)
-def score(out: str, score_config: dict) -> dict:
+def score(out: str, score_config: dict, calibration: str | None = None) -> dict:
     """Label noise, duplicates and quality over all identities; keep/reason; curated shards."""
-    return score_run(out, ScoreConfig(**score_config))
+    return score_run(out, ScoreConfig(**score_config), calibration)
 
 
 @flow(name="curate", log_prints=False)
 def curate_flow(input_path: str, out: str, config: dict, resources: dict, input_format: str | None = None,
                 input_options: dict | None = None, allow_download: bool = False, progress: bool = True,
-                score_config: dict | None = None, audit: bool = True) -> dict:
+                score_config: dict | None = None, audit: bool = True, calibration: str | None = None) -> dict:
     t0 = time.perf_counter()
-    plan(input_path, out, config, input_format, input_options or {}, allow_download)
+    plan(input_path, out, config, input_format, input_options or {}, allow_download, resources)
     landed = curate_shards(out, resources, allow_download, progress)
     summary = finalize(out)
     if score_config is not None and summary["images"]:
-        summary["curation"] = score(out, score_config)
+        summary["curation"] = score(out, score_config, calibration)
         if audit:
             summary["audit"] = audit_flow(out)
     wall = time.perf_counter() - t0

@@ -48,12 +48,12 @@ class Progress:
 class CurateStage:
     """One worker: models loaded once in __init__, then shard after shard."""
 
-    def __init__(self, out: str, allow_download: bool, gpu: bool):
+    def __init__(self, out: str, allow_download: bool, gpu: bool, threads: int = 1):
         # Plain values only: a restarted actor (max_restarts) is rebuilt from these arguments.
         self.store = ShardStore(out)
         self.cfg = self.store.config()
         self.source = self.store.source()
-        self.models = load_models(self.cfg, allow_download=allow_download, gpu=gpu)
+        self.models = load_models(self.cfg, allow_download=allow_download, gpu=gpu, threads=threads)
 
     def run(self, shard: int, res: Resources, progress=None) -> dict:
         if self.store.is_complete(shard):  # a retried or duplicated task must not redo work
@@ -71,7 +71,7 @@ def worker_count(res: Resources, pending: int) -> tuple[int, float]:
     if gpus:
         n = int(resources["GPU"] / gpus)
     else:
-        n = res.workers or int(resources.get("CPU", 1))
+        n = res.workers or max(1, int(resources.get("CPU", 1)) // res.threads_per_worker)
     return max(1, min(n, pending)), gpus
 
 
@@ -86,7 +86,8 @@ def run_shards(out: str, res: Resources, allow_download: bool = False,
     init_ray()
     n, gpus = worker_count(res, len(pending))
     progress = Progress.remote() if on_images else None
-    actors = [CurateStage.options(num_cpus=1, num_gpus=gpus).remote(out, allow_download, gpus > 0) for _ in range(n)]
+    t = res.threads_per_worker
+    actors = [CurateStage.options(num_cpus=t, num_gpus=gpus).remote(out, allow_download, gpus > 0, t) for _ in range(n)]
     pool = ActorPool(actors)
     for shard in pending:
         pool.submit(lambda a, s: a.run.remote(s, res, progress), shard)

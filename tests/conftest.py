@@ -41,19 +41,33 @@ def tiny_onnx(tmp_path_factory):
     return {"det": tiny_models.scrfd(str(d / "det.onnx")), "rec": tiny_models.arcface(str(d / "rec.onnx"))}
 
 
+DLIB = {"detect": {"detector": "dlib-hog"}, "embed": {"recognizer": "dlib-resnet"}}
+
+
 @pytest.fixture(scope="session")
 def dlib_models():
+    """dlib's HOG detector and 128-d ResNet: the last-fallback models."""
     pytest.importorskip("dlib")
     pytest.importorskip("face_recognition_models")
+    from curate.config import DetectConfig, EmbedConfig, RunConfig
+    from curate.pipeline import load_models
+
+    return load_models(RunConfig(detect=DetectConfig(detector="dlib-hog"), embed=EmbedConfig(recognizer="dlib-resnet")))
+
+
+@pytest.fixture(scope="session")
+def default_models():
+    """The default models: YuNet and EdgeFace-S, from their registry packages."""
     from curate.config import RunConfig
     from curate.pipeline import load_models
 
-    return load_models(RunConfig())
+    return load_models(RunConfig(), threads=2)
 
 
 @pytest.fixture(scope="session")
-def scored_run(tmp_path_factory, sample_crawl, dlib_models):
-    """The sample crawl through the spine in-process (16-image shards, no Ray), then scored."""
+def scored_run(tmp_path_factory, sample_crawl, default_models):
+    """The sample crawl through the spine in-process with the default models (16-image shards, no
+    Ray), then scored with the recognizer card's calibration."""
     from curate.config import Resources, RunConfig, ScoreConfig
     from curate.curation import score_run
     from curate.io.shards import ShardStore
@@ -63,7 +77,8 @@ def scored_run(tmp_path_factory, sample_crawl, dlib_models):
     cfg = RunConfig(shard_size=16)
     store = ShardStore(str(tmp_path_factory.mktemp("scored")))
     store.open_run(open_source(str(sample_crawl)), cfg)
+    store.record_recognizer(default_models.recognizer, default_models.detector)
     for s in store.pending():
-        process_shard(store, store.source(), s, dlib_models, cfg, Resources(batch_size=8))
+        process_shard(store, store.source(), s, default_models, cfg, Resources(batch_size=8))
     score_run(store.out, ScoreConfig())
     return store.out

@@ -51,14 +51,17 @@ def test_real_label_swaps_are_flagged_and_curated_shards_ranked(flow_run):
     try:
         swaps = con.execute("SELECT c.source, s.reason, s.nearest_other_identity FROM scores s JOIN images c "
                             "USING (image_id) WHERE c.source LIKE '%zz_swap%' ORDER BY 1").fetchall()
-        flagged = con.execute("SELECT count(*) FROM scores WHERE reason IN ('far_from_dominant', "
-                              "'non_dominant_subcenter', 'cross_id_conflict')").fetchone()[0]
+        flagged = [r[0] for r in con.execute(
+            "SELECT c.source FROM scores s JOIN images c USING (image_id) WHERE s.reason IN ('far_from_dominant', "
+            "'non_dominant_subcenter', 'cross_id_conflict') ORDER BY 1").fetchall()]
         ranked = con.execute("SELECT bool_and(quality_rank >= 1), count(*) FROM curated").fetchone()
     finally:
         con.close()
     assert [(r[1] in ("far_from_dominant", "non_dominant_subcenter", "cross_id_conflict"), r[2]) for r in swaps] == \
         [(True, "tom_hanks"), (True, "t1_person_4")]  # flagged, and the true person is the nearest other identity
-    assert flagged == 2  # and nothing else among the real faces
+    # and nothing else among the real faces but lfw_small, which files three different people under one label
+    others = [f for f in flagged if "zz_swap" not in f]
+    assert len(flagged) - len(others) == 2 and all(f.startswith("lfw_small/") for f in others) and len(others) <= 2
     assert ranked == (True, s["images"])
 
 
@@ -79,10 +82,16 @@ def test_cli_run_and_status(tmp_path, sample_crawl, flow_run):
     assert r.exit_code == 0 and "shards       3/3 done" in r.output
     r = runner.invoke(main, ["score", out, "--far-angle", "10", "--json"])  # re-tune without models
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["far_angle"] == 10.0
-    # a different config into the same directory: clean error, exit code of OutputError
+    tuned = json.loads(r.output)
+    assert tuned["far_angle"] == 10.0 and tuned["threshold_source"]["far_angle"] == "config"
+    # the same `run` again keeps that newer scoring: nothing silently reverts to the defaults
+    r = runner.invoke(main, ["run", str(sample_crawl), "--out", out, "--shard-size", "25", "--no-progress", "--json"])
+    assert r.exit_code == 0, r.output
+    again = json.loads(r.output[r.output.index("{"):])
+    assert again["curation"]["score_digest"] == tuned["score_digest"] and again["curation"]["far_angle"] == 10.0
+    # a different config into the same directory: one clean line naming the setting, exit code of OutputError
     r = runner.invoke(main, ["run", str(sample_crawl), "--out", out, "--shard-size", "30", "--no-progress"])
-    assert r.exit_code == 7 and "Use another --out" in r.output
+    assert r.exit_code == 7 and "shard_size: 30 here, 25 in the run" in r.output and "Traceback" not in r.output
 
 
 def test_flow_ends_with_audits_and_report(flow_run):

@@ -31,7 +31,8 @@ def test_retrain_evaluates_exports_and_closes_the_loop(tmp_path, tiny_onnx):
     s = json.loads(r.output[r.output.index("{"):])
     assert s["steps"] == 7 and s["classes"] == 6 and 0.0 <= s["evaluation"]["val.bin"]["accuracy"] <= 1.0
     card = json.load(open(out / "model.card.json"))
-    assert card["head"] == "adaface" and card["output"]["dim"] == 64 and card["sha256"] == s["sha256"]
+    assert card["head"] == "adaface" and card["output"]["dim"] == 64 and card["model_sha256"] == s["sha256"]
+    assert card["training"]["head"] == "adaface"  # the card describes the weights beside it
 
     crawl = tmp_path / "crawl" / "someone"
     crawl.mkdir(parents=True)
@@ -50,4 +51,11 @@ def test_retrain_evaluates_exports_and_closes_the_loop(tmp_path, tiny_onnx):
     con = duckdb.connect(os.path.join(tmp_path / "round2", "curate.duckdb"), read_only=True)
     model_id, width = con.execute("SELECT model_id, octet_length(embedding) FROM images").fetchone()
     con.close()
-    assert model_id.startswith("model.onnx@" + s["sha256"][:12]) and width == 2 * 64
+    assert model_id == "model@" + s["sha256"][:12] and width == 2 * 64  # sha256 of model.onnx and its .data
+    # the same directory with another head: refused, naming the difference, nothing trained or written
+    r = CliRunner().invoke(main, [
+        "retrain", str(tmp_path / "shards"), "--out", str(out), "--backbone", "mbf", "--head", "arcface",
+        "--embedding-size", "64", "--epochs", "1", "--batch-size", "16", "--workers", "0",
+    ])
+    assert r.exit_code == 7 and "head: 'arcface' here, 'adaface' in the run" in r.output, r.output
+    assert json.load(open(out / "model.card.json"))["head"] == "adaface"

@@ -40,15 +40,16 @@ def safe_name(label: str) -> str:
     return s[:120]
 
 
-def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str):
+def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores: str | None = None):
     """(count, identities, batch reader) of the kept rows in identity order, streamed by DuckDB
-    (it sorts out of core, spilling under ``tmp``)."""
+    (it sorts out of core, spilling under ``tmp``). ``scores``: a scoring digest (default: the
+    current one)."""
     import duckdb
 
     store = ShardStore(out)
     if store.manifest is None:
         raise InputError(f"{out}: no run here (no run.json)")
-    digest = store.current_scoring()
+    digest = store.resolve_scoring(scores)
     files = store.view_files(digest).get("curated") if digest else None
     if not files:
         raise InputError(f"{out}: not scored yet (run `curate score {out}`)")
@@ -59,6 +60,10 @@ def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str):
     params = {"files": files, **({"q": float(min_quality)} if min_quality is not None else {})}
     base = f"FROM read_parquet($files) WHERE {where}"
     n, c = con.execute(f"SELECT count(*), count(DISTINCT identity) {base}", params).fetchone()
+    if n == 0:
+        con.close()
+        why = f" with quality >= {min_quality}" if min_quality is not None else ""
+        raise InputError(f"{out}: no kept face{why} in scoring {digest}: nothing to export")
     ids = [r[0] for r in con.execute(f"SELECT DISTINCT identity {base} ORDER BY identity", params).fetchall()]
     reader = con.sql(
         f"SELECT identity, image_id, crop, quality {base} ORDER BY identity, quality_rank, image_id", params=params
@@ -67,7 +72,7 @@ def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str):
 
 
 def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shard_size: int = 10000,
-           batch_rows: int = 4096) -> dict:
+           batch_rows: int = 4096, scores: str | None = None) -> dict:
     if fmt not in FORMATS:
         raise ConfigError(f"export format {fmt!r}: choose one of {FORMATS}")
     dest = os.path.abspath(dest)
@@ -79,7 +84,7 @@ def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shar
     except OSError as exc:
         raise OutputError(f"cannot create {tmp}: {exc.strerror}") from exc
     try:
-        n, ids, reader, con = _rows(out, min_quality, batch_rows, os.path.join(tmp, ".spill"))
+        n, ids, reader, con = _rows(out, min_quality, batch_rows, os.path.join(tmp, ".spill"), scores)
         label_of = {name: i for i, name in enumerate(ids)}
         folders = _folders(ids)
         writer = {"rec": _Rec, "webdataset": _WebDataset, "folders": _Folders}[fmt](tmp, n, len(ids), shard_size, folders)

@@ -8,7 +8,9 @@ Layout of ``OUT/``::
     detections/part-000042-<digest>.parquet  one row per detected face
     _completions/part-000042-<digest>.json   marker, written after both files are in place
     curate.duckdb                         views over completed shards only
-    scoring.json                          digest of the current scoring (scores-, identities-, curated/ files)
+    recognizer.card.json                  the recognizer's model card as the run used it (calibration included)
+    scoring.json                          the current scoring: digest (scores-, identities-, curated/ files),
+                                          its thresholds and calibration card, so a rerun keeps it
     attributes/<source>.parquet           demographic attributes per image (curate attributes)
 
 A shard's files are written under a temporary name and renamed; its marker is written last. A shard
@@ -28,11 +30,12 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.config import RunConfig
-from curate.errors import OutputError
+from curate.config import RunConfig, config_diff
+from curate.errors import InputError, OutputError
 from curate.io.sources import Source, source_from_description
 
 KINDS = ("images", "detections")
+MIN_SHARD = 64  # images: below this, a shard's fixed costs (files, marker, task) outweigh its work
 
 
 def atomic_write(path: str, write) -> None:
@@ -74,16 +77,38 @@ class ShardStore:
                 self.manifest = json.load(f)
 
     # -- planning -------------------------------------------------------------------------
-    def open_run(self, source: Source, cfg: RunConfig) -> dict:
-        """Plan the run, or check that an existing one in ``out`` is the same run and resume it."""
+    def check(self, source: Source, cfg: RunConfig) -> dict | None:
+        """Fail fast, before any work: the run already in ``out`` (if any) must be this one, and a
+        new ``out`` must be creatable. Returns the existing manifest, or None for a new run."""
         if self.manifest is not None:
             m = self.manifest
-            if m["digest"] != cfg.digest() or m["input"] != source.describe():
-                raise OutputError(
-                    f"{self.out} holds a run of {m['input']['path']} with config {m['digest']}; this run is "
-                    f"{source.path} with config {cfg.digest()}. Use another --out directory."
-                )
+            diffs = config_diff(m["config"], cfg.to_dict())
+            if m["input"] != source.describe():
+                diffs.insert(0, f"input: {source.describe()['path']} ({source.kind}) here, "
+                                f"{m['input']['path']} ({m['input']['kind']}) in {self.out}")
+            if diffs:
+                raise OutputError(f"{self.out} holds another run ({'; '.join(diffs)}); use another --out, or the "
+                                  "same settings to resume it")
             return m
+        parent = self.out
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise OutputError(f"cannot create output directory {self.out}: {parent} is not a writable directory")
+        return None
+
+    def open_run(self, source: Source, cfg: RunConfig, workers: int = 1) -> dict:
+        """Plan the run, or check that an existing one in ``out`` is the same run and resume it.
+        Shards hold at most ``cfg.shard_size`` images, and fewer on a small crawl, so that each of
+        ``workers`` gets about four shards: a 1,500-image crawl on 2 workers is 8 shards, not one
+        shard on one worker while the other waits. The size is fixed in the plan (run.json), so a
+        resume with another worker count redoes nothing."""
+        existing = self.check(source, cfg)
+        if existing is not None:
+            return existing
+        index = source.plan()
+        if len(index) == 0:
+            raise InputError(f"nothing to curate: {source.empty_message()}")
         try:
             os.makedirs(self.out, exist_ok=True)
             for d in (*KINDS, "_completions"):
@@ -92,19 +117,16 @@ class ShardStore:
             raise OutputError(f"cannot create output directory {self.out}: {exc.strerror}") from exc
         if not os.access(self.out, os.W_OK):
             raise OutputError(f"output directory {self.out} is not writable")
-        index = source.plan()
-        atomic_write(
-            self._path("index.parquet"),
-            lambda tmp: pq.write_table(index, tmp, row_group_size=cfg.shard_size),
-        )
         n = len(index)
+        size = min(cfg.shard_size, max(MIN_SHARD, -(-n // (4 * max(workers, 1)))))
+        atomic_write(self._path("index.parquet"), lambda tmp: pq.write_table(index, tmp, row_group_size=size))
         self.manifest = {
             "input": source.describe(),
             "config": cfg.to_dict(),
             "digest": cfg.digest(),
             "items": n,
-            "shard_size": cfg.shard_size,
-            "shards": (n + cfg.shard_size - 1) // cfg.shard_size,
+            "shard_size": size,
+            "shards": (n + size - 1) // size,
         }
         write_json(self._path("run.json"), self.manifest)
         return self.manifest
@@ -207,6 +229,10 @@ class ShardStore:
             finally:
                 con.close()
             out["identities"], out["identities_kept"] = row
+        digest = self.current_scoring()
+        if digest and os.path.exists(self._path(f"summary-{digest}.json")):
+            with open(self._path(f"summary-{digest}.json")) as f:
+                out["curation"] = json.load(f)  # thresholds, their source and warnings included
         return out
 
     def remove_stale_temp_files(self) -> int:
@@ -225,16 +251,57 @@ class ShardStore:
         return [self.shard_path(kind, s) for s in range(self.manifest["shards"]) if self.is_complete(s)]
 
     # -- views ----------------------------------------------------------------------------
-    def current_scoring(self) -> str | None:
-        """Digest of the latest scoring (``scoring.json``), or None before any."""
+    def path(self, *parts: str) -> str:
+        return self._path(*parts)
+
+    def scoring(self) -> dict | None:
+        """The current scoring (``scoring.json``: digest, config, calibration card), or None."""
         p = self._path("scoring.json")
         if not os.path.exists(p):
             return None
         with open(p) as f:
-            return json.load(f)["digest"]
+            return json.load(f)
 
-    def set_current_scoring(self, digest: str) -> None:
-        write_json(self._path("scoring.json"), {"digest": digest})
+    def current_scoring(self) -> str | None:
+        """Digest of the current scoring, or None before any."""
+        s = self.scoring()
+        return s["digest"] if s else None
+
+    def set_current_scoring(self, digest: str, config: dict | None = None, calibration: str | None = None) -> None:
+        write_json(self._path("scoring.json"), {"digest": digest, "config": config, "calibration": calibration})
+
+    def scorings(self) -> list[str]:
+        """Digests of every scoring written into this run, oldest first."""
+        files = glob.glob(self._path("scores", "scores-*.parquet"))
+        return [os.path.basename(f)[7:-8] for f in sorted(files, key=os.path.getmtime)]
+
+    def resolve_scoring(self, digest: str | None) -> str | None:
+        """A scoring digest (or a unique prefix of one) -> the full digest; None -> the current one."""
+        if digest is None:
+            return self.current_scoring()
+        found = [d for d in self.scorings() if d.startswith(digest)]
+        if len(found) != 1:
+            have = ", ".join(self.scorings()) or "none"
+            raise OutputError(f"{self.out}: no single scoring {digest!r} (scorings here: {have})")
+        return found[0]
+
+    def record_recognizer(self, recognizer, detector=None) -> None:
+        """Keep the recognizer's card (with its calibrations) beside the run it embedded, and the
+        detector whose landmarks aligned the crops (it picks the calibration)."""
+        card = {k: v for k, v in getattr(recognizer, "card", {}).items() if not k.startswith("_")}
+        write_json(self._path("recognizer.card.json"), {
+            **card, "model_id": recognizer.id, "model_sha256": getattr(recognizer, "sha256", None),
+            "detector_id": getattr(detector, "id", None)})
+
+    def recognizer_card(self) -> dict | None:
+        p = self._path("recognizer.card.json")
+        if not os.path.exists(p):
+            return None
+        with open(p) as f:
+            return json.load(f)
+
+    def recognizer_id(self) -> str | None:
+        return (self.recognizer_card() or {}).get("model_id")
 
     def view_files(self, score_digest: str | None = None) -> dict[str, list[str]]:
         """View name -> Parquet files: completed shards only; scores, identities and curated shards of

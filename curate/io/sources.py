@@ -90,6 +90,9 @@ class Source:
     def fetch(self, index: pa.Table, max_bytes: int) -> pa.Table:
         raise NotImplementedError
 
+    def empty_message(self) -> str:
+        return f"{self.path} holds no records to curate"
+
 
 def _read_file(path: str, root: str, max_bytes: int) -> tuple[bytes | None, str | None, str | None]:
     """Read at most max_bytes of a file under root -> (data, reason, detail)."""
@@ -97,6 +100,8 @@ def _read_file(path: str, root: str, max_bytes: int) -> tuple[bytes | None, str 
         real = os.path.realpath(path)
         if os.path.commonpath([real, os.path.realpath(root)]) != os.path.realpath(root):
             return None, Reason.READ_ERROR.value, "link points outside the input root"
+        if os.path.isdir(real):
+            return None, Reason.READ_ERROR.value, "a directory link that loops back to a folder above it: not followed"
         size = os.path.getsize(real)
         if size > max_bytes:
             return None, Reason.TOO_LARGE.value, f"{size} bytes > max_bytes {max_bytes}"
@@ -108,23 +113,43 @@ def _read_file(path: str, root: str, max_bytes: int) -> tuple[bytes | None, str 
 
 class FolderSource(Source):
     """``root/identity/.../file``: identity is the first directory under root; files directly in
-    root have no identity (recorded as no_identity). Hidden entries (names starting with '.') are not inputs.
-    Directory links are not followed (no cycles); file links must resolve inside root."""
+    root have no identity (recorded as no_identity). Hidden entries (names starting with '.') are
+    not inputs. Directory links are followed when they resolve inside root and do not loop back to
+    a directory above them; any other directory link gets one row, recorded as ``read_error``.
+    File links must resolve inside root."""
 
     kind = "folder"
 
     def plan(self) -> pa.Table:
         sources, identities = [], []
-        for dirpath, dirnames, filenames in os.walk(self.path, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            rel = os.path.relpath(dirpath, self.path)
-            identity = None if rel == "." else rel.split(os.sep)[0]
-            for name in sorted(filenames):
-                if name.startswith("."):
+        root = os.path.realpath(self.path)
+
+        def walk(rel: str, chain: tuple[str, ...]) -> None:
+            here = os.path.join(self.path, rel) if rel else self.path
+            try:
+                entries = sorted(os.scandir(here), key=lambda e: e.name)
+            except OSError:
+                entries = []
+            follow = []
+            for e in entries:  # a folder's files first, then its sub-folders, each sorted by name
+                if e.name.startswith("."):
                     continue
-                sources.append(name if rel == "." else os.path.join(rel, name))
-                identities.append(identity)
+                sub = os.path.join(rel, e.name) if rel else e.name
+                if e.is_dir(follow_symlinks=True):
+                    real = os.path.realpath(e.path)
+                    if not e.is_symlink() or (os.path.commonpath([real, root]) == root and real not in chain):
+                        follow.append((sub, real))
+                        continue
+                sources.append(sub)  # files, and directory links that are not followed (a reason at fetch)
+                identities.append(sub.split(os.sep)[0] if os.sep in sub else None)
+            for sub, real in follow:
+                walk(sub, (*chain, real))
+
+        walk("", (root,))
         return _index(sources, identities)
+
+    def empty_message(self) -> str:
+        return f"no files under {self.path} (hidden files and folders are skipped); expected identity/image files"
 
     def fetch(self, index: pa.Table, max_bytes: int) -> pa.Table:
         out = _Fetched()

@@ -18,7 +18,7 @@ import os
 import pyarrow as pa
 
 from curate import audit
-from curate.errors import InputError, require_module
+from curate.errors import ConfigError, InputError, OutputError, require_module
 from curate.io.shards import ShardStore, atomic_write
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -182,7 +182,7 @@ h1{font-size:22px}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:
 .numbers{display:flex;flex-wrap:wrap;gap:12px}.numbers div{background:#f4f6f8;padding:8px 14px;border-radius:6px}
 .numbers b{display:block;font-size:20px}.charts{display:flex;flex-wrap:wrap;gap:16px}.chart{max-width:560px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left}
-tr.flag td{background:#fde8e1}.none{color:#888}.note{color:#555}
+tr.flag td{background:#fde8e1}.none{color:#888}.note{color:#555}.warn{background:#fff3cd;border-left:4px solid #e0a800;padding:6px 10px}
 .identity{border:1px solid #e3e3e3;border-radius:6px;padding:6px 12px;margin:12px 0}.identity h3{margin:4px 0}
 .tiles{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0;width:112px;font-size:11px}
 .face{width:112px;height:112px;display:block;border-radius:3px}.flagged .face{outline:3px solid #d8643b}
@@ -191,15 +191,21 @@ align-items:center;justify-content:center;color:#999}h4{margin:6px 0 2px}
 """
 
 
-def build_report(out: str, dest: str | None = None, identities: int = 12, per_identity: int = 8) -> str:
+def build_report(out: str, dest: str | None = None, identities: int = 12, per_identity: int = 8,
+                 scores: str | None = None) -> str:
+    """Write the HTML report of scoring ``scores`` (a digest or prefix; default: the current one)."""
     store = ShardStore(out)
     if store.manifest is None:
         raise InputError(f"{out}: no run here (no run.json)")
-    digest = store.current_scoring()
+    if identities < 0 or per_identity < 0:
+        raise ConfigError("--identities and --per-identity must be >= 0")
+    digest = store.resolve_scoring(scores)
     if not digest:
         raise InputError(f"{out}: not scored yet (run `curate score {out}`)")
+    if dest and not os.path.isdir(os.path.dirname(os.path.abspath(dest))):
+        raise OutputError(f"{dest}: its directory {os.path.dirname(os.path.abspath(dest))} does not exist")
     charts = _Charts()
-    con = audit.connect(out)
+    con = audit.connect(out, score_digest=digest)
     qs = audit.queries()
     have = audit.views(con)
 
@@ -220,11 +226,19 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
         ("merge candidates", summary["identities_merged"]),
         ("far angle", f"{summary['far_angle']:.1f}°" if summary.get("far_angle") else "n/a"),
     ]
+    src = summary.get("threshold_source") or {}
+    thresholds = (f"<p class=note>thresholds: far angle {_esc(_fmt(summary.get('far_angle'), '{:.1f}°'))} "
+                  f"({_esc(src.get('far_angle', '?'))}), duplicate cosine {_esc(_fmt(summary.get('dup_cos'), '{:.3f}'))} "
+                  f"({_esc(src.get('dup_cos', '?'))}), merge cosine {_esc(_fmt(summary.get('merge_cos'), '{:.3f}'))} "
+                  f"({_esc(src.get('merge_cos', '?'))}); card: the recognizer's calibrated model card, run: estimated "
+                  "from this crawl, config: set by the user</p>")
+    warnings = "".join(f'<p class="warn">&#9888; {_esc(w)}</p>' for w in summary.get("warnings", []))
     body = [
         f"<h1>facecurate report</h1><p class=note>run <code>{_esc(store.out)}</code> &middot; input "
         f"<code>{_esc(spine['input'])}</code> &middot; config {_esc(spine['digest'])} &middot; scores {_esc(digest)}"
         f" &middot; {_esc(datetime.datetime.now().strftime('%Y-%m-%d %H:%M'))}</p>",
         '<div class="numbers">' + "".join(f"<div><b>{_esc(v)}</b>{_esc(k)}</div>" for k, v in numbers) + "</div>",
+        warnings + thresholds,
         "<h2>Before vs after</h2>" + _table(before_after),
         '<h2>Charts</h2><div class="charts">' + charts.reasons(reasons) + charts.quality(quality) + charts.sizes(sizes)
         + charts.hist(angles, "Angle to the dominant sub-center", "degrees", summary.get("far_angle"), "far threshold")
@@ -252,6 +266,10 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
     atomic_write(os.path.abspath(dest), w)
     con.close()
     return os.path.abspath(dest)
+
+
+def _fmt(v, fmt: str) -> str:
+    return "n/a" if v is None else fmt.format(v)
 
 
 def _demographics(q, have, charts, qs) -> str:

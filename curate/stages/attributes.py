@@ -38,6 +38,10 @@ def from_metadata(images: pa.Table, meta: pa.Table, key: str, source: str) -> pa
     pos = {k: i for i, k in enumerate(keys)}
     img_keys = images[key].to_pylist()
     hit = np.array([k in pos for k in img_keys], bool)
+    if len(img_keys) and not hit.any():
+        sample = ", ".join(repr(k) for k in keys[:3])
+        raise InputError(f"metadata matches none of the run's {len(img_keys)} images by {key!r} (metadata values "
+                         f"such as {sample}; the run's such as {img_keys[0]!r}): nothing joined")
     take = pa.array([pos[k] for k, h in zip(img_keys, hit) if h], pa.int64())
     sel = images.filter(pa.array(hit))
     parts = []
