@@ -318,7 +318,7 @@ class OnnxDetector(Detector):
     back to image pixels and suppressed per image."""
 
     def __init__(self, family: str, path: str, card: dict, min_score: float | None, threads: int = 0,
-                 gpu: bool = False, max_side: int | None = None, batch_size: int = 16):
+                 gpu: bool = False, max_side: int | None = None, batch_pixels: int = 4 * 640 * 640):
         from models import runtime
 
         files = runtime.model_files(path)
@@ -332,7 +332,10 @@ class OnnxDetector(Detector):
         self.min_score = float(min_score if min_score is not None else defaults.get("min_score", 0.5))
         self.nms_iou = float(defaults.get("nms_iou", 0.4))
         self._sess, limit = runtime.batched_session(path, threads, gpu, spatial=True, probe=(3, 96, 128))
-        self.batch_size = min(batch_size, limit)
+        # A batch holds about batch_pixels of canvas: four 640-px photos or dozens of small crops.
+        # Activations scale with it, and it bounds a worker's memory; on a CPU a larger batch is
+        # no faster (on a GPU, raise it).
+        self.batch_pixels, self.batch_limit = batch_pixels, limit
         self._names = [o.name for o in self._sess.get_outputs()]
         if family == "scrfd" and len(self._names) not in (9, 15):
             raise ModelError(f"{path}: {len(self._names)} outputs; an SCRFD model with keypoints has 9 "
@@ -364,9 +367,10 @@ class OnnxDetector(Detector):
             for i in todo:
                 p = input_plan(*imgs[i].shape[:2], self.max_side, margin, min_side)
                 groups.setdefault((p.h, p.w), []).append((i, p))
-            for members in groups.values():
-                for s in range(0, len(members), self.batch_size):
-                    chunk = members[s : s + self.batch_size]
+            for (h, w), members in groups.items():
+                step = max(1, min(self.batch_limit, 64, self.batch_pixels // (h * w)))
+                for s in range(0, len(members), step):
+                    chunk = members[s : s + step]
                     canvas = np.stack([place(equalised(imgs[i]) if equalise else imgs[i], p, 0) for i, p in chunk])
                     for (i, p), (boxes, kps, scores) in zip(chunk, self._run(canvas)):
                         if len(scores):

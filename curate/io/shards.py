@@ -254,13 +254,16 @@ class ShardStore:
     def path(self, *parts: str) -> str:
         return self._path(*parts)
 
-    def scoring(self) -> dict | None:
-        """The current scoring (``scoring.json``: digest, config, calibration card), or None."""
-        p = self._path("scoring.json")
+    def _json(self, name: str) -> dict | None:
+        p = self._path(name)
         if not os.path.exists(p):
             return None
         with open(p) as f:
             return json.load(f)
+
+    def scoring(self) -> dict | None:
+        """The current scoring (``scoring.json``: digest, config, calibration card), or None."""
+        return self._json("scoring.json")
 
     def current_scoring(self) -> str | None:
         """Digest of the current scoring, or None before any."""
@@ -294,11 +297,7 @@ class ShardStore:
             "detector_id": getattr(detector, "id", None)})
 
     def recognizer_card(self) -> dict | None:
-        p = self._path("recognizer.card.json")
-        if not os.path.exists(p):
-            return None
-        with open(p) as f:
-            return json.load(f)
+        return self._json("recognizer.card.json")
 
     def recognizer_id(self) -> str | None:
         return (self.recognizer_card() or {}).get("model_id")
