@@ -100,6 +100,9 @@ class ScoreConfig:
     conflict_margin: float = 0.05  # nearer another identity's center than its own by this (cosine)
     # quality (a reference percentile: below 1% of a clean reference set) at or below this ...
     unidentifiable_pct: float = 1.0
+    # ... or at or below this when the face is also far from its identity or nearer another one:
+    # a low-quality face that does not match is more often unrecognisable than mislabelled
+    ambiguous_pct: float = 5.0
     degraded_pct: float = 10.0  # ... and sharpness or detector score at or below this reference percentile
     degraded_face_size: float = 32.0  # ... or a face smaller than this (px) or |yaw| above max_yaw
     max_yaw: float = 60.0
@@ -111,7 +114,8 @@ class ScoreConfig:
         _check(self.merge_angle is None or 0 < self.merge_angle <= 180, "merge_angle must be in (0, 180]")
         for v in (self.dup_threshold, self.merge_threshold):
             _check(v is None or -1 <= v <= 1, "cosine thresholds must be in [-1, 1]")
-        _check(0 <= self.unidentifiable_pct <= 100 and 0 <= self.degraded_pct <= 100, "percentiles in [0, 100]")
+        _check(all(0 <= v <= 100 for v in (self.unidentifiable_pct, self.ambiguous_pct, self.degraded_pct)),
+               "percentiles in [0, 100]")
 
 
 @dataclass(frozen=True)

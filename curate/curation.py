@@ -176,7 +176,26 @@ def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None) -> tuple
         kept = pc.value_counts(scores.filter(scores["keep"])["identity"])
         kc = {d["values"]: d["counts"] for d in kept.to_pylist()}
         identities = identities.append_column("kept", pa.array([kc.get(i, 0) for i in identities["identity"].to_pylist()], pa.int64()))
+        identities = _noise_rates(identities, scores)
     return scores, identities, calib
+
+
+LABEL_FLAGS = ("far_from_dominant", "cross_id_conflict", "non_dominant_subcenter")
+
+
+def _noise_rates(identities: pa.Table, scores: pa.Table, z: float = 1.96) -> pa.Table:
+    """Per identity: faces flagged as label noise, that share of its scored faces, and a Wilson
+    95% interval around it (an identity of 4 faces with 0 flagged may still be 49% noise)."""
+    flagged = pc.value_counts(scores.filter(pc.is_in(scores["reason"], pa.array(LABEL_FLAGS)))["identity"])
+    fc = {d["values"]: d["counts"] for d in flagged.to_pylist()}
+    k = np.array([fc.get(i, 0) for i in identities["identity"].to_pylist()], np.float64)
+    n = np.maximum(identities["faces"].to_numpy().astype(np.float64), 1)
+    p = k / n
+    mid, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (identities.append_column("label_flags", pa.array(k.astype(np.int64)))
+            .append_column("noise_rate", pa.array(p.astype(np.float32)))
+            .append_column("noise_rate_lo", pa.array(np.clip(mid - half, 0, 1).astype(np.float32)))
+            .append_column("noise_rate_hi", pa.array(np.clip(mid + half, 0, 1).astype(np.float32))))
 
 
 FLAG_WARN_SHARE = 0.05  # a scoring flag rejecting more of the scored faces than this is reported loudly

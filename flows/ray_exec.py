@@ -103,6 +103,10 @@ def run_shards(out: str, res: Resources, allow_download: bool = False,
                 yield marker
         if on_images:  # reports still in flight when the last shard landed
             on_images(ray.get(progress.take.remote()))
-    finally:
+    except BaseException:
         for a in actors:
             ray.kill(a)
+        raise
+    # done: the workers exit gracefully when their handles go out of scope (ray.kill's SIGTERM
+    # makes each print a stack dump)
+    del pool, actors

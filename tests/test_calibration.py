@@ -77,12 +77,12 @@ def test_quality_is_the_same_for_the_same_face_in_any_run():
     assert calib["quality_reference"] == "run" and calib["warnings"]
 
 
-def test_combined_quality_means_reference_percentiles():
+def test_combined_quality_is_the_geometric_mean_of_reference_percentiles():
     cal = {"norm": {"grid": [0, 1], "quantiles": [0.0, 10.0]},
            "cues": {"det_score": {"grid": [0, 1], "quantiles": [0.0, 1.0]}},
            "quality": {"signals": ["norm", "det_score"]}}
     q = combined_quality({"norm": np.array([5.0, 10.0]), "det_score": np.array([1.0, np.nan])}, cal)
-    np.testing.assert_allclose(q, [75.0, 100.0])  # a missing signal is left out of that face's mean
+    np.testing.assert_allclose(q, [np.sqrt(50.0 * 100.0), 100.0])  # a missing signal is left out of that face's mean
 
 
 def test_thresholds_come_from_the_card_and_disagreement_is_loud():

@@ -1,6 +1,7 @@
 """select: scores -> keep, reason, quality_rank. Pure over one table; thresholds from ScoreConfig.
 
-Precedence (first that applies): the spine's own reason (decode, no face, ...), near_duplicate,
+Precedence (first that applies): the spine's own reason (decode, no face, ...), near_duplicate
+(unless its twin is under another identity and the face is far from its own: then the label flag),
 identity_merge_candidate, unidentifiable, far_from_dominant, cross_id_conflict,
 non_dominant_subcenter (only with ``drop_non_dominant``: the paper keeps such faces within the
 angle), ok. Every score behind a decision stays in the row, so any threshold can
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 from curate.config import ScoreConfig
 from curate.schema import require
 
-READS = ("identity", "spine_reason", "dup_of", "merge_into", "quality", "sharpness_pct", "det_score_pct", "face_size",
+READS = ("image_id", "identity", "spine_reason", "dup_of", "merge_into", "quality", "sharpness_pct", "det_score_pct", "face_size",
          "yaw", "angle_to_dominant", "own_sim", "other_sim", "is_dominant")
 
 
@@ -37,12 +38,22 @@ def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, quality_rules: bool 
         | (col("face_size") < cfg.degraded_face_size)
         | (np.abs(yaw) > cfg.max_yaw)
     )
+    far = col("angle_to_dominant") > far_angle
+    conflict = col("other_sim") - col("own_sim") > cfg.conflict_margin
+    # a near-duplicate of a face filed under another identity, and far from its own: the copy is
+    # evidence that this label is wrong, so the label flag is its reason (the twin is judged apart)
+    dup_id = dict(zip(t["image_id"].to_pylist(), t["identity"].to_pylist()))
+    cross_dup = np.array([d is not None and dup_id.get(d, i) != i for d, i in
+                          zip(t["dup_of"].to_pylist(), t["identity"].to_pylist())], bool)
     rules = [
-        ("near_duplicate", pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False)),
+        ("near_duplicate", pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False) & ~(cross_dup & (far | conflict))),
         ("identity_merge_candidate", pc.is_valid(t["merge_into"]).to_numpy(zero_copy_only=False)),
-        ("unidentifiable", (quality <= cfg.unidentifiable_pct) & degraded & quality_rules),
-        ("far_from_dominant", col("angle_to_dominant") > far_angle),
-        ("cross_id_conflict", col("other_sim") - col("own_sim") > cfg.conflict_margin),
+        # too poor to tell whose face it is: very low quality, or a face that looks like another
+        # person's but is of low quality too (AdaFace: a hard low-quality face is no label evidence)
+        ("unidentifiable", quality_rules & degraded & ((quality <= cfg.unidentifiable_pct) | (
+            (quality <= cfg.ambiguous_pct) & (far | conflict)))),
+        ("far_from_dominant", far),
+        ("cross_id_conflict", conflict),
     ]
     if cfg.drop_non_dominant:
         rules.append(("non_dominant_subcenter", ~np.asarray(t["is_dominant"].fill_null(True).to_numpy(zero_copy_only=False))))
