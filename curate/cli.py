@@ -84,6 +84,8 @@ def _score_options(f):
         click.option("--conflict-margin", default=0.05, show_default=True, help="Cosine by which a face must be nearer another identity."),
         click.option("--unidentifiable-pct", default=1.0, show_default=True,
                      help="Quality (reference percentile) at or below which, with a degradation cue, a face is unidentifiable."),
+        click.option("--ambiguous-pct", default=5.0, show_default=True,
+                     help="A face that is far or nearer another identity, with quality at or below this and a degradation cue, is unidentifiable, not label noise."),
         click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
                      help="A model card (from `curate calibrate`) whose calibration to use instead of the run's recognizer card."),
     ]
@@ -93,15 +95,15 @@ def _score_options(f):
 
 
 SCORE_OPTIONS = ("far_angle", "mode", "drop_non_dominant", "merge_angle", "min_dominant_share", "dup_threshold",
-                 "merge_threshold", "conflict_margin", "unidentifiable_pct", "calibration")
+                 "merge_threshold", "conflict_margin", "unidentifiable_pct", "ambiguous_pct", "calibration")
 
 
 def _score_config(far_angle, mode, drop_non_dominant, merge_angle, min_dominant_share, dup_threshold, merge_threshold,
-                  conflict_margin, unidentifiable_pct, calibration=None) -> ScoreConfig:
+                  conflict_margin, unidentifiable_pct, ambiguous_pct=5.0, calibration=None) -> ScoreConfig:
     return ScoreConfig(far_angle=far_angle, mode=mode, drop_non_dominant=drop_non_dominant, merge_angle=merge_angle,
                        min_dominant_share=min_dominant_share,
                        dup_threshold=dup_threshold, merge_threshold=merge_threshold, conflict_margin=conflict_margin,
-                       unidentifiable_pct=unidentifiable_pct)
+                       unidentifiable_pct=unidentifiable_pct, ambiguous_pct=ambiguous_pct)
 
 
 def _config(detector, recognizer, shard_size, min_face_size, det_score, upsample, det_size) -> RunConfig:
@@ -333,6 +335,71 @@ def calibrate(recognizer, detector, reference, card_out, duplicates, degraded, s
     click.echo(f"verification TAR@FAR 1e-3 {v['tar_at_far_0.001']}, 1e-4 {v['tar_at_far_0.0001']}")
     click.echo(f"quality      {' + '.join(q['signals'])} (degraded-below-original AUC "
                + ", ".join(f"{k} {a['mean']}" for k, a in q["auc"].items()) + ")")
+
+
+@main.command()
+@click.option("--faces", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Identity-folder tree of real faces to build crawls from (default ../shared/data/faces).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Seeds of the crawls, comma separated (tuning seeds).")
+@click.option("--holdout", type=int, default=7, show_default=True,
+              help="A seed reported apart, never to be tuned on (-1: none).")
+@click.option("--flip", default=0.05, show_default=True, help="Closed-set label flips, share of clean photos.")
+@click.option("--distractor", default=0.03, show_default=True, help="Open-set distractors, share of clean photos.")
+@click.option("--duplicate", default=0.05, show_default=True, help="Re-saved copies, share of clean photos.")
+@click.option("--unidentifiable", default=0.03, show_default=True, help="Degraded copies, share of clean photos.")
+@click.option("--nonface", default=0.01, show_default=True, help="Photos without a face, share of clean photos.")
+@click.option("--split", default=2, show_default=True, help="People crawled under two labels.")
+@click.option("--open-set", default=0.15, show_default=True, help="Share of people kept out of the set (distractor sources).")
+@click.option("--max-photos", default=20, show_default=True, help="Photos per person at most.")
+@click.option("--exclude", multiple=True, metavar="PATTERN",
+              help="Leave out identity folders matching this pattern (fnmatch; repeatable), e.g. sources with "
+                   "label noise of their own that the truth would count as clean.")
+@click.option("--baseline", is_flag=True, help="Also run cleanlab's find_label_issues (the [bench] extra; AGPL).")
+@click.option("--no-sweeps", is_flag=True, help="Skip the threshold sweeps.")
+@_run_options
+def bench(faces, seeds, holdout, flip, distractor, duplicate, unidentifiable, nonface, split, open_set, max_photos,
+          exclude, baseline, no_sweeps, **kw):
+    """Benchmark the curation on real faces: build MS1MV0-style noisy crawls (label flips, open-set
+    distractors, re-saved copies, a person under two labels, degraded copies, non-faces) with the truth
+    recorded per file, curate each like `curate run`, and score the result against the truth: purity,
+    clean retention, precision and recall of every flag, error-versus-discard of each quality signal,
+    threshold sweeps; mean and spread over seeds, and a held-out seed apart. OUT is the benchmark
+    directory (resumable): OUT/seed-<s>/run is each seed's curate run, with the benchmark in its report."""
+    from curate.benchmark import Noise
+
+    out = kw["out"]
+
+    if faces is None:
+        faces = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "faces"))
+        if not os.path.isdir(faces):
+            raise click.BadParameter(f"no {faces}; pass --faces DIR (identity folders of real faces)")
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{seeds!r}: comma-separated integers", param_hint="--seeds") from None
+    noise = Noise(flip=flip, distractor=distractor, duplicate=duplicate, unidentifiable=unidentifiable, nonface=nonface,
+                  split=split, open_set=open_set, max_photos=max_photos, exclude=tuple(exclude))
+    cfg = _config(kw["detector"], kw["recognizer"], kw["shard_size"], kw["min_face_size"], kw["det_score"],
+                  kw["upsample"], kw["det_size"])
+    score_cfg = _score_config(**{k: kw[k] for k in SCORE_OPTIONS if k != "calibration"})
+    res = Resources(workers=kw["workers"], threads_per_worker=kw["threads"], gpus_per_worker=kw["gpus"],
+                    batch_size=kw["batch_size"])
+    from models import preflight
+
+    preflight(cfg.detect.detector, cfg.embed.recognizer)
+    if baseline:
+        from curate.errors import require_module
+
+        require_module("cleanlab", "bench")
+    import dataclasses
+
+    from flows.bench_flow import bench_flow, print_table
+
+    summary = bench_flow(faces=faces, out=out, seeds=seed_list, noise=dataclasses.asdict(noise), config=cfg.to_dict(),
+                         resources=res.__dict__, score_config=score_cfg.__dict__,
+                         holdout=None if holdout < 0 else holdout, baseline=baseline, sweeps=not no_sweeps,
+                         progress=not kw["no_progress"])
+    click.echo(json.dumps(summary, indent=1) if kw["as_json"] else print_table(summary))
 
 
 @main.command("score")

@@ -2,7 +2,7 @@
 # Install everything (incl. dev tools) and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh "all,dev"
+bash scripts/install.sh "all,dev,bench"   # bench: the benchmark's AGPL peer baseline, for its test only
 bash scripts/browser.sh   # headless Chromium for the HTML report test, when it can be installed
 source scripts/env.sh
 set +e

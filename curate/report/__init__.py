@@ -114,6 +114,17 @@ class _Charts:
         ax.set_title(title)
         return _svg(fig)
 
+    def edc(self, curve):
+        fig, ax = self.fig()
+        for sig in sorted(set(curve["signal"].to_pylist())):
+            c = curve.filter(pa.compute.equal(curve["signal"], sig))
+            ax.plot(c["discard"].to_pylist(), c["fnmr"].to_pylist(), marker=".", label=sig)
+        ax.set_xlabel("share of faces discarded, lowest quality first")
+        ax.set_ylabel("FNMR at FMR 1e-3")
+        ax.set_title("Error versus discard, per quality signal")
+        ax.legend(frameon=False)
+        return _svg(fig)
+
     def balance(self, t, attribute):
         rows = [r for r in t.to_pylist() if r["attribute"] == attribute]
         fig, ax = self.fig(5.2, 0.3 * len(rows) + 1.0)
@@ -249,6 +260,7 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
         "<h2>Merge candidates</h2>" + _table(q("merge_candidates", limit=20)),
         "<h2>Near-duplicate clusters</h2>" + _table(q("near_duplicate_clusters", limit=20)),
         "<h2>Demographics</h2>" + _demographics(q, have, charts, qs),
+        _benchmark(store, charts),
         f"<h2>Galleries</h2><p class=note>{identities} identities (those with flagged faces first), up to "
         f"{per_identity} kept (best quality first) and {per_identity} flagged faces each.</p>"
         + _gallery(con, identities, per_identity),
@@ -266,6 +278,38 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
     atomic_write(os.path.abspath(dest), w)
     con.close()
     return os.path.abspath(dest)
+
+
+def _benchmark(store, charts) -> str:
+    """The benchmark's measurements of this run against its truth (curate bench), when present."""
+    d = store.path("bench")
+    if not os.path.exists(os.path.join(d, "metrics.json")):
+        return ""
+    import pyarrow.parquet as pq
+
+    with open(os.path.join(d, "metrics.json")) as f:
+        m = json.load(f)
+    head = pa.Table.from_pylist([{"metric": k, "value": m[k]} for k in (
+        "purity", "label_purity", "clean_retention", "clean_retention_detected", "label_noise_rejected_overall",
+        "unidentifiable_rejected_overall", "nonface_rejected") if k in m])
+    flags = pa.Table.from_pylist([{"flag": k, **{c: m[k].get(c) for c in ("flagged", "true", "hits", "precision", "recall")}}
+                                  for k in ("label_noise", "label_noise_any_rejection", "unidentifiable") if k in m]
+                                 + [{"flag": "near_duplicate (pairs)", "flagged": m["duplicates"]["flagged"],
+                                     "true": m["duplicates"]["pairs"], "hits": m["duplicates"]["pairs_caught"],
+                                     "precision": m["duplicates"]["precision"], "recall": m["duplicates"]["recall"]}]
+                                 + ([{"flag": "identity_merge_candidate (split people)", "flagged": m["merges"]["links"],
+                                      "true": m["merges"]["split_people"], "hits": m["merges"]["found"],
+                                      "precision": m["merges"]["precision"], "recall": m["merges"]["recall"]}]
+                                    if "merges" in m else []))
+    kinds = pa.Table.from_pylist([{"kind": k, **v} for k, v in m["per_kind"].items()]) if m.get("per_kind") else pa.table({})
+    parts = ["<h2>Benchmark: this run against its truth</h2>",
+             f'<p class=note>seed {_esc(m.get("seed"))}; built by curate bench from {_esc(m.get("faces"))}</p>',
+             _table(head), "<h3>Flags</h3>" + _table(flags), "<h3>What happened to each injected kind</h3>" + _table(kinds)]
+    if os.path.exists(os.path.join(d, "edc.parquet")):
+        parts.append('<div class="charts">' + charts.edc(pq.read_table(os.path.join(d, "edc.parquet"))) + "</div>")
+    if os.path.exists(os.path.join(d, "sweep.parquet")):
+        parts.append("<h3>Threshold sweeps</h3>" + _table(pq.read_table(os.path.join(d, "sweep.parquet")), 80))
+    return "".join(parts)
 
 
 def _fmt(v, fmt: str) -> str:

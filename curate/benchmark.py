@@ -1,0 +1,443 @@
+"""The curation benchmark: an MS1MV0-style noisy crawl built from real faces with the truth
+recorded per file, curated by the real pipeline, and scored against that truth.
+
+``build_crawl`` writes ``dest/<label>/<file>`` from an identity-folder tree of real faces and
+returns the truth (schema ``TRUTH``), one row per written file:
+
+- ``clean``           a person's own photo under their label;
+- ``split``           a person's own photo under a second label (one person crawled twice);
+- ``flip``            another in-set person's photo (closed-set label noise);
+- ``distractor``      a photo of someone kept out of the set (open-set label noise);
+- ``duplicate``       a re-saved copy (re-encoded, resized, cropped, mirrored) of a clean photo;
+- ``unidentifiable``  a degraded copy (curate.degrade) of a clean photo;
+- ``nonface``         a photo with no face (scikit-image's sample images, cropped).
+
+People are split into in-set (they have labels) and open-set (distractor sources only); every
+photo appears once, so a flip is never also a copy of a clean file. ``evaluate`` joins a curated
+run with the truth and measures what the issue asks: per kind, the reasons it got; kept-set
+purity and clean retention; precision and recall of each flag; the error-versus-discard curve of
+each quality signal; and, with ``sweep``, the precision/recall trade-off of each threshold.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.errors import InputError
+
+TRUTH = pa.schema([
+    ("source", pa.string()),  # path under the crawl root, as images.source
+    ("label", pa.string()),  # the folder it was filed under
+    ("person", pa.string()),  # who is in it (the source identity); null for non-faces
+    ("kind", pa.string()),
+    ("original", pa.string()),  # duplicate / unidentifiable: the source of the photo it copies
+    ("detail", pa.string()),  # the degradation, the flip's target, ...
+])
+KINDS = ("clean", "split", "flip", "distractor", "duplicate", "unidentifiable", "nonface")
+LABEL_NOISE = ("flip", "distractor")
+JUNK = ("unidentifiable", "nonface")  # not usable whatever its label
+LABEL_FLAGS = ("far_from_dominant", "cross_id_conflict", "non_dominant_subcenter")
+SCORING_REASONS = (*LABEL_FLAGS, "near_duplicate", "identity_merge_candidate", "unidentifiable")
+IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".pgm"}
+NON_FACES = ("chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "brick", "grass", "gravel",
+             "coins", "horse", "moon", "page", "text", "retina", "colorwheel", "logo", "checkerboard", "clock")
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Rates are shares of the clean photos written (seeded); ``split`` counts people."""
+
+    flip: float = 0.05
+    distractor: float = 0.03
+    duplicate: float = 0.05
+    unidentifiable: float = 0.03
+    nonface: float = 0.01
+    split: int = 2
+    open_set: float = 0.15  # share of people kept out of the set, as distractor sources
+    min_photos: int = 4  # people with fewer photos are not used
+    max_photos: int = 20  # photos per person at most
+    exclude: tuple[str, ...] = ()  # folder-name patterns (fnmatch) left out: sources with label noise of their own
+
+    def __post_init__(self):
+        from curate.errors import ConfigError
+
+        object.__setattr__(self, "exclude", tuple(self.exclude))  # a list from JSON parameters
+        for k in ("flip", "distractor", "duplicate", "unidentifiable", "nonface", "open_set"):
+            if not 0 <= getattr(self, k) < 1:
+                raise ConfigError(f"noise rate {k} must be in [0, 1)")
+        if self.split < 0 or self.min_photos < 3 or self.max_photos < self.min_photos:
+            raise ConfigError("split >= 0, min_photos >= 3 and max_photos >= min_photos")
+
+
+def _photos(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXT and not p.name.startswith("."))
+
+
+def _non_faces(n: int, rng: np.random.Generator) -> list[bytes]:
+    from PIL import Image
+    from skimage import data
+
+    out = []
+    for k in range(n):
+        name = NON_FACES[k % len(NON_FACES)]
+        img = np.asarray(getattr(data, name)())
+        img = (img * 255).astype(np.uint8) if img.dtype == bool else img.astype(np.uint8)
+        img = np.ascontiguousarray(np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3])
+        h, w = img.shape[:2]
+        s = rng.uniform(0.6, 1.0)
+        y, x = int(rng.integers(0, h - int(h * s) + 1)), int(rng.integers(0, w - int(w * s) + 1))
+        buf = io.BytesIO()
+        Image.fromarray(img[y : y + int(h * s), x : x + int(w * s)]).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def build_crawl(src: str, dest: str, noise: Noise = Noise(), seed: int = 0, detector=None) -> pa.Table:
+    """Write the noisy crawl under ``dest`` (which must not exist) and return its truth.
+    ``detector`` (optional, a models.detectors detector) places occlusions and crops on the face."""
+    from PIL import Image
+
+    from curate.calibration import near_duplicate
+    from curate.config import DecodeConfig
+    from curate.degrade import DEGRADATIONS
+    from curate.stages.decode import decode_one
+
+    root, out = Path(src), Path(dest)
+    if not root.is_dir():
+        raise InputError(f"{src}: no such identity-folder tree")
+    if out.exists():
+        raise InputError(f"{dest} exists; a benchmark crawl is built into a new directory")
+    rng = np.random.default_rng(seed)
+    people = [d for d in sorted(root.iterdir()) if d.is_dir() and len(_photos(d)) >= noise.min_photos
+              and not any(fnmatch.fnmatch(d.name, p) for p in noise.exclude)]
+    if len(people) < 3:
+        raise InputError(f"{src}: {len(people)} identities with {noise.min_photos}+ photos; the benchmark needs 3 or more")
+    people = [people[i] for i in rng.permutation(len(people))]
+    n_open = min(len(people) - 2, round(noise.open_set * len(people))) if noise.distractor > 0 else 0
+    n_open = max(n_open, 1 if noise.distractor > 0 else 0)
+    open_set, in_set = people[:n_open], people[n_open:]
+    photos = {d.name: [ _photos(d)[i] for i in rng.permutation(len(_photos(d)))][: noise.max_photos] for d in in_set}
+    total = sum(len(v) for v in photos.values())
+    rows: list[dict] = []
+
+    def put(label: str, name: str, data: bytes, **truth) -> str:
+        (out / label).mkdir(parents=True, exist_ok=True)
+        source = f"{label}/{name}"
+        (out / label / name).write_bytes(data)
+        rows.append({"source": source, "label": label, **truth})
+        return source
+
+    # flips: photos taken from their owner (who keeps 3 or more) and filed under another in-set person
+    flips = []
+    for _ in range(round(noise.flip * total)):
+        donors = [p for p, v in photos.items() if len(v) > 3]
+        if not donors or len(photos) < 2:
+            break
+        donor = donors[int(rng.integers(len(donors)))]
+        target = [p for p in photos if p != donor][int(rng.integers(len(photos) - 1))]
+        flips.append((donor, photos[donor].pop(), target))
+    # split: half of a person's photos under a second label
+    splittable = [p for p, v in photos.items() if len(v) >= 6]
+    split = {p: f"{p}~2" for p in [splittable[i] for i in rng.permutation(len(splittable))][: noise.split]}
+    clean_sources = []
+    for person, files in photos.items():
+        half = len(files) // 2 if person in split else len(files)
+        for k, f in enumerate(files):
+            label, kind = (person, "clean") if k < half else (split[person], "split")
+            s = put(label, f.name, f.read_bytes(), person=person, kind=kind, original=None,
+                    detail=split.get(person) if kind == "split" else None)
+            clean_sources.append((s, f))
+    labels = sorted({r["label"] for r in rows})
+    for k, (donor, f, target) in enumerate(flips):
+        put(target, f"zz_flip{k}_{f.name}", f.read_bytes(), person=donor, kind="flip", original=None, detail=target)
+    pool = [f for d in open_set for f in _photos(d)]
+    for k in range(min(round(noise.distractor * total), len(pool))):
+        f = pool[int(rng.integers(len(pool)))]
+        pool.remove(f)
+        label = labels[int(rng.integers(len(labels)))]
+        put(label, f"zz_other{k}_{f.name}", f.read_bytes(), person=f.parent.name, kind="distractor", original=None,
+            detail=label)
+    picks = rng.permutation(len(clean_sources))
+    n_dup, n_bad = round(noise.duplicate * total), round(noise.unidentifiable * total)
+    for k, i in enumerate(picks[:n_dup]):
+        s, f = clean_sources[i]
+        label = s.split("/")[0]
+        put(label, f"zz_dup{k}_{Path(f.name).stem}.jpg", near_duplicate(f.read_bytes(), rng),
+            person=next(r["person"] for r in rows if r["source"] == s), kind="duplicate", original=s, detail=None)
+    kinds = list(DEGRADATIONS)
+    for k, i in enumerate(picks[n_dup : n_dup + n_bad]):
+        s, f = clean_sources[i]
+        pixels, _ = decode_one(f.read_bytes(), DecodeConfig())
+        if pixels is None:
+            continue
+        box = None
+        if detector is not None:
+            faces = detector.detect(pixels)
+            if len(faces):
+                box = tuple(faces.boxes[int(np.argmax(faces.scores))])
+        kind = kinds[k % len(kinds)]
+        buf = io.BytesIO()
+        Image.fromarray(DEGRADATIONS[kind](pixels, box, rng)).save(buf, "JPEG", quality=92)
+        put(s.split("/")[0], f"zz_bad{k}_{kind}_{Path(f.name).stem}.jpg", buf.getvalue(),
+            person=next(r["person"] for r in rows if r["source"] == s), kind="unidentifiable", original=s, detail=kind)
+    for k, data in enumerate(_non_faces(max(round(noise.nonface * total), 1 if noise.nonface > 0 else 0), rng)):
+        label = labels[int(rng.integers(len(labels)))]
+        put(label, f"zz_nonface{k}.jpg", data, person=None, kind="nonface", original=None, detail=NON_FACES[k % len(NON_FACES)])
+    return pa.Table.from_pylist(rows, schema=TRUTH)
+
+
+def write_truth(truth: pa.Table, path: str, noise: Noise, seed: int, src: str) -> None:
+    from curate.io.shards import atomic_write
+
+    meta = {b"noise": str(asdict(noise)).encode(), b"seed": str(seed).encode(), b"faces": os.path.abspath(src).encode()}
+    atomic_write(path, lambda tmp: pq.write_table(truth.replace_schema_metadata(meta), tmp))
+
+
+# -- scoring a run against the truth -------------------------------------------------------------
+
+
+def _pr(flag: np.ndarray, truth: np.ndarray) -> dict:
+    tp = int((flag & truth).sum())
+    return {"flagged": int(flag.sum()), "true": int(truth.sum()), "hits": tp,
+            "precision": round(tp / flag.sum(), 4) if flag.sum() else None,
+            "recall": round(tp / truth.sum(), 4) if truth.sum() else None}
+
+
+def joined(out: str, truth: pa.Table, scores: pa.Table | None = None) -> pa.Table:
+    """The run's final rows (reason, keep, scores) with the truth of each file, by source."""
+    from curate.io.shards import ShardStore
+
+    store = ShardStore(out)
+    files = store.completed_files("images")
+    images = pq.ParquetDataset(files).read(columns=["image_id", "source", "sha1", "reason", "embedding"]) \
+        .rename_columns(["image_id", "source", "sha1", "spine_reason", "embedding"])
+    if scores is None:
+        digest = store.current_scoring()
+        if not digest:
+            raise InputError(f"{out}: not scored yet")
+        scores = pq.read_table(store.path("scores", f"scores-{digest}.parquet"))
+    scores = scores.drop_columns([c for c in ("spine_reason",) if c in scores.column_names])
+    pos = {k: i for i, k in enumerate(scores["image_id"].to_pylist())}
+    take = pa.array([pos[k] for k in images["image_id"].to_pylist()], pa.int64())
+    t = images
+    for c in scores.column_names:
+        if c not in ("image_id",):
+            t = t.append_column(c, scores[c].take(take))
+    tpos = {k: i for i, k in enumerate(truth["source"].to_pylist())}
+    missing = [s for s in t["source"].to_pylist() if s not in tpos]
+    if missing:
+        raise InputError(f"{len(missing)} files of the run have no truth (e.g. {missing[0]}): not this benchmark's crawl")
+    ttake = pa.array([tpos[s] for s in t["source"].to_pylist()], pa.int64())
+    for c in ("label", "person", "kind", "original", "detail"):
+        t = t.append_column(f"truth_{c}", truth[c].take(ttake))
+    return t
+
+
+def evaluate(t: pa.Table, identities: pa.Table | None = None) -> dict:
+    """Metrics of a joined table (``joined``); see the module doc. ``identities``: the scoring's
+    identities table (merge links)."""
+    kind = np.array(t["truth_kind"].to_pylist(), object)
+    reason = np.array(t["reason"].to_pylist(), object)
+    spine = np.array(t["spine_reason"].to_pylist(), object)
+    keep = np.asarray(t["keep"].to_numpy(zero_copy_only=False), bool)
+    scored = spine == "ok"  # reached scoring: a face was found and embedded
+    per_kind = {k: {"files": int((kind == k).sum()), **{r: int(((kind == k) & (reason == r)).sum())
+                                                        for r in sorted(set(reason[kind == k]))}} for k in KINDS if (kind == k).any()}
+    clean = np.isin(kind, ("clean", "split"))
+    noise = np.isin(kind, LABEL_NOISE)
+    bad = np.isin(kind, (*LABEL_NOISE, *JUNK))
+    out = {
+        "files": len(t), "per_kind": per_kind,
+        "purity": round(1 - (keep & bad).sum() / max(keep.sum(), 1), 4),
+        "label_purity": round(1 - (keep & noise).sum() / max(keep.sum(), 1), 4),
+        "clean_retention": round((keep & clean).sum() / max(clean.sum(), 1), 4),
+        "clean_retention_detected": round((keep & clean & scored).sum() / max((clean & scored).sum(), 1), 4),
+        "clean_rejected_by_scoring": {r: int((clean & scored & (reason == r)).sum()) for r in SCORING_REASONS
+                                      if (clean & scored & (reason == r)).any()},
+    }
+    # label noise: the label flags, over faces that reached scoring; and every rejection
+    out["label_noise"] = _pr(np.isin(reason, LABEL_FLAGS) & scored, noise & scored)
+    out["label_noise_any_rejection"] = _pr(~keep & scored, noise & scored)
+    out["label_noise_rejected_overall"] = round(float((~keep & noise).sum() / max(noise.sum(), 1)), 4)
+    out["unidentifiable"] = _pr((reason == "unidentifiable") & scored, (kind == "unidentifiable") & scored)
+    out["unidentifiable_rejected_overall"] = round(float((~keep & (kind == "unidentifiable")).sum()
+                                                         / max((kind == "unidentifiable").sum(), 1)), 4)
+    out["nonface_rejected"] = round(float((~keep & (kind == "nonface")).sum() / max((kind == "nonface").sum(), 1)), 4)
+    out["duplicates"] = duplicate_pairs(t)
+    if identities is not None:
+        out["merges"] = merge_links(t, identities)
+    return out
+
+
+def duplicate_pairs(t: pa.Table) -> dict:
+    """Pairs (original, re-saved copy) both embedded: caught when one of the two is rejected as
+    near_duplicate of the other. Precision: near_duplicate rows whose kept twin is their true pair,
+    or a byte-identical file (the source sets hold some)."""
+    src = t["source"].to_pylist()
+    ids = t["image_id"].to_pylist()
+    row = {s: i for i, s in enumerate(src)}
+    by_id = {k: i for i, k in enumerate(ids)}
+    reason = t["reason"].to_pylist()
+    dup_of = t["dup_of"].to_pylist()
+    spine = t["spine_reason"].to_pylist()
+    sha = t["sha1"].to_pylist()
+    kind, orig = t["truth_kind"].to_pylist(), t["truth_original"].to_pylist()
+    twin = {}
+    for i, (k, o) in enumerate(zip(kind, orig)):
+        if k == "duplicate" and o in row:
+            twin[i], twin[row[o]] = row[o], i
+    pairs = [(i, row[orig[i]]) for i in range(len(t)) if kind[i] == "duplicate" and orig[i] in row
+             and spine[i] == "ok" and spine[row[orig[i]]] == "ok"]
+
+    def rep(x):  # the face a near_duplicate points to, else the face itself
+        return by_id.get(dup_of[x], x) if reason[x] == "near_duplicate" else x
+
+    hits = sum(1 for a, b in pairs if "near_duplicate" in (reason[a], reason[b]) and rep(a) == rep(b))
+    flagged = [i for i, r in enumerate(reason) if r == "near_duplicate"]
+    right = sum(1 for i in flagged if dup_of[i] in by_id and (twin.get(i) == by_id[dup_of[i]]
+                                                              or (sha[i] and sha[i] == sha[by_id[dup_of[i]]])))
+    return {"pairs": len(pairs), "pairs_caught": hits, "recall": round(hits / len(pairs), 4) if pairs else None,
+            "flagged": len(flagged), "precision": round(right / len(flagged), 4) if flagged else None}
+
+
+def merge_links(t: pa.Table, identities: pa.Table) -> dict:
+    """Split people (a person under two labels): found when the identities table links the two
+    labels; precision over every link the scoring made."""
+    splits = {}
+    for label, detail, k in zip(t["truth_label"].to_pylist(), t["truth_detail"].to_pylist(), t["truth_kind"].to_pylist()):
+        if k == "split":
+            splits[frozenset((label, detail.replace("~2", "") if detail else label))] = True
+    links = {frozenset((r["identity"], r["merge_into"])) for r in identities.to_pylist() if r.get("merge_into")}
+    hits = sum(1 for s in splits if s in links)
+    right = sum(1 for link in links if link in splits)
+    return {"split_people": len(splits), "found": hits, "recall": round(hits / len(splits), 4) if splits else None,
+            "links": len(links), "precision": round(right / len(links), 4) if links else None}
+
+
+# -- quality: error versus discard ---------------------------------------------------------------
+
+EDC_SIGNALS = ("quality", "norm_pct", "det_score_pct", "sharpness_pct")
+DISCARD = tuple(round(x, 2) for x in np.arange(0.0, 0.51, 0.02))
+
+
+def edc(t: pa.Table, fmr: float = 1e-3, signals=EDC_SIGNALS, discard=DISCARD) -> pa.Table:
+    """Error versus discard: for each quality signal and discarded share r of the faces (lowest
+    quality first), FNMR of the remaining genuine pairs at the cosine threshold where FMR of the
+    remaining impostor pairs is ``fmr``. Pairs are by the truth's person, over every face that was
+    embedded (clean, copies, degraded, mislabelled alike). Lower and steeper is better."""
+    from curate.schema import decode_embeddings
+
+    m = np.asarray(pc.and_(pc.equal(t["spine_reason"], "ok"), pc.is_valid(t["truth_person"])).to_numpy(zero_copy_only=False), bool)
+    s = t.filter(pa.array(m))
+    if len(s) < 3:
+        return pa.table({"signal": pa.array([], pa.string()), "discard": pa.array([], pa.float64()),
+                         "fnmr": pa.array([], pa.float64()), "faces": pa.array([], pa.int64())})
+    emb = decode_embeddings(s["embedding"]).astype(np.float32)
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    person = np.unique(np.array(s["truth_person"].to_pylist(), object).astype(str), return_inverse=True)[1]
+    sim = emb @ emb.T
+    iu = np.triu_indices(len(s), 1)
+    same = person[iu[0]] == person[iu[1]]
+    rows = {"signal": [], "discard": [], "fnmr": [], "faces": []}
+    for sig in signals:
+        q = np.nan_to_num(np.asarray(s[sig].to_numpy(zero_copy_only=False), np.float64), nan=-1.0)
+        order = np.argsort(q, kind="stable")
+        for r in discard:
+            keep = np.ones(len(s), bool)
+            keep[order[: int(round(r * len(s)))]] = False
+            pk = keep[iu[0]] & keep[iu[1]]
+            gen, imp = sim[iu][pk & same], sim[iu][pk & ~same]
+            if not len(gen) or not len(imp):
+                continue
+            thr = np.quantile(imp, 1.0 - fmr)
+            rows["signal"].append(sig)
+            rows["discard"].append(float(r))
+            rows["fnmr"].append(float(np.mean(gen <= thr)))
+            rows["faces"].append(int(keep.sum()))
+    return pa.table(rows)
+
+
+def edc_summary(curve: pa.Table, upto: float = 0.3) -> dict:
+    """Mean FNMR over discard shares up to ``upto`` per signal (the area under its EDC)."""
+    out = {}
+    for sig in sorted(set(curve["signal"].to_pylist())):
+        c = curve.filter(pc.and_(pc.equal(curve["signal"], sig), pc.less_equal(curve["discard"], upto + 1e-9)))
+        out[sig] = round(float(np.mean(c["fnmr"].to_numpy())), 4)
+    return out
+
+
+# -- sweeps --------------------------------------------------------------------------------------
+
+SWEEPS = {
+    "far_angle": tuple(range(50, 96, 5)),
+    "dup_threshold": (0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99, 0.995),
+    "merge_threshold": (0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9),
+    "unidentifiable_pct": (0.5, 1.0, 2.0, 3.0, 5.0, 10.0),
+    "ambiguous_pct": (0.0, 2.0, 5.0, 10.0, 15.0, 20.0),
+}
+
+
+def sweep(out: str, truth: pa.Table, cal: dict | None, base=None, grid: dict | None = None) -> pa.Table:
+    """The precision/recall trade-off of each threshold, every other setting at its default:
+    scoring re-run from the stored embeddings (no model) at each value of ``grid``."""
+    from dataclasses import replace
+
+    from curate.config import ScoreConfig
+    from curate.curation import READ, score_table
+    from curate.io.shards import ShardStore
+
+    store = ShardStore(out)
+    t = pq.ParquetDataset(store.completed_files("images")).read(columns=READ)
+    base = base or ScoreConfig()
+    rows = []
+    for name, values in (grid or SWEEPS).items():
+        for v in values:
+            scores, identities, _ = score_table(t, replace(base, **{name: v}), cal)
+            m = evaluate(joined(out, truth, scores), identities)
+            metric = {"far_angle": "label_noise", "dup_threshold": "duplicates", "merge_threshold": "merges",
+                      "unidentifiable_pct": "unidentifiable", "ambiguous_pct": "label_noise"}[name]
+            rows.append({"threshold": name, "value": float(v), "precision": m[metric].get("precision"),
+                         "recall": m[metric].get("recall"), "purity": m["purity"], "clean_retention": m["clean_retention"]})
+    return pa.Table.from_pylist(rows)
+
+
+# -- the peer baseline ---------------------------------------------------------------------------
+
+
+def cleanlab_baseline(t: pa.Table, min_faces: int = 3, seed: int = 0) -> dict:
+    """cleanlab's find_label_issues (confident learning) on out-of-sample probabilities of a
+    5-fold logistic regression over the same embeddings, for faces in identities with at least
+    ``min_faces`` scored faces. Precision and recall against the truth's label noise. Needs the
+    ``bench`` extra (cleanlab is AGPL: a benchmark-only dependency)."""
+    from curate.errors import require_module
+
+    cleanlab = require_module("cleanlab.filter", "bench")
+    lm = require_module("sklearn.linear_model", "bench")
+    ms = require_module("sklearn.model_selection", "bench")
+    from curate.schema import decode_embeddings
+
+    s = t.filter(pc.equal(t["spine_reason"], "ok"))
+    labels = np.array(s["truth_label"].to_pylist(), object)
+    names, counts = np.unique(labels, return_counts=True)
+    ok = np.isin(labels, names[counts >= min_faces])
+    s, labels = s.filter(pa.array(ok)), labels[ok]
+    y = np.unique(labels, return_inverse=True)[1]
+    x = decode_embeddings(s["embedding"]).astype(np.float32)
+    folds = min(5, int(np.bincount(y).min()))
+    probs = ms.cross_val_predict(lm.LogisticRegression(max_iter=2000, C=10.0), x, y, cv=ms.StratifiedKFold(
+        folds, shuffle=True, random_state=seed), method="predict_proba")
+    # n_jobs=1: its default forks a pool, which deadlocks in a process that runs Prefect's threads
+    issues = cleanlab.find_label_issues(labels=y, pred_probs=probs, n_jobs=1)
+    truth = np.isin(np.array(s["truth_kind"].to_pylist(), object), LABEL_NOISE)
+    ours = np.isin(np.array(s["reason"].to_pylist(), object), LABEL_FLAGS)
+    return {"faces": len(s), "cleanlab": _pr(np.asarray(issues, bool), truth), "ours_same_faces": _pr(ours, truth)}
+

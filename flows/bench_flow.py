@@ -1,0 +1,152 @@
+"""The ``bench`` Prefect flow: for each seed, build a noisy crawl with its truth from real faces
+(curate.benchmark), curate it with the ``curate`` flow exactly as ``curate run`` does, then score
+the run against the truth: metrics, error-versus-discard curves, threshold sweeps, the cleanlab
+baseline where installed. Each seed's run gets the benchmark in its HTML report; ``OUT/bench.json``
+holds the mean and spread over the tuning seeds and, apart, the held-out seed.
+
+Layout: ``OUT/seed-<s>/crawl`` (the crawl), ``OUT/seed-<s>/run`` (the curate run, its
+``truth.parquet`` and ``bench/``: metrics.json, per_kind, edc, sweep). Rerunning resumes: a
+built crawl is reused and the run resumes like any ``curate run``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from curate import benchmark as B
+from curate.errors import InputError
+from curate.io.shards import ShardStore, atomic_write, write_json
+from flows.curate_flow import curate_flow
+
+
+@task(cache_policy=NO_CACHE)
+def build(faces: str, crawl: str, noise: dict, seed: int, detector: str) -> str:
+    """The crawl and its truth (kept beside the crawl until the run exists)."""
+    truth_path = crawl + ".truth.parquet"
+    if os.path.exists(truth_path):  # resume: the crawl must be the one these settings build
+        meta = pq.read_schema(truth_path).metadata or {}
+        want = {b"noise": str(asdict(B.Noise(**noise))).encode(), b"seed": str(seed).encode(),
+                b"faces": os.path.abspath(faces).encode()}
+        diff = [k.decode() for k, v in want.items() if meta.get(k) != v]
+        if diff:
+            raise InputError(f"{crawl} was built with other settings ({', '.join(diff)} differ): "
+                             "use a new --out, or remove it to rebuild")
+        return truth_path
+    from models import DETECTORS
+
+    det = DETECTORS.build(detector)
+    tmp = crawl + ".building"
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    truth = B.build_crawl(faces, tmp, B.Noise(**noise), seed, det)
+    os.replace(tmp, crawl)
+    B.write_truth(truth, truth_path, B.Noise(**noise), seed, faces)
+    return truth_path
+
+
+@task(cache_policy=NO_CACHE)
+def measure(run: str, truth_path: str, seed: int, faces: str, baseline: bool, sweeps: bool) -> dict:
+    from curate.curation import run_calibration
+
+    truth = pq.read_table(truth_path)
+    store = ShardStore(run)
+    atomic_write(store.path("truth.parquet"), lambda tmp: pq.write_table(truth, tmp))
+    digest = store.current_scoring()
+    identities = pq.read_table(store.path(f"identities-{digest}.parquet"))
+    t = B.joined(run, truth)
+    m = B.evaluate(t, identities)
+    d = store.path("bench")
+    os.makedirs(d, exist_ok=True)
+    curve = B.edc(t)
+    atomic_write(os.path.join(d, "edc.parquet"), lambda tmp: pq.write_table(curve, tmp))
+    m["edc_mean_fnmr_to_30pct"] = B.edc_summary(curve)
+    if sweeps:
+        cal = run_calibration(store)[0]
+        sw = B.sweep(run, truth, cal)
+        atomic_write(os.path.join(d, "sweep.parquet"), lambda tmp: pq.write_table(sw, tmp))
+    if baseline:
+        m["baseline"] = B.cleanlab_baseline(t, seed=seed)
+    m.update({"seed": seed, "faces": faces, "scores": digest})
+    write_json(os.path.join(d, "metrics.json"), m)
+    from curate.report import build_report
+
+    m["report"] = build_report(run)
+    return m
+
+
+SUMMARY = (("purity", ("purity",)), ("clean retention", ("clean_retention",)),
+           ("clean retention, detected faces", ("clean_retention_detected",)),
+           ("label noise precision", ("label_noise", "precision")), ("label noise recall", ("label_noise", "recall")),
+           ("label noise rejected, any reason", ("label_noise_rejected_overall",)),
+           ("duplicate pair recall", ("duplicates", "recall")), ("duplicate precision", ("duplicates", "precision")),
+           ("merge recall", ("merges", "recall")), ("merge precision", ("merges", "precision")),
+           ("unidentifiable precision", ("unidentifiable", "precision")),
+           ("unidentifiable recall", ("unidentifiable", "recall")),
+           ("degraded copies rejected, any reason", ("unidentifiable_rejected_overall",)),
+           ("non-faces rejected", ("nonface_rejected",)))
+
+
+def _get(m: dict, path):
+    for k in path:
+        m = m.get(k) if isinstance(m, dict) else None
+    return m
+
+
+def aggregate(results: dict[int, dict], holdout: int | None) -> dict:
+    """Mean and standard deviation over the tuning seeds, and the held-out seed on its own."""
+    tuning = [m for s, m in results.items() if s != holdout]
+    rows = []
+    keys = list(SUMMARY) + [(f"EDC {sig} (mean FNMR, 0-30% discarded)", ("edc_mean_fnmr_to_30pct", sig))
+                            for sig in B.EDC_SIGNALS]
+    if tuning and "baseline" in tuning[0]:
+        keys += [("cleanlab precision", ("baseline", "cleanlab", "precision")),
+                 ("cleanlab recall", ("baseline", "cleanlab", "recall")),
+                 ("ours precision (same faces)", ("baseline", "ours_same_faces", "precision")),
+                 ("ours recall (same faces)", ("baseline", "ours_same_faces", "recall"))]
+    for name, path in keys:
+        vals = [v for v in (_get(m, path) for m in tuning) if v is not None]
+        held = _get(results[holdout], path) if holdout in results else None
+        rows.append({"metric": name, "mean": round(float(np.mean(vals)), 4) if vals else None,
+                     "std": round(float(np.std(vals)), 4) if vals else None, "seeds": len(vals), "held_out": held})
+    return {"tuning_seeds": sorted(s for s in results if s != holdout), "held_out_seed": holdout, "table": rows}
+
+
+@flow(name="bench")
+def bench_flow(faces: str, out: str, seeds: list[int], noise: dict, config: dict, resources: dict,
+               score_config: dict, holdout: int | None = None, baseline: bool = False, sweeps: bool = True,
+               progress: bool = False) -> dict:
+    out = os.path.abspath(out)
+    os.makedirs(out, exist_ok=True)
+    results = {}
+    for seed in [*seeds, *([holdout] if holdout is not None and holdout not in seeds else [])]:
+        d = os.path.join(out, f"seed-{seed}")
+        os.makedirs(d, exist_ok=True)
+        crawl, run = os.path.join(d, "crawl"), os.path.join(d, "run")
+        truth_path = build(faces, crawl, noise, seed, config["detect"]["detector"])
+        curate_flow(input_path=crawl, out=run, config=config, resources=resources, input_format="folder",
+                    progress=progress, score_config=score_config, audit=False)
+        results[seed] = measure(run, truth_path, seed, faces, baseline, sweeps)
+    summary = {"faces": os.path.abspath(faces), "noise": noise, **aggregate(results, holdout),
+               "runs": {str(s): {"run": os.path.join(out, f"seed-{s}", "run"), "report": m.get("report")}
+                        for s, m in results.items()}}
+    write_json(os.path.join(out, "bench.json"), summary)
+    table = pa.Table.from_pylist(summary["table"])
+    atomic_write(os.path.join(out, "bench.parquet"), lambda tmp: pq.write_table(table, tmp))
+    return summary
+
+
+def print_table(summary: dict) -> str:
+    lines = [f"{'metric':<52} {'mean':>8} {'std':>8} {'held-out':>9}"]
+    for r in summary["table"]:
+        f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        lines.append(f"{r['metric']:<52} {f(r['mean']):>8} {f(r['std']):>8} {f(r['held_out']):>9}")
+    return "\n".join(lines) + "\n" + json.dumps(summary["runs"], indent=1)
