@@ -300,7 +300,11 @@ def _benchmark(store, charts) -> str:
                                  + ([{"flag": "identity_merge_candidate (split people)", "flagged": m["merges"]["links"],
                                       "true": m["merges"]["split_people"], "hits": m["merges"]["found"],
                                       "precision": m["merges"]["precision"], "recall": m["merges"]["recall"]}]
-                                    if "merges" in m else []))
+                                    if "merges" in m else [])
+                                 + [{"flag": f"label noise, {who} (faces in identities of 3+)",
+                                     **{c: m["baseline"][key].get(c) for c in ("flagged", "true", "hits", "precision", "recall")}}
+                                    for who, key in (("cleanlab find_label_issues", "cleanlab"), ("ours", "ours_same_faces"))
+                                    if key in m.get("baseline", {})])
     kinds = pa.Table.from_pylist([{"kind": k, **v} for k, v in m["per_kind"].items()]) if m.get("per_kind") else pa.table({})
     parts = ["<h2>Benchmark: this run against its truth</h2>",
              f'<p class=note>seed {_esc(m.get("seed"))}; built by curate bench from {_esc(m.get("faces"))}</p>',
