@@ -302,8 +302,8 @@ def calibrate(recognizer, detector, reference, card_out, duplicates, degraded, s
     cfg = RunConfig(detect=DetectConfig(detector=detector), embed=EmbedConfig(recognizer=recognizer))
     if card_out is None:
         name, _, arg = recognizer.partition(":")
-        if name != "onnx":
-            raise click.BadParameter("give --out CARD.json (only an onnx:<file> recognizer has a default card path)")
+        if name not in ("onnx", "adaface", "magface"):
+            raise click.BadParameter("give --out CARD.json (only a recognizer read from a file has a default card path)")
         card_out = card_path(arg)
     models = load_models(cfg)
     rec = models.recognizer

@@ -15,6 +15,9 @@ Others:
                       the card beside it, else insightface's rule (see ``_sniff``).
 ``insightface:<model dir | pack name>``  the recognition model of an insightface pack.
 ``dlib-resnet``       dlib's 128-d ResNet: the last fallback (its norm carries no quality).
+``adaface:<file.ckpt>``, ``magface:<file.pth>``  official AdaFace / MagFace iResNet checkpoints,
+                      run in torch on the project's iResNet (``models.checkpoints``): their raw
+                      norm is trained to carry quality.
 """
 
 from __future__ import annotations
@@ -134,3 +137,18 @@ def _packaged(name: str):
 
 for _name in ("w600k_mbf", "edgeface_s", "sface"):
     RECOGNIZERS.register(_name)(_packaged(_name))
+
+
+def _checkpoint(kind: str):
+    def factory(arg, *, threads=0, gpu=False, **_):
+        if not arg or not os.path.isfile(arg):
+            raise ModelError(f"{kind} recognizer: no such checkpoint {arg!r} (use {kind}:/path/to/checkpoint)")
+        from models.checkpoints import TorchRecognizer
+
+        return TorchRecognizer(arg, kind, threads, gpu)
+
+    return factory
+
+
+for _kind in ("adaface", "magface"):
+    RECOGNIZERS.register(_kind)(_checkpoint(_kind))

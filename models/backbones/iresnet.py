@@ -13,11 +13,11 @@ def conv3x3(cin, cout, stride=1):
 
 
 class IBasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride=1, downsample=None):
+    def __init__(self, cin, cout, stride=1, downsample=None, eps=1e-5):
         super().__init__()
         self.body = nn.Sequential(
-            nn.BatchNorm2d(cin, eps=1e-5), conv3x3(cin, cout), nn.BatchNorm2d(cout, eps=1e-5), nn.PReLU(cout),
-            conv3x3(cout, cout, stride), nn.BatchNorm2d(cout, eps=1e-5),
+            nn.BatchNorm2d(cin, eps=eps), conv3x3(cin, cout), nn.BatchNorm2d(cout, eps=eps), nn.PReLU(cout),
+            conv3x3(cout, cout, stride), nn.BatchNorm2d(cout, eps=eps),
         )
         self.downsample = downsample
 
@@ -26,21 +26,29 @@ class IBasicBlock(nn.Module):
 
 
 class IResNet(nn.Module):
-    def __init__(self, layers: list[int], embedding_size: int = 512, dropout: float = 0.0, width: int = 64):
+    """``eps``: BatchNorm epsilon (MagFace's checkpoints use 2e-5). ``subsample_shortcut``: where
+    a stage keeps its width (the first stage), the stride-2 shortcut subsamples without weights,
+    as AdaFace's IR nets do, instead of a 1x1 convolution (insightface's)."""
+
+    def __init__(self, layers: list[int], embedding_size: int = 512, dropout: float = 0.0, width: int = 64,
+                 eps: float = 1e-5, subsample_shortcut: bool = False):
         super().__init__()
-        self.stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width, eps=1e-5), nn.PReLU(width))
+        self.stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width, eps=eps), nn.PReLU(width))
         stages, cin = [], width
         for i, n in enumerate(layers):
             cout = width * 2**i
-            down = nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout, eps=1e-5))
-            blocks = [IBasicBlock(cin, cout, 2, down)] + [IBasicBlock(cout, cout) for _ in range(n - 1)]
+            if subsample_shortcut and cin == cout:
+                down = nn.MaxPool2d(1, 2)
+            else:
+                down = nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout, eps=eps))
+            blocks = [IBasicBlock(cin, cout, 2, down, eps)] + [IBasicBlock(cout, cout, eps=eps) for _ in range(n - 1)]
             stages.append(nn.Sequential(*blocks))
             cin = cout
         self.stages = nn.Sequential(*stages)
-        self.bn2 = nn.BatchNorm2d(cin, eps=1e-5)
+        self.bn2 = nn.BatchNorm2d(cin, eps=eps)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(cin * 7 * 7, embedding_size)
-        self.features = nn.BatchNorm1d(embedding_size, eps=1e-5)
+        self.features = nn.BatchNorm1d(embedding_size, eps=eps)
         nn.init.constant_(self.features.weight, 1.0)
         self.features.weight.requires_grad = False  # as in ArcFace: scale is left to the FC layer
         for mod in self.modules():
