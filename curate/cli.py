@@ -88,6 +88,9 @@ def _score_options(f):
                      help="A face that is far or nearer another identity, with quality at or below this and a degradation cue, is unidentifiable, not label noise."),
         click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
                      help="A model card (from `curate calibrate`) whose calibration to use instead of the run's recognizer card."),
+        click.option("--quality-model", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="A quality head ONNX (bench/quality_head.py --export) run on the stored raw features: its output "
+                          "norm, a percentile of its card's reference, is the quality signal."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -95,15 +98,17 @@ def _score_options(f):
 
 
 SCORE_OPTIONS = ("far_angle", "mode", "drop_non_dominant", "merge_angle", "min_dominant_share", "dup_threshold",
-                 "merge_threshold", "conflict_margin", "unidentifiable_pct", "ambiguous_pct", "calibration")
+                 "merge_threshold", "conflict_margin", "unidentifiable_pct", "ambiguous_pct", "quality_model",
+                 "calibration")
 
 
 def _score_config(far_angle, mode, drop_non_dominant, merge_angle, min_dominant_share, dup_threshold, merge_threshold,
-                  conflict_margin, unidentifiable_pct, ambiguous_pct=5.0, calibration=None) -> ScoreConfig:
+                  conflict_margin, unidentifiable_pct, ambiguous_pct=5.0, quality_model=None, calibration=None) -> ScoreConfig:
     return ScoreConfig(far_angle=far_angle, mode=mode, drop_non_dominant=drop_non_dominant, merge_angle=merge_angle,
                        min_dominant_share=min_dominant_share,
                        dup_threshold=dup_threshold, merge_threshold=merge_threshold, conflict_margin=conflict_margin,
-                       unidentifiable_pct=unidentifiable_pct, ambiguous_pct=ambiguous_pct)
+                       unidentifiable_pct=unidentifiable_pct, ambiguous_pct=ambiguous_pct,
+                       quality_model=os.path.abspath(quality_model) if quality_model else None)
 
 
 def _config(detector, recognizer, shard_size, min_face_size, det_score, upsample, det_size) -> RunConfig:

@@ -106,6 +106,9 @@ class ScoreConfig:
     degraded_pct: float = 10.0  # ... and sharpness or detector score at or below this reference percentile
     degraded_face_size: float = 32.0  # ... or a face smaller than this (px) or |yaw| above max_yaw
     max_yaw: float = 60.0
+    # an exported quality head (models.quality_head): its output norm, as a percentile of its card's
+    # reference, is the quality signal (with the signals its card names) instead of the recognizer's
+    quality_model: str | None = None
 
     def __post_init__(self):
         _check(self.mode in ("kmeans", "head"), "mode must be kmeans or head")

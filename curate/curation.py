@@ -113,6 +113,10 @@ def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None) -> tuple
         signals = {"norm": norms, **{k: c[k].to_numpy(zero_copy_only=False).astype(np.float64)
                                      for k in ("sharpness", "det_score")}}
         ref = cal or run_reference(signals)  # an uncalibrated model: percentiles of this run, with a warning
+        if cfg.quality_model:  # a learned quality head on the raw features, percentiles of its own reference
+            from models.quality_head import with_quality_model
+
+            signals["learned"], ref = with_quality_model(cfg.quality_model, emb * norms[:, None], ref)
         pct = signal_percentiles(signals, ref)
         qual = combined_quality(signals, ref).astype(np.float32)
         cues = {k: pct[k].astype(np.float32) for k in ("sharpness", "det_score")}
