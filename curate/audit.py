@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import os
 import re
 import sys
@@ -29,6 +30,8 @@ import pyarrow as pa
 
 from curate.errors import ConfigError, InputError
 from curate.io.shards import ShardStore
+
+log = logging.getLogger(__name__)
 
 
 def sql_dirs() -> list[str]:
@@ -111,9 +114,10 @@ def queries(extra_dir: str | None = None) -> dict[str, Query]:
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN"}  # DESCRIBE, SHOW, SUMMARIZE and WITH parse as SELECT
 
 
-def connect(out: str, write: bool = False, score_digest: str | None = None):
+def connect(out: str, write: bool = False, score_digest: str | None = None, saved_tables: bool = False):
     """A DuckDB connection with the run's views: plan, images, detections, scores, identities,
-    curated, attributes (those that exist)."""
+    curated, attributes (those that exist). ``saved_tables``: also attach OUT/curate.duckdb read-only,
+    so that tables made with ``--write`` can be queried (it holds a read lock on the file while open)."""
     import duckdb
 
     store = ShardStore(out)
@@ -125,6 +129,13 @@ def connect(out: str, write: bool = False, score_digest: str | None = None):
         return con
     con = duckdb.connect(":memory:")
     store.create_views(con, score_digest)
+    db = os.path.join(store.out, "curate.duckdb")
+    if saved_tables and os.path.exists(db):  # tables made with --write, read-only; the fresh views come first
+        try:
+            con.execute(f"ATTACH {_quote(db)} AS saved (READ_ONLY)")
+            con.execute("SET search_path = 'memory.main,saved.main'")
+        except duckdb.Error as exc:  # another process holds it open for writing
+            log.warning("%s not attached (%s): tables made with --write are not visible", db, str(exc).splitlines()[0])
     con.execute(f"SET allowed_directories = [{_quote(store.out + os.sep)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -135,25 +146,42 @@ def views(con) -> set[str]:
     return {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
 
 
-def run_sql(con, sql: str, params: dict | None = None, read_only: bool = True) -> pa.Table:
-    """Run one statement; in read-only mode anything but a query is refused before it runs."""
+def _read_only(stmt) -> bool:
+    kind = stmt.type.name
+    # PIVOT is rewritten into several statements (MULTI): a query all the same
+    return kind in READ_ONLY_STATEMENTS or (kind == "MULTI" and re.match(r"\s*(UN)?PIVOT\b", stmt.query, re.I) is not None)
+
+
+def run_statements(con, sql: str, params: dict | None = None, read_only: bool = True) -> list[pa.Table]:
+    """Run every statement of ``sql`` in order, one result each (an empty table for statements
+    that return none). In read-only mode every statement is checked before any runs: queries only
+    (SELECT, WITH, FROM, DESCRIBE, SUMMARIZE, SHOW, EXPLAIN, PIVOT)."""
     import duckdb
 
     try:
         stmts = con.extract_statements(sql)
     except duckdb.Error as exc:
         raise InputError(f"SQL: {exc}") from exc
-    if len(stmts) != 1:
-        raise InputError(f"SQL: one statement at a time, got {len(stmts)}")
-    kind = stmts[0].type.name
-    if read_only and kind not in READ_ONLY_STATEMENTS:
-        raise InputError(f"SQL: read-only, {kind} refused (only queries: SELECT, WITH, DESCRIBE, SUMMARIZE, "
-                         "EXPLAIN); pass --write to open curate.duckdb read-write")
-    try:
-        rel = con.sql(sql, params=params or None)
-        return rel.to_arrow_table() if rel is not None else pa.table({})
-    except duckdb.Error as exc:
-        raise InputError(f"SQL: {exc}") from exc
+    if not stmts:
+        raise InputError("SQL: no statement given")
+    bad = [s.type.name for s in stmts if not _read_only(s)]
+    if read_only and bad:
+        raise InputError(f"SQL: read-only, {bad[0]} refused (only queries: SELECT, WITH, FROM, DESCRIBE, SUMMARIZE, "
+                         "SHOW, EXPLAIN, PIVOT); pass --write to open curate.duckdb read-write")
+    out = []
+    for s in stmts:
+        used = {k: v for k, v in (params or {}).items() if f"${k}" in s.query}
+        try:
+            rel = con.sql(s.query, params=used or None)
+        except duckdb.Error as exc:
+            raise InputError(f"SQL: {exc}") from exc
+        out.append(rel.to_arrow_table() if rel is not None else pa.table({}))
+    return out
+
+
+def run_sql(con, sql: str, params: dict | None = None, read_only: bool = True) -> pa.Table:
+    """Run ``sql`` (one or more statements) and return the last result."""
+    return run_statements(con, sql, params, read_only)[-1]
 
 
 class MissingSource(InputError):
@@ -179,15 +207,18 @@ def run_query(con, q: Query, overrides: dict[str, str] | None = None) -> pa.Tabl
 
 
 # -- output ---------------------------------------------------------------------------------
-def format_table(t: pa.Table, max_rows: int = 200, max_width: int = 48) -> str:
-    """A plain fixed-width text table."""
+def format_table(t: pa.Table, max_rows: int = 200, max_width: int = 0) -> str:
+    """A plain fixed-width text table; cells longer than ``max_width`` (0: no limit) are cut, and
+    binary cells (crops, embeddings) show their size."""
     rows = t.slice(0, max_rows).to_pylist()
     cols = t.column_names
 
     def cell(v):
+        if isinstance(v, (bytes, bytearray)):
+            return f"<{len(v)} bytes>"
         s = "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
         s = s.replace("\n", " ")
-        return s if len(s) <= max_width else s[: max_width - 3] + "..."
+        return s if not max_width or len(s) <= max_width else s[: max(max_width - 3, 1)] + "..."
 
     body = [[cell(r[c]) for c in cols] for r in rows]
     widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(cols)]
@@ -199,9 +230,9 @@ def format_table(t: pa.Table, max_rows: int = 200, max_width: int = 48) -> str:
     return "\n".join(lines)
 
 
-def to_text(t: pa.Table, fmt: str) -> str:
+def to_text(t: pa.Table, fmt: str, max_width: int = 0) -> str:
     if fmt == "table":
-        return format_table(t)
+        return format_table(t, max_width=max_width)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)

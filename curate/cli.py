@@ -565,7 +565,11 @@ def audit(out, names, params, fmt, output, sql_dir, list_only, scores):
 
 @main.command("sql")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
-@click.argument("query")
+@click.argument("query", required=False)
+@click.option("--file", "-f", "sql_file", type=click.File("r"), help="Read the SQL from this file ('-': standard input).")
+@click.option("--interactive", "-i", is_flag=True,
+              help="A prompt: statements end with ';', .quit leaves (the default with no query on a terminal).")
+@click.option("--max-width", default=0, show_default=True, help="Cut table cells longer than this (0: never).")
 @click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE", help="Bind $NAME (as a string); repeatable.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table", show_default=True,
               help="Output format (a file name ending in .csv/.json/.parquet picks it too).")
@@ -573,26 +577,63 @@ def audit(out, names, params, fmt, output, sql_dir, list_only, scores):
 @click.option("--write", is_flag=True, help="Open OUT/curate.duckdb read-write and allow any statement.")
 @click.option("--scores", "scores", default=None, metavar="DIGEST",
               help="Which scoring (digest or a prefix, see OUT/scores/; default: the current one).")
-def sql_cmd(out, query, params, fmt, output, write, scores):
-    """Ad-hoc SQL over the run in OUT. Views: plan, images, detections, scores, identities,
-    curated, attributes (those that exist), straight over the Parquet files.
+def sql_cmd(out, query, sql_file, interactive, max_width, params, fmt, output, write, scores):
+    """Ad-hoc SQL over the run in OUT, like DuckDB's own CLI. Views: plan, images, detections,
+    scores, identities, curated, attributes (those that exist), straight over the Parquet files,
+    plus tables made earlier with --write. The SQL is QUERY ('-': standard input), or -f FILE, or a
+    prompt (-i, or no query on a terminal); several statements run in order, each printed.
 
     Read-only by default: only queries run, and file access is confined to OUT.
     Example: curate sql OUT "SELECT reason, count(*) FROM scores GROUP BY ALL"
     """
-    from curate import audit as A
+    import sys
 
+    from curate import audit as A
     from curate.io.shards import ShardStore
 
-    con = A.connect(out, write=write, score_digest=ShardStore(out).resolve_scoring(scores))
-    t = A.run_sql(con, query, _params(params) or None, read_only=not write)
+    con = A.connect(out, write=write, score_digest=ShardStore(out).resolve_scoring(scores), saved_tables=True)
+    bound = _params(params) or None
+    if query == "-" or (query is None and sql_file is None and not interactive and not sys.stdin.isatty()):
+        query = sys.stdin.read()
+    elif sql_file is not None:
+        query = sql_file.read()
+    if query is None:
+        return _sql_prompt(con, bound, fmt, max_width, read_only=not write)
+    results = A.run_statements(con, query, bound, read_only=not write)
     if output:
         stem, ext = os.path.splitext(output)
         if fmt == "table" and ext[1:] in ("csv", "json", "parquet"):
             fmt = ext[1:]
-        click.echo(A.write_result(t, fmt, stem))
-    else:
-        click.echo(A.to_text(t, fmt))
+        click.echo(A.write_result(results[-1], fmt, stem))
+        return
+    shown = [t for t in results if t.num_columns] or results[-1:]
+    click.echo("\n\n".join(A.to_text(t, fmt, max_width) for t in shown))
+
+
+def _sql_prompt(con, params, fmt, max_width, read_only) -> None:
+    """A small prompt: lines gather until one ends with ';'; errors are printed, not fatal."""
+    from curate import audit as A
+    from curate.errors import CurateError
+
+    click.echo(f"views: {', '.join(sorted(A.views(con)))}. End statements with ';'; .quit to leave.")
+    buf = []
+    while True:
+        try:
+            line = click.prompt("curate" if not buf else "   ...", prompt_suffix="> ", default="", show_default=False)
+        except (EOFError, click.Abort):
+            return
+        if not buf and line.strip() in (".quit", ".exit", "\\q"):
+            return
+        buf.append(line)
+        if not line.rstrip().endswith(";"):
+            continue
+        sql, buf = "\n".join(buf), []
+        try:
+            for t in A.run_statements(con, sql, params, read_only):
+                if t.num_columns:
+                    click.echo(A.to_text(t, fmt, max_width))
+        except CurateError as exc:
+            click.echo(f"error: {exc}")
 
 
 @main.command()

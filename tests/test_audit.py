@@ -89,7 +89,7 @@ def test_parameters_are_bound_and_typed(scored_run):
     "INSERT INTO t VALUES (1)",
     "SELECT * FROM read_csv('/etc/passwd')",
     "SET enable_external_access = true",
-    "SELECT 1; SELECT 2",
+    "SELECT 1; INSERT INTO t VALUES (1)",  # checked before anything runs
 ])
 def test_sql_is_read_only_by_default(scored_run, stmt):
     r = cli("sql", scored_run, stmt)
@@ -210,3 +210,41 @@ def test_attribute_model_on_stored_crops(run_copy, tmp_path):
     ages = con.execute("SELECT min(number), max(number) FROM attributes WHERE attribute = 'age_group'").fetchone()
     assert 0 <= ages[0] <= ages[1] <= 100  # G mean / 255 * 100
     assert audit.run_query(con, audit.queries()["demographic_balance"]).num_rows >= 2
+
+
+def test_sql_like_duckdbs_cli(scored_run, tmp_path):
+    """SQL from a file, from standard input, several statements, PIVOT, without --write."""
+    f = tmp_path / "q.sql"
+    f.write_text("SELECT count(*) AS n_images FROM images;\nSELECT 2 AS two;\n")
+    r = cli("sql", scored_run, "-f", f)
+    assert r.exit_code == 0, r.output
+    assert "n_images" in r.output and "two" in r.output
+    r = CliRunner().invoke(main, ["sql", scored_run, "-"], input="SELECT 42 AS answer")
+    assert r.exit_code == 0 and "answer" in r.output and "42" in r.output, r.output
+    r = cli("sql", scored_run, "PIVOT (SELECT reason, 1 AS one FROM images) ON reason USING sum(one)")
+    assert r.exit_code == 0 and "ok" in r.output.splitlines()[0], r.output
+
+
+def test_sql_prompt_keeps_going_after_an_error(scored_run):
+    r = CliRunner().invoke(main, ["sql", scored_run, "-i"],
+                           input="SELECT 7 AS seven;\nSELEC oops;\nSELECT\n  8 AS eight;\n.quit\n")
+    assert r.exit_code == 0, r.output
+    assert "seven" in r.output and "error: SQL" in r.output and "eight" in r.output
+
+
+def test_sql_cells_are_whole_and_tables_from_write_stay_visible(run_copy):
+    r = cli("sql", run_copy, "SELECT repeat('x', 100) AS long, crop FROM images LIMIT 1")
+    assert r.exit_code == 0 and "x" * 100 in r.output and "bytes>" in r.output, r.output
+    r = cli("sql", run_copy, "SELECT repeat('x', 100) AS long", "--max-width", "10")
+    assert "x" * 11 not in r.output and "..." in r.output
+    assert cli("sql", run_copy, "CREATE TABLE notes AS SELECT 'checked' AS v", "--write").exit_code == 0
+    r = cli("sql", run_copy, "SELECT v FROM notes")  # read-only, later: the table is there
+    assert r.exit_code == 0 and "checked" in r.output, r.output
+
+
+def test_a_moved_run_keeps_working(run_copy, tmp_path):
+    before = cli("sql", run_copy, "SELECT count(*) AS n, sum(keep::int) AS kept FROM curated").output
+    moved = tmp_path / "elsewhere"
+    shutil.move(run_copy, moved)
+    r = cli("sql", moved, "SELECT count(*) AS n, sum(keep::int) AS kept FROM curated")
+    assert r.exit_code == 0 and r.output == before, r.output
