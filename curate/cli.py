@@ -177,8 +177,11 @@ def _curate(input_path, input_format, input_options, out, detector, recognizer, 
 @click.option("--path-col", default=None, help="Parquet manifest: column of image paths.")
 @click.option("--path-root", default=None, type=click.Path(exists=True, file_okay=False),
               help="Parquet manifest: absolute paths must lie under this directory (default: the manifest's own).")
+@click.option("--labels", "labels_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help=".rec: class label -> identity name ('label<TAB>name' lines, or curate export's labels.tsv, "
+                   "which is read by default when it lies beside the .rec).")
 @_run_options
-def run(input_path, input_format, identity_col, data_col, path_col, path_root, **kw):
+def run(input_path, input_format, identity_col, data_col, path_col, path_root, labels_file, **kw):
     """Curate a crawl: INPUT is an identity/image folder tree, a .rec (with its .idx), an MS-Celeb TSV,
     an uncompressed .tar of identity/image members, or a Parquet table of (identity, image bytes or path).
 
@@ -187,8 +190,12 @@ def run(input_path, input_format, identity_col, data_col, path_col, path_root, *
     views in OUT/curate.duckdb. Rerun the same command to resume.
     """
     options = {}
-    kind = input_format or {".tsv": "tsv", ".parquet": "parquet"}.get(os.path.splitext(input_path)[1].lower())
-    if kind == "tsv":
+    kind = input_format or {".tsv": "tsv", ".parquet": "parquet", ".rec": "rec"}.get(os.path.splitext(input_path)[1].lower())
+    if labels_file:
+        if kind != "rec" and not (os.path.isdir(input_path) and any(f.endswith(".rec") for f in os.listdir(input_path))):
+            raise click.BadParameter("--labels is for .rec input", param_hint="--labels")
+        options = {"labels": os.path.abspath(labels_file)}
+    elif kind == "tsv":
         options = {k: int(v) for k, v in (("identity_col", identity_col), ("data_col", data_col)) if v is not None}
     elif kind == "parquet" or (kind is None and os.path.isdir(input_path)):
         names = {"identity_col": identity_col, "image_col": data_col, "path_col": path_col,

@@ -39,14 +39,22 @@ def test_rec_round_trip_through_the_spine_reader(scored_run, tmp_path):
         for label in range(n_ids):  # identity records: contiguous key ranges
             a, b = recordio.unpack(recordio.read_at(f, dict(idx)[len(rows) + 1 + label]))[0].label
             assert b > a
-    # ingest it back with the spine's own reader: same rows, same bytes, labels map to identities
+    # ingest it back with the spine's own reader: same rows, same bytes, the identity names kept
+    # (labels.tsv beside the .rec)
     src = open_source(str(dest / "train.rec"))
     fetched = src.fetch(src.plan(), 1 << 24)
-    names = {int(line.split("\t")[0]): json.loads(line.split("\t")[2])
-             for line in (dest / "labels.tsv").read_text().splitlines()[1:]}
-    back = collections.Counter((names[int(i)], hashlib.sha1(d).hexdigest())
+    back = collections.Counter((i, hashlib.sha1(d).hexdigest())
                                for i, d in zip(fetched["identity"].to_pylist(), fetched["data"].to_pylist()))
     assert back == collections.Counter((i, hashlib.sha1(c).hexdigest()) for i, c in rows)
+    # without it, the integer labels; with insightface-style 'label<TAB>name' lines passed as labels
+    (dest / "labels.tsv").rename(dest / "names.txt")
+    plain = open_source(str(dest / "train.rec"))
+    numbers = set(plain.fetch(plain.plan(), 1 << 24)["identity"].to_pylist())
+    assert numbers == {str(k) for k in range(n_ids)}
+    lines = (dest / "names.txt").read_text().splitlines()[1:]
+    (dest / "mine.tsv").write_text("".join(f"{ln.split(chr(9))[0]}\t{json.loads(ln.split(chr(9))[2])}\n" for ln in lines))
+    named = open_source(str(dest / "train.rec"), labels=str(dest / "mine.tsv"))
+    assert set(named.fetch(named.plan(), 1 << 24)["identity"].to_pylist()) == {i for i, _ in rows}
     assert pq.read_table(dest / "manifest.parquet").num_rows == len(rows)
 
 

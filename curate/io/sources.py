@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import tarfile
 from dataclasses import dataclass, field
@@ -160,7 +161,10 @@ class FolderSource(Source):
 
 
 class RecordIOSource(Source):
-    """insightface ``train.rec`` + ``train.idx``; identity is the integer class label."""
+    """insightface ``train.rec`` + ``train.idx``. The identity is the class label's name from
+    ``labels`` (option; default ``labels.tsv`` beside the .rec, as ``curate export`` writes it:
+    ``label, folder, identity`` with a header, or plain ``label<TAB>name`` lines), else the
+    integer label itself."""
 
     kind = "rec"
 
@@ -170,6 +174,9 @@ class RecordIOSource(Source):
         self.idx_path = options.get("idx") or base + ".idx"
         if not os.path.exists(self.idx_path):
             raise InputError(f"{self.path}: no index file {self.idx_path} beside it")
+        beside = os.path.join(os.path.dirname(self.path), "labels.tsv")
+        labels = options.get("labels") or (beside if os.path.exists(beside) else None)
+        self.names = read_label_names(labels) if labels else {}
 
     def plan(self) -> pa.Table:
         try:
@@ -188,9 +195,29 @@ class RecordIOSource(Source):
                 except recordio.RecordIOError as exc:
                     out.add(item, source, None, None, Reason.READ_ERROR.value, str(exc))
                     continue
-                label = header.label[0] if isinstance(header.label, tuple) else header.label
-                out.add(item, source, str(int(label)), data)
+                label = int(header.label[0] if isinstance(header.label, tuple) else header.label)
+                out.add(item, source, self.names.get(label, str(label)), data)
         return out.table()
+
+
+def read_label_names(path: str) -> dict[int, str]:
+    """{class label: identity name} from a labels file (see RecordIOSource)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [ln.rstrip("\r\n").split("\t") for ln in f if ln.strip()]
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the labels file: {exc}") from exc
+    head = lines[0] if lines else []
+    named = "identity" in head  # curate export's: label, folder, identity (JSON-quoted)
+    col = head.index("identity") if named else 1
+    skip = 1 if named or (head and not head[0].strip().isdigit()) else 0  # a header line
+    out = {}
+    for n, row in enumerate(lines[skip:], start=skip + 1):
+        try:
+            out[int(row[0])] = json.loads(row[col]) if named else row[col]
+        except (ValueError, IndexError) as exc:
+            raise InputError(f"{path}: line {n}: expected 'label<TAB>name' ({exc})") from exc
+    return out
 
 
 class TSVSource(Source):
