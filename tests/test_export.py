@@ -91,3 +91,22 @@ def test_export_refuses_a_non_empty_destination_and_leaves_nothing_half_written(
 ])
 def test_identity_labels_become_safe_folder_names(label, expect):
     assert safe_name(label) == expect
+
+
+def test_a_folder_export_is_laid_out_like_lfw_for_pairs_txt(scored_run, tmp_path):
+    from models.eval import load_pairs_txt
+
+    dest = tmp_path / "dirs"
+    assert CliRunner().invoke(main, ["export", scored_run, str(dest), "--format", "folders"]).exit_code == 0
+    man = pq.read_table(dest / "manifest.parquet").to_pylist()
+    by_folder = collections.defaultdict(list)
+    for r in man:
+        by_folder[r["file"].split("/")[0]].append(r)
+    big = next(f for f, rs in by_folder.items() if len(rs) >= 2)
+    other = next(f for f in by_folder if f != big)
+    assert [r["file"] for r in by_folder[big]][:2] == [f"{big}/{big}_0001.jpg", f"{big}/{big}_0002.jpg"]
+    assert by_folder[big][0]["quality"] >= by_folder[big][1]["quality"]  # best quality first
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(f"1 2\n{big}\t1\t2\n{big}\t1\t{other}\t1\n")
+    paths, same = load_pairs_txt(str(pairs), str(dest))
+    assert all(os.path.exists(p) for p in paths) and list(same) == [True, False]

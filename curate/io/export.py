@@ -6,11 +6,14 @@ identity, with dense class labels 0..C-1 (identities sorted by name).
                 (labels: N+1, N+1+C), records 1..N the images (label = class), records N+1.. one
                 per identity (labels: first key, end key).
 ``webdataset``  tar shards ``shard-000000.tar``: ``<image_id>.jpg``, ``.cls`` (class), ``.json``.
-``folders``     ``<identity>/<image_id>.jpg``; identity labels are made safe as folder names
-                (no separators, no '..', no hidden names), with the mapping in ``labels.tsv``.
+``folders``     ``<folder>/<folder>_0001.jpg`` ... best quality first, as LFW lays out its
+                images, so an LFW-style ``pairs.txt`` (``name i j`` / ``name1 i name2 j``) over the
+                export works with ``curate retrain --eval-pairs``; identity labels are made safe as
+                folder names (no separators, no '..', no hidden names), with the mapping in
+                ``labels.tsv``, and ``manifest.parquet`` gives each file's image_id (its ``file``).
 
 Every export also writes ``labels.tsv`` (class, folder, identity) and ``manifest.parquet`` (one row
-per exported image: key, image_id, identity, label, quality). The export is built under a temporary
+per exported image: key, image_id, identity, label, quality, and the file for folder exports). The export is built under a temporary
 name beside DEST and renamed into place, so DEST is either complete or absent.
 """
 
@@ -88,13 +91,13 @@ def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shar
         label_of = {name: i for i, name in enumerate(ids)}
         folders = _folders(ids)
         writer = {"rec": _Rec, "webdataset": _WebDataset, "folders": _Folders}[fmt](tmp, n, len(ids), shard_size, folders)
-        manifest = {k: [] for k in ("key", "image_id", "identity", "label", "quality")}
+        manifest = {k: [] for k in ("key", "image_id", "identity", "label", "quality", "file")}
         key = 0
         for batch in reader:
             for identity, image_id, crop, quality in zip(*(batch.column(i).to_pylist() for i in range(4))):
                 key += 1
-                writer.add(key, label_of[identity], identity, image_id, crop, quality)
-                for k, v in zip(manifest, (key, image_id, identity, label_of[identity], quality)):
+                file = writer.add(key, label_of[identity], identity, image_id, crop, quality)
+                for k, v in zip(manifest, (key, image_id, identity, label_of[identity], quality, file)):
                     manifest[k].append(v)
         writer.close()
         con.close()
@@ -105,7 +108,7 @@ def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shar
                 f.write(f"{label_of[name]}\t{folders[name]}\t{json.dumps(name, ensure_ascii=False)}\n")
         pq.write_table(pa.table(manifest, schema=pa.schema([("key", pa.int64()), ("image_id", pa.string()),
                                                            ("identity", pa.string()), ("label", pa.int32()),
-                                                           ("quality", pa.float32())])),
+                                                           ("quality", pa.float32()), ("file", pa.string())])),
                        os.path.join(tmp, "manifest.parquet"))
         if os.path.isdir(dest):
             os.rmdir(dest)  # empty, checked above
@@ -183,15 +186,17 @@ class _WebDataset:
 
 class _Folders:
     def __init__(self, d, _n, _c, _shard_size, folders):
-        self.d, self.folders, self.made = d, folders, set()
+        self.d, self.folders, self.count = d, folders, {}
 
     def add(self, key, label, identity, image_id, crop, quality):
-        folder = os.path.join(self.d, self.folders[identity])
-        if folder not in self.made:
+        name = self.folders[identity]
+        folder = os.path.join(self.d, name)
+        if name not in self.count:
             os.makedirs(folder)
-            self.made.add(folder)
-        with open(os.path.join(folder, f"{image_id}.jpg"), "wb") as f:
+        self.count[name] = k = self.count.get(name, 0) + 1  # rows arrive best quality first
+        with open(os.path.join(folder, f"{name}_{k:04d}.jpg"), "wb") as f:
             f.write(crop)
+        return f"{name}/{name}_{k:04d}.jpg"
 
     def close(self):
         pass
