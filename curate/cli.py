@@ -180,8 +180,11 @@ def _curate(input_path, input_format, input_options, out, detector, recognizer, 
 @click.option("--labels", "labels_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help=".rec: class label -> identity name ('label<TAB>name' lines, or curate export's labels.tsv, "
                    "which is read by default when it lies beside the .rec).")
+@click.option("--dry-run", is_flag=True,
+              help="Plan the crawl and print identities, images per identity, formats, bytes to read and an ETA "
+                   "from a short timed sample through the spine; write nothing.")
 @_run_options
-def run(input_path, input_format, identity_col, data_col, path_col, path_root, labels_file, **kw):
+def run(input_path, input_format, identity_col, data_col, path_col, path_root, labels_file, dry_run, **kw):
     """Curate a crawl: INPUT is an identity/image folder tree, a .rec (with its .idx), an MS-Celeb TSV,
     an uncompressed .tar of identity/image members, or a Parquet table of (identity, image bytes or path).
 
@@ -201,7 +204,38 @@ def run(input_path, input_format, identity_col, data_col, path_col, path_root, l
         names = {"identity_col": identity_col, "image_col": data_col, "path_col": path_col,
                  "path_root": path_root and os.path.abspath(path_root)}
         options = {k: v for k, v in names.items() if v is not None}
+    if dry_run:
+        return _dry_run(input_path, input_format, options, kw)
     _curate(input_path, input_format, options, **kw)
+
+
+def _dry_run(input_path, input_format, options, kw) -> None:
+    from curate.io.shards import ShardStore
+    from curate.io.sources import open_source
+    from curate.survey import dry_run, summary_lines
+    from models import preflight
+
+    cfg = _config(kw["detector"], kw["recognizer"], kw["shard_size"], kw["min_face_size"], kw["det_score"],
+                  kw["upsample"], kw["det_size"])
+    source = open_source(input_path, input_format, **options)
+    existing = ShardStore(kw["out"]).check(source, cfg)
+    preflight(cfg.detect.detector, cfg.embed.recognizer)
+    s = dry_run(source, cfg, workers=kw["workers"], threads=kw["threads"])
+    if kw["as_json"]:
+        click.echo(json.dumps(s, indent=1))
+        return
+    for line in summary_lines(s):
+        click.echo(line)
+    mb = s["bytes"] / 1e6
+    click.echo(f"bytes        {mb / 1e3:.3g} GB to read" if mb >= 1000 else f"bytes        {mb:.3g} MB to read" + (" (estimated from a sample of files)" if s["bytes_estimated"] else ""))
+    if "sample" in s:
+        smp = s["sample"]
+        eta = int(s["eta_seconds"])
+        when = f"{eta} s" if eta < 120 else f"{eta // 3600} h {eta % 3600 // 60} min"
+        click.echo(f"sample       {smp['images']} images through the spine: {smp['seconds_per_image'] * 1000:.0f} ms each on one "
+                   f"core (" + ", ".join(f"{k} {v}" for k, v in smp["reasons"].items()) + ")")
+        click.echo(f"eta          ~{when} with {smp['workers']} workers on this machine, plus scoring")
+    click.echo(f"output       {kw['out']}: " + ("resumes the run there" if existing else "nothing written (dry run)"))
 
 
 @main.command()
