@@ -295,9 +295,10 @@ def _head_args(values) -> dict:
 @click.option("--eval-pairs", type=click.Path(exists=True), default=None, help="LFW-format pairs.txt over aligned 112x112 images.")
 @click.option("--eval-root", type=click.Path(exists=True), default=None, help="Image root for --eval-pairs.")
 @click.option("--device", default=None, help="cuda | cpu (default: cuda when available).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (loss, images/s, time left).")
 def retrain(shards, out, backbone, head, head_arg, embedding_size, epochs, batch_size, lr, optimizer, schedule,
             warmup_epochs, sample_rate, all_rows, adaface_augment, drop_subcenters_at, compile_, workers, max_steps,
-            eval_bin, eval_pairs, eval_root, device):
+            eval_bin, eval_pairs, eval_root, device, no_progress):
     """Train a face recognizer on curated shards (SHARDS: a `curate run` output directory or Parquet
     shards), evaluate it on verification pairs, and export OUT/model.onnx with a model card.
 
@@ -321,8 +322,11 @@ def retrain(shards, out, backbone, head, head_arg, embedding_size, epochs, batch
     from flows.retrain_flow import retrain_flow
 
     summary = retrain_flow(shards=shards, out=out, config=dataclasses.asdict(cfg), bins=list(eval_bin),
-                           pairs=[(eval_pairs, eval_root)] if eval_pairs else [], device=device)
+                           pairs=[(eval_pairs, eval_root)] if eval_pairs else [], device=device,
+                           progress=not no_progress)
     click.echo(json.dumps(summary, indent=1))
+    for w in summary.get("warnings", []):
+        click.echo(f"WARNING      {w}", err=True)
 
 
 @main.command()

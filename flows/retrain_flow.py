@@ -16,8 +16,8 @@ from models.train import TrainConfig, train
 
 
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def train_task(shards: str, out: str, config: dict, device: str | None) -> dict:
-    return train(shards, os.path.join(out, "train"), TrainConfig(**config), device=device)
+def train_task(shards: str, out: str, config: dict, device: str | None, progress: bool = False) -> dict:
+    return train(shards, os.path.join(out, "train"), TrainConfig(**config), device=device, progress=progress)
 
 
 @task(cache_policy=NO_CACHE)  # its input holds a torch module
@@ -52,8 +52,8 @@ def export_task(result: dict, out: str, config: dict, metrics: dict, shards: str
 
 @flow(name="retrain")
 def retrain_flow(shards: str, out: str, config: dict, bins: list[str] | None = None,
-                 pairs: list[tuple[str, str]] | None = None, device: str | None = None) -> dict:
-    result = train_task(shards, out, config, device)
+                 pairs: list[tuple[str, str]] | None = None, device: str | None = None, progress: bool = False) -> dict:
+    result = train_task(shards, out, config, device, progress)
     metrics = evaluate_task(result, bins or [], pairs or [])
     card = export_task(result, out, config, metrics, shards)
     losses = [h["loss"] for h in result["history"]]
@@ -62,7 +62,8 @@ def retrain_flow(shards: str, out: str, config: dict, bins: list[str] | None = N
                "steps": result["steps"], "classes": result["num_classes"], "device": result["device"],
                "images_per_s": round(ips, 1) if ips else None, "first_loss": losses[0] if losses else None,
                "last_loss": losses[-1] if losses else None, "evaluation": metrics, "sha256": card["model_sha256"],
-               "held_out_identities": len(result["held_out"]), "calibrated": bool(card.get("calibrations"))}
+               "held_out_identities": len(result["held_out"]), "calibrated": bool(card.get("calibrations")),
+               "metrics": os.path.join(os.path.abspath(out), "train", "metrics.csv"), "warnings": result["warnings"]}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary

@@ -161,7 +161,16 @@ def drop_subcenters(backbone, head, data: ShardFaces, cfg: "TrainConfig", device
                    "dominant_share": rep.dominant_share.tolist(),
                    "dropped": {i: a for i, a, k in zip(ids, angles, keep.tolist()) if not k}}, f)
     log.info("K=3->1: dropped %d of %d samples beyond %.0f degrees", len(dropped), len(ids), cfg.drop_angle)
-    return head.to_single_center(rep.dominant).to(device), rep.dominant
+    warnings = []
+    if len(data) < cfg.batch_size:
+        warnings.append(f"K=3->1 dropped {len(dropped)} of {len(ids)} faces beyond {cfg.drop_angle:.0f} deg: the {len(data)} "
+                        f"left are fewer than one batch ({cfg.batch_size}), so no further step runs; lower --batch-size")
+    elif len(dropped) > len(ids) / 2:
+        warnings.append(f"K=3->1 dropped {len(dropped)} of {len(ids)} faces beyond {cfg.drop_angle:.0f} deg: more than half; "
+                        "the backbone may not have trained long enough before the drop (--drop-subcenters-at)")
+    for w in warnings:
+        log.warning(w)
+    return head.to_single_center(rep.dominant).to(device), rep.dominant, warnings
 
 
 def _optimizer(cfg, backbone, head):
@@ -178,8 +187,11 @@ def _scheduler(opt, cfg: "TrainConfig", steps_per_epoch: int, step: int = 0):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, steps_per_epoch), last_epoch=step - 1)
 
 
-def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, log_every: int = 50) -> dict:
-    """Train on the curated shards in ``shards``; write checkpoint.pt, history.json in ``out``."""
+def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, log_every: int = 50,
+          progress: bool = False) -> dict:
+    """Train on the curated shards in ``shards``; write checkpoint.pt, history.json and
+    metrics.csv (one row per epoch: loss, lr, images/s) in ``out``. ``progress``: a bar with the
+    loss, images/s and the time left."""
     check_resume(out, cfg)
     os.makedirs(out, exist_ok=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -191,6 +203,10 @@ def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, lo
         data.labels = {k: i for i, k in enumerate(sorted(set(data.labels) - holdout))}
     if data.num_classes < 2:
         raise InputError(f"{shards}: need at least 2 identities to train, found {data.num_classes}")
+    if len(data) < cfg.batch_size:
+        raise InputError(f"{shards}: {len(data)} training faces, fewer than one batch ({cfg.batch_size}): no step would "
+                         "run; lower --batch-size")
+    warnings: list[str] = []
     backbone = build_backbone(cfg.backbone, embedding_size=cfg.embedding_size).to(device)
     head = build_head(cfg.head, cfg.embedding_size, data.num_classes, sample_rate=cfg.sample_rate,
                       **cfg.head_kwargs).to(device)
@@ -222,9 +238,17 @@ def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, lo
                         pin_memory=device.startswith("cuda"), persistent_workers=False)
     t_start = time.perf_counter()
     images = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        total = min(cfg.epochs * steps_per_epoch, cfg.max_steps or 1 << 62)
+        bar = tqdm(total=total, initial=min(step, total), unit="step", desc="train", smoothing=0.1)
     for epoch in range(start_epoch, cfg.epochs):
+        t_epoch, n_epoch, first = time.perf_counter(), 0, len(history)
         if epoch == cfg.drop_subcenters_at and dominant is None:
-            head, dominant = drop_subcenters(backbone, head, data, cfg, device, out)
+            head, dominant, dropped_warnings = drop_subcenters(backbone, head, data, cfg, device, out)
+            warnings += dropped_warnings
             opt = _optimizer(cfg, backbone, head)  # new head parameters; schedule position kept
             sched = _scheduler(opt, cfg, steps_per_epoch, step)
         data.epoch = epoch
@@ -242,7 +266,12 @@ def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, lo
             sched.step()
             step += 1
             images += len(y)
+            n_epoch += len(y)
             history.append({"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{history[-1]['loss']:.3f}",
+                                img_s=f"{images / max(time.perf_counter() - t_start, 1e-9):.0f}", refresh=False)
             if step % log_every == 0:
                 log.info("epoch %d step %d loss %.4f lr %.4g", epoch, step, history[-1]["loss"], history[-1]["lr"])
             if cfg.max_steps and step >= cfg.max_steps:
@@ -254,9 +283,31 @@ def train(shards: str, out: str, cfg: TrainConfig, device: str | None = None, lo
         atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
         write_json(os.path.join(out, "history.json"), {"config": dataclasses.asdict(cfg), "labels": data.labels,
                                                         "held_out": sorted(holdout), "history": history})
+        _log_epoch(out, epoch, step, history[first:], n_epoch, time.perf_counter() - t_epoch)
         if cfg.max_steps and step >= cfg.max_steps:
             break
+    if bar is not None:
+        bar.close()
     seconds = time.perf_counter() - t_start
-    return {"backbone": backbone, "head": head, "num_classes": data.num_classes, "steps": step,
+    return {"warnings": warnings, "backbone": backbone, "head": head, "num_classes": data.num_classes, "steps": step,
             "images_per_s": images / seconds if seconds > 0 and images else None, "history": history,
             "device": device, "held_out": sorted(holdout), "steps_this_run": images // max(cfg.batch_size, 1)}
+
+
+METRICS = ("epoch", "step", "loss", "loss_min", "loss_max", "lr", "images", "seconds", "images_per_s")
+
+
+def _log_epoch(out: str, epoch: int, step: int, rows: list[dict], images: int, seconds: float) -> None:
+    """Append one row per epoch to out/metrics.csv (a resumed run keeps appending)."""
+    path = os.path.join(out, "metrics.csv")
+    losses = [r["loss"] for r in rows]
+    row = {"epoch": epoch, "step": step, "loss": round(sum(losses) / len(losses), 5) if losses else "",
+           "loss_min": round(min(losses), 5) if losses else "", "loss_max": round(max(losses), 5) if losses else "",
+           "lr": f"{rows[-1]['lr']:.6g}" if rows else "", "images": images, "seconds": round(seconds, 2),
+           "images_per_s": round(images / seconds, 1) if seconds > 0 and images else ""}
+    new = not os.path.exists(path)
+    with open(path, "a", encoding="utf-8") as f:
+        if new:
+            f.write(",".join(METRICS) + "\n")
+        f.write(",".join(str(row[k]) for k in METRICS) + "\n")
+    log.info("epoch %d: loss %s, %s images/s", epoch, row["loss"], row["images_per_s"])

@@ -30,6 +30,7 @@ def test_retrain_evaluates_exports_and_closes_the_loop(tmp_path, tiny_onnx):
     assert r.exit_code == 0, r.output
     s = json.loads(r.output[r.output.index("{"):])
     assert s["steps"] == 7 and s["classes"] == 6 and 0.0 <= s["evaluation"]["val.bin"]["accuracy"] <= 1.0
+    assert s["warnings"] == [] and len(open(s["metrics"]).read().splitlines()) == 2  # header + one epoch
     card = json.load(open(out / "model.card.json"))
     assert card["head"] == "adaface" and card["output"]["dim"] == 64 and card["model_sha256"] == s["sha256"]
     assert card["training"]["head"] == "adaface"  # the card describes the weights beside it

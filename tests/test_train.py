@@ -148,3 +148,20 @@ def test_subcenter_k3_to_1_drops_injected_label_noise(tmp_path):
     assert r["history"][-1]["loss"] < r["history"][0]["loss"] / 3
     ck = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     assert ck["head"]["weight"].shape == (6, 128) and "dominant" in ck
+
+
+def test_training_talks_and_warns_when_a_drop_leaves_nothing_to_train(shard, tmp_path):
+    """metrics.csv gets a row per epoch; a K=3->1 drop that leaves less than a batch is a warning
+    in the result (not a silent run of 0 steps); too little data for one batch is an error."""
+    from curate.errors import InputError
+
+    out = str(tmp_path / "t")
+    cfg = TrainConfig(**{**TINY, "head": "subcenter", "head_kwargs": {"k": 3}, "epochs": 2, "drop_subcenters_at": 1,
+                         "drop_angle": 1.0})  # 1 degree: nearly every face is "far"
+    r = train(shard, out, cfg, progress=True)
+    rows = open(os.path.join(out, "metrics.csv")).read().splitlines()
+    assert rows[0].startswith("epoch,step,loss") and len(rows) == 3
+    assert float(rows[1].split(",")[2]) > 0 and float(rows[1].split(",")[-1]) > 0  # loss, images/s
+    assert any("fewer than one batch" in w for w in r["warnings"]), r["warnings"]
+    with pytest.raises(InputError, match="fewer than one batch"):
+        train(shard, str(tmp_path / "big"), TrainConfig(**{**TINY, "batch_size": 10_000}))
