@@ -109,3 +109,35 @@ def test_report_opens_in_headless_chromium_without_console_errors(report, tmp_pa
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_report_shows_faces_not_hashes_and_the_thresholds_in_use(scored_run, report, tmp_path):
+    """Near-duplicate clusters and unusable images as pictures (the sample crawl has a cat, an
+    exact copy and broken files); the review line of the dominant-share chart is the scoring's own."""
+    import json
+    import shutil
+
+    import pyarrow as pa
+
+    from curate import audit
+    from curate.report import _clusters
+
+    page = report.read_text()
+    assert "<h2>Near-duplicate clusters</h2>" in page
+    con = audit.connect(scored_run)
+    a, b = [r[0] for r in con.execute("SELECT image_id FROM curated WHERE crop IS NOT NULL ORDER BY image_id LIMIT 2").fetchall()]
+    html = _clusters(con, pa.table({"representative": [a], "identity": ["x"], "size": [2], "min_sim": [0.99],
+                                    "duplicates": [[b]]}))
+    assert html.count('class="face"') == 2 and "2 images" in html
+    lost = page[page.index("<h2>Images with no usable face</h2>"):page.index("<h2>Demographics</h2>")]
+    assert "no_face" in lost and 'class="face"' in lost  # the cat, shown
+    assert "decode_error" in lost and "cannot show" in lost  # broken bytes: the error, not a picture
+    from curate.io.shards import ShardStore
+    from curate.report import _scoring_config
+
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    assert CliRunner().invoke(main, ["score", str(run), "--min-dominant-share", "0.9"]).exit_code == 0
+    store = ShardStore(str(run))
+    assert _scoring_config(store, store.current_scoring())["min_dominant_share"] == 0.9
+    assert json.load(open(run / "scoring.json"))["config"]["min_dominant_share"] == 0.9

@@ -16,6 +16,7 @@ import json
 import os
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate import audit
 from curate.errors import ConfigError, InputError, OutputError, require_module
@@ -117,7 +118,7 @@ class _Charts:
     def edc(self, curve):
         fig, ax = self.fig()
         for sig in sorted(set(curve["signal"].to_pylist())):
-            c = curve.filter(pa.compute.equal(curve["signal"], sig))
+            c = curve.filter(pc.equal(curve["signal"], sig))
             ax.plot(c["discard"].to_pylist(), c["fnmr"].to_pylist(), marker=".", label=sig)
         ax.set_xlabel("share of faces discarded, lowest quality first")
         ax.set_ylabel("FNMR at FMR 1e-3")
@@ -167,6 +168,95 @@ def _gallery(con, identities: int, per_identity: int) -> str:
             sections.append(f'<div class="{label}"><h4>{label}</h4><div class="tiles">{tiles}</div></div>')
         out.append(f'<section class="identity"><h3>{_esc(ident)}</h3>{"".join(sections)}</section>')
     return "".join(out)
+
+
+def _scoring_config(store, digest: str) -> dict:
+    path = os.path.join(store.out, f"calibration-{digest}.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f).get("config") or {}
+
+
+def _crops(con, ids: list[str]) -> dict[str, dict]:
+    if not ids:
+        return {}
+    t = con.sql("""SELECT identity, image_id, source, crop, keep, reason, angle_to_dominant, quality, dup_sim,
+                          nearest_other_identity FROM curated WHERE list_contains($ids, image_id)""",
+                params={"ids": ids}).to_arrow_table()
+    return {r["image_id"]: r for r in t.to_pylist()}
+
+
+def _clusters(con, t, per_cluster: int = 7) -> str:
+    """Each near-duplicate cluster as faces: the kept representative, then its duplicates."""
+    rows = t.to_pylist()
+    if not rows:
+        return '<p class="none">none</p>'
+    ids = [i for r in rows for i in [r["representative"], *r["duplicates"][: per_cluster - 1]]]
+    faces = _crops(con, ids)
+    out = []
+    for r in rows:
+        tiles = "".join(_tile(faces[i]) for i in [r["representative"], *r["duplicates"][: per_cluster - 1]] if i in faces)
+        more = f'<p class="note">+{r["size"] - per_cluster} more</p>' if r["size"] > per_cluster else ""
+        out.append(f'<section class="identity"><h4>{_esc(r["identity"])}: {r["size"]} images, min cosine '
+                   f'{_esc(r["min_sim"])}</h4><div class="tiles">{tiles}</div>{more}</section>')
+    return "".join(out)
+
+
+def _unusable(con, store, limit: int = 24) -> str:
+    """Images the spine could not use (no face, undecodable, too small, ...): thumbnails of the
+    original where it decodes, else the error, so that a reviewer sees what was lost."""
+    t = con.sql("""SELECT item, source, identity, reason, reason_detail FROM images
+                   WHERE reason NOT IN ('ok', 'multi_face_ambiguous', 'too_small') ORDER BY reason, item LIMIT $n""",
+                params={"n": limit}).to_arrow_table()
+    total = con.execute("SELECT count(*) FROM images WHERE reason NOT IN ('ok', 'multi_face_ambiguous', 'too_small')").fetchone()[0]
+    if not len(t):
+        return '<p class="none">none</p>'
+    thumbs = {}
+    show = t.filter(pc.is_in(t["reason"], pa.array(["no_face", "no_identity", "too_small_image", "embed_error"])))
+    try:  # the original bytes, read again through the run's own source reader (never a too_large one)
+        src = store.source()
+        index = pa.table({"item": show["item"], "source": show["source"], "identity": show["identity"],
+                          "offset": _offsets(store, show["item"].to_pylist())})
+        fetched = src.fetch(index, 32 << 20)
+        for item, data in zip(fetched["item"].to_pylist(), fetched["data"].to_pylist()):
+            thumbs[item] = _thumbnail(data)
+    except Exception:  # noqa: BLE001 - a report never fails on an input that moved or broke
+        pass
+    tiles = []
+    for r in t.to_pylist():
+        img = thumbs.get(r["item"])
+        pic = (f'<img class="face" alt="{_esc(r["source"])}" src="data:image/jpeg;base64,{img}">' if img
+               else '<div class="noface">cannot show</div>')
+        cap = _esc(r["reason"]) + (f"<br>{_esc((r['reason_detail'] or '')[:60])}" if r["reason_detail"] else "")
+        tiles.append(f'<figure title="{_esc(r["source"])}">{pic}<figcaption>{cap}</figcaption></figure>')
+    note = f'<p class="note">{len(t)} of {total} shown</p>' if total > len(t) else ""
+    return f'<div class="tiles">{"".join(tiles)}</div>{note}'
+
+
+def _offsets(store, items: list[int]) -> pa.Array:
+    import pyarrow.parquet as pq
+
+    plan = pq.read_table(store.path("index.parquet"), columns=["item", "offset"])
+    pos = {k: i for i, k in enumerate(plan["item"].to_pylist())}
+    return plan["offset"].take(pa.array([pos[i] for i in items], pa.int64()))
+
+
+def _thumbnail(data: bytes | None) -> str | None:
+    if not data:
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            im.draft("RGB", (224, 224))  # JPEG: decode at a fraction of the size
+            im = im.convert("RGB")
+            im.thumbnail((112, 112))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=80)
+        return base64.b64encode(buf.getvalue()).decode()
+    except Exception:  # noqa: BLE001 - undecodable: shown as such
+        return None
 
 
 def _tile(r: dict) -> str:
@@ -253,12 +343,14 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
         "<h2>Before vs after</h2>" + _table(before_after),
         '<h2>Charts</h2><div class="charts">' + charts.reasons(reasons) + charts.quality(quality) + charts.sizes(sizes)
         + charts.hist(angles, "Angle to the dominant sub-center", "degrees", summary.get("far_angle"), "far threshold")
-        + charts.hist(shares, "Dominant sub-center share per identity", "share of the identity's faces", 0.5, "review below")
+        + charts.hist(shares, "Dominant sub-center share per identity", "share of the identity's faces",
+                      _scoring_config(store, digest).get("min_dominant_share", 0.5), "review below")
         + "</div>",
         "<h2>Rejection reasons</h2>" + _table(reasons),
         "<h2>Noisiest identities</h2>" + _table(q("noise_per_identity", limit=20)),
         "<h2>Merge candidates</h2>" + _table(q("merge_candidates", limit=20)),
-        "<h2>Near-duplicate clusters</h2>" + _table(q("near_duplicate_clusters", limit=20)),
+        "<h2>Near-duplicate clusters</h2>" + _clusters(con, q("near_duplicate_clusters", limit=20)),
+        "<h2>Images with no usable face</h2>" + _unusable(con, store),
         "<h2>Demographics</h2>" + _demographics(q, have, charts, qs),
         _benchmark(store, charts),
         f"<h2>Galleries</h2><p class=note>{identities} identities (those with flagged faces first), up to "
