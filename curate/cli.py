@@ -17,7 +17,17 @@ from curate.config import AlignConfig, DecodeConfig, DetectConfig, EmbedConfig, 
 from curate.errors import CurateError
 
 
+class _Command(click.Command):
+    """--help lists the required options first (then the rest, in declaration order)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        return sorted(params, key=lambda p: not (isinstance(p, click.Option) and p.required))
+
+
 class _Group(click.Group):
+    command_class = _Command
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
