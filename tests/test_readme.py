@@ -32,3 +32,21 @@ def test_the_readme_demo_block_runs(scored_run, tmp_path):
         assert r.exit_code == 0, f"{line}\n{r.output}"
     assert (demo / "export-rec" / "train.rec").exists() and (demo / "export-lfw" / "labels.tsv").exists()
     assert not (demo / "round-trip").exists()  # the dry run wrote nothing
+
+
+def test_every_sql_and_audit_example_in_the_readme_runs(scored_run, tmp_path):
+    """Each `curate sql` / `curate audit` line of the README, on a scored run standing in for its
+    run path (the -f and prompt lines get their file and their input)."""
+    run = tmp_path / "ms1m"
+    shutil.copytree(scored_run, run)
+    (tmp_path / "checks.sql").write_text("SELECT count(*) AS n FROM images; SELECT count(*) AS kept FROM curated WHERE keep;")
+    lines = [ln.split("  #")[0].strip() for ln in README.read_text().splitlines()
+             if re.match(r"\.venv/bin/curate (sql|audit) ", ln)]
+    assert len(lines) >= 8
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        path = argv[1]
+        argv = [str(run) if a == path else a.replace(path + "/", str(run) + "/") for a in argv]
+        argv = [str(tmp_path / "checks.sql") if a == "checks.sql" else a for a in argv]
+        r = CliRunner().invoke(main, argv, input="SELECT 1 AS one;\n" if len(argv) == 2 and argv[0] == "sql" else None)
+        assert r.exit_code == 0, f"{line}\n{r.output}"
