@@ -462,6 +462,63 @@ def bench(faces, seeds, holdout, flip, distractor, duplicate, unidentifiable, no
     click.echo(json.dumps(summary, indent=1) if kw["as_json"] else print_table(summary))
 
 
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
+@click.option("--format", "input_format", type=click.Choice(["folder", "rec", "tsv", "tar", "parquet"]), default=None,
+              help="Input kind (default: guessed from INPUT).")
+@click.option("--holdout", default=0.2, show_default=True, help="Share of the identities held out of training, to verify on.")
+@click.option("--epochs", default=30, show_default=True, help="Epochs of the projection on frozen embeddings.")
+@click.option("--recipe", type=click.Choice(["curated", "k3"]), default="curated", show_default=True,
+              help="The model of round 1: trained on the curated faces, or the paper's K=3->1 on the raw crawl.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the held-out people and of training.")
+@click.option("--truth", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A benchmark truth (curate bench: seed-<s>/run/truth.parquet) to report purity per round.")
+@_run_options
+def loop(input_path, input_format, holdout, epochs, recipe, seed, truth, **kw):
+    """Close the loop, measured: curate INPUT (round 0); train the same recipe (a projection on
+    the frozen embeddings, with a margin head) on every face of the raw crawl and on the curated
+    faces, and verify both on people held out of training; export the curated model; re-embed and
+    re-score the crawl with it (round 1). OUT/loop.json holds the rounds side by side and the
+    verification before/after; `--recognizer chain:OUT/model/projection.onnx` curates new crawls."""
+    import dataclasses
+
+    out = kw["out"]
+    cfg = _config(kw["detector"], kw["recognizer"], kw["shard_size"], kw["min_face_size"], kw["det_score"],
+                  kw["upsample"], kw["det_size"])
+    score_cfg = _score_config(**{k: kw[k] for k in SCORE_OPTIONS if k != "calibration"})
+    res = Resources(workers=kw["workers"], threads_per_worker=kw["threads"], gpus_per_worker=kw["gpus"],
+                    batch_size=kw["batch_size"])
+    if not 0 < holdout < 1:
+        raise click.BadParameter("in (0, 1)", param_hint="--holdout")
+    _preflight(input_path, input_format, {}, os.path.join(out, "round-0"), cfg)
+    from curate.errors import require_module
+
+    require_module("torch", "train")
+    from flows.loop_flow import loop_flow
+
+    s = loop_flow(input_path=input_path, out=out, config=cfg.to_dict(), resources=res.__dict__,
+                  score_config=dataclasses.asdict(score_cfg), input_format=input_format, holdout=holdout, seed=seed,
+                  epochs=epochs, recipe=recipe, truth=os.path.abspath(truth) if truth else None,
+                  progress=not kw["no_progress"])
+    if kw["as_json"]:
+        click.echo(json.dumps(s, indent=1))
+        return
+    v = s["verification"]
+    click.echo(f"held out     {v['held_out_people']} people, {v['held_out_faces']} kept faces "
+               f"({v['base']['genuine_pairs']} genuine, {v['base']['impostor_pairs']} impostor pairs)")
+    for name in ("base", "noisy", "curated"):
+        m = v[name]
+        label = {"base": "frozen base", "noisy": f"raw crawl ({v['train_faces']['noisy']})",
+                 "curated": f"{recipe} ({v['train_faces']['curated']})"}[name]
+        tar = m["tar_at_far"]
+        click.echo(f"{label:<24} accuracy {m['accuracy']:.4f}  TAR@1e-3 {tar.get('0.001', tar.get(0.001))}  "
+                   f"TAR@1e-2 {tar.get('0.01', tar.get(0.01))}")
+    for k, r in enumerate(s["rounds"]):
+        extra = f", purity {r['purity']}, clean retention {r['clean_retention']}" if "purity" in r else ""
+        click.echo(f"round {k}      kept {r['kept']} of {r['images']}{extra}; model {r['model']}")
+    click.echo(f"model        {s['model']}  (curate run ... --recognizer chain:{s['model']})")
+
+
 @main.command("score")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @_score_options

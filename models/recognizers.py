@@ -15,6 +15,8 @@ Others:
                       the card beside it, else insightface's rule (see ``_sniff``).
 ``insightface:<model dir | pack name>``  the recognition model of an insightface pack.
 ``dlib-resnet``       dlib's 128-d ResNet: the last fallback (its norm carries no quality).
+``chain:<projection.onnx>``  a projection trained on frozen embeddings (``curate loop``), after the
+                      base recognizer its card names.
 ``adaface:<file.ckpt>``, ``magface:<file.pth>``  official AdaFace / MagFace iResNet checkpoints,
                       run in torch on the project's iResNet (``models.checkpoints``): their raw
                       norm is trained to carry quality.
@@ -152,3 +154,12 @@ def _checkpoint(kind: str):
 
 for _kind in ("adaface", "magface"):
     RECOGNIZERS.register(_kind)(_checkpoint(_kind))
+
+
+@RECOGNIZERS.register("chain")
+def _chain(arg, *, threads=0, gpu=False, **kw):
+    if not arg or not os.path.isfile(arg):
+        raise ModelError(f"chain recognizer: no such projection {arg!r} (use chain:/path/to/projection.onnx)")
+    from models.projection import ChainedRecognizer
+
+    return ChainedRecognizer(arg, threads=threads, gpu=gpu, **kw)

@@ -170,6 +170,28 @@ def _gallery(con, identities: int, per_identity: int) -> str:
     return "".join(out)
 
 
+def _loop(store) -> str:
+    """The loop's rounds side by side and its before/after verification (curate loop), when present."""
+    path = store.path("loop.json")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        s = json.load(f)
+    cols = ("images", "kept", "purity", "clean_retention", "label_noise_precision", "label_noise_recall", "model")
+    rounds = pa.Table.from_pylist([{"round": k, **{c: r.get(c) for c in cols},
+                                    "reasons": ", ".join(f"{a} {b}" for a, b in sorted(r["reasons"].items(), key=lambda x: -x[1]))}
+                                   for k, r in enumerate(s["rounds"])])
+    v = s["verification"]
+    ver = pa.Table.from_pylist([{"model": {"base": "frozen base", "noisy": "trained on the raw crawl",
+                                           "curated": f"trained: {v['recipe']}"}[k],
+                                 "training faces": v["train_faces"].get(k), "accuracy": round(v[k]["accuracy"], 4),
+                                 "TAR@FAR 1e-3": v[k]["tar_at_far"].get("0.001"), "TAR@FAR 1e-2": v[k]["tar_at_far"].get("0.01")}
+                                for k in ("base", "noisy", "curated")])
+    return ("<h2>The loop: rounds side by side</h2>" + _table(rounds)
+            + f"<h3>Before/after: verified on {v['held_out_people']} held-out people ({v['held_out_faces']} faces)</h3>"
+            + _table(ver))
+
+
 def _scoring_config(store, digest: str) -> dict:
     path = os.path.join(store.out, f"calibration-{digest}.json")
     if not os.path.exists(path):
@@ -353,6 +375,7 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
         "<h2>Images with no usable face</h2>" + _unusable(con, store),
         "<h2>Demographics</h2>" + _demographics(q, have, charts, qs),
         _benchmark(store, charts),
+        _loop(store),
         f"<h2>Galleries</h2><p class=note>{identities} identities (those with flagged faces first), up to "
         f"{per_identity} kept (best quality first) and {per_identity} flagged faces each.</p>"
         + _gallery(con, identities, per_identity),
