@@ -248,3 +248,31 @@ def test_a_moved_run_keeps_working(run_copy, tmp_path):
     shutil.move(run_copy, moved)
     r = cli("sql", moved, "SELECT count(*) AS n, sum(keep::int) AS kept FROM curated")
     assert r.exit_code == 0 and r.output == before, r.output
+
+
+def test_drop_rates_by_group_and_reason_flag_the_group_dropped_more():
+    """Group B loses 20% to unidentifiable, the others 5%; far_from_dominant hits all alike: only
+    (B, unidentifiable) and (B, any) are flagged, and the Wilson interval brackets the rate."""
+    import duckdb
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for g, p_unid in (("A", 0.05), ("B", 0.2), ("C", 0.05)):
+        for i in range(500):
+            u = rng.random()
+            reason = "unidentifiable" if u < p_unid else "far_from_dominant" if u < p_unid + 0.05 else "ok"
+            rows.append((f"{g}{i}", g, reason))
+    con = duckdb.connect()
+    con.register("scores", pa.table({"image_id": [r[0] for r in rows], "keep": [r[2] == "ok" for r in rows],
+                                     "reason": [r[2] for r in rows]}))
+    con.register("attributes", pa.table({"image_id": [r[0] for r in rows], "attribute": ["group"] * len(rows),
+                                         "value": [r[1] for r in rows]}))
+    out = audit.run_sql(con, audit.queries()["demographic_drop_rates"].sql, {"z_crit": 3.0, "min_images": 10}).to_pylist()
+    flagged = {(r["value"], r["reason"]) for r in out if r["flagged"]}
+    assert flagged == {("B", "unidentifiable"), ("B", "any")}
+    b = next(r for r in out if (r["value"], r["reason"]) == ("B", "unidentifiable"))
+    k = sum(1 for r in rows if r[1] == "B" and r[2] == "unidentifiable")
+    assert b["dropped"] == k and b["pct_dropped"] == pytest.approx(100 * k / 500, abs=0.01)
+    assert b["pct_lo"] < b["pct_dropped"] < b["pct_hi"]
+    rest = sum(1 for r in rows if r[1] != "B" and r[2] == "unidentifiable")
+    assert b["z"] == pytest.approx(_z_two_proportions(k, 500, rest, 1000), abs=0.01)

@@ -445,4 +445,6 @@ def _demographics(q, have, charts, qs) -> str:
     return ('<div class="charts">' + "".join(charts.balance(bal, a) for a in attrs) + "</div>"
             + "<h3>Balance (share of images, 95% Wilson CI)</h3>" + _table(bal, 60)
             + "<h3>Quality and rejection by group (flagged rows differ significantly from the rest)</h3>"
-            + _table(groups, 60, flag="flagged"))
+            + _table(groups, 60, flag="flagged")
+            + "<h3>Drop rates by group and reason, Wilson 95% interval (flagged: dropped significantly more "
+              "than the rest)</h3>" + _table(q("demographic_drop_rates"), 80, flag="flagged"))
