@@ -782,6 +782,58 @@ def attributes(out, metadata, key, model, labels, mean, std):
         click.echo(f"  {a:<20} {n} images")
 
 
+@main.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--against", "-a", multiple=True, required=True, type=click.Path(exists=True),
+              help="An evaluation set: identity folders of photos, an insightface .bin, or an LFW pairs.txt "
+                   "(aligned 112x112 images); repeatable.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Image root of a pairs.txt (default: its directory).")
+@click.option("--min-faces", default=2, show_default=True,
+              help="Same-person matches of one evaluation identity that make a crawl identity leaked.")
+@click.option("--json", "as_json", is_flag=True, help="Print the leaked identities as JSON.")
+def leakage(out, against, root, min_faces, as_json):
+    """Benchmark leakage: embed each evaluation set with the run's own models and report the crawl
+    faces and identities that match its faces (same image, or same person above the card's
+    thresholds): OUT/leakage/faces.parquet and identities.parquet, and a report section.
+    `curate export --exclude-leaked` leaves those identities out."""
+    import pyarrow as pa
+
+    from curate import leakage as L
+    from curate.curation import run_calibration
+    from curate.io.shards import ShardStore
+    from curate.pipeline import load_models
+
+    store = ShardStore(out)
+    if store.manifest is None:
+        raise CurateError(f"{out}: no run here (no run.json)")
+    cfg = store.config()
+    models = load_models(cfg)
+    if store.recognizer_id() and models.recognizer.id != store.recognizer_id():
+        raise CurateError(f"{out} was embedded by {store.recognizer_id()}, but its config now loads {models.recognizer.id}")
+    cal = run_calibration(store)[0]
+    faces, idents, th = [], [], None
+    for path in against:
+        ev = L.eval_faces(path, models, cfg, root)
+        f, i, th = L.find(out, ev, cal, min_faces)
+        name = os.path.abspath(path)
+        faces.append(f.append_column("against", pa.array([name] * len(f), pa.string())))
+        idents.append(i.append_column("against", pa.array([name] * len(i), pa.string())))
+        click.echo(f"against      {path}: {len(ev['name'])} faces; {len(f)} crawl faces match, "
+                   f"{len(set(i['identity'].to_pylist()))} identities leaked")
+    f, i = pa.concat_tables(faces), pa.concat_tables(idents)
+    d = L.write(out, f, i, {"against": list(map(os.path.abspath, against)), "thresholds": th, "min_faces": min_faces})
+    if as_json:
+        click.echo(json.dumps(i.to_pylist(), indent=1))
+        return
+    click.echo(f"thresholds   same image cos >= {th['same_image']:.3f}, same person > {th['same_person']:.3f} "
+               f"(impostor FMR 1e-4), templates >= {th['template']:.3f} (the card's)")
+    for r in i.to_pylist()[:20]:
+        click.echo(f"  {r['identity']:<32} ~ {str(r['eval_identity'] or '(unlabelled)'):<24} {r['faces_matched']} faces, "
+                   f"max cos {r['max_cos']}, {r['why']}")
+    click.echo(f"written      {d}/faces.parquet, identities.parquet")
+
+
 @main.command("export")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path())
@@ -792,12 +844,20 @@ def attributes(out, metadata, key, model, labels, mean, std):
 @click.option("--shard-size", default=10000, show_default=True, help="Images per WebDataset tar shard.")
 @click.option("--scores", "scores", default=None, metavar="DIGEST",
               help="Which scoring (digest or a prefix, see OUT/scores/; default: the current one).")
-def export_cmd(out, dest, fmt, min_quality, shard_size, scores):
+@click.option("--exclude-leaked", is_flag=True,
+              help="Leave out the identities `curate leakage` found in an evaluation set (OUT/leakage/).")
+def export_cmd(out, dest, fmt, min_quality, shard_size, scores, exclude_leaked):
     """Export the kept faces of the run in OUT (aligned 112x112 crops, grouped by identity, labels
     0..C-1) to DEST for a trainer. DEST must be new or empty; it appears complete or not at all."""
     from curate.io.export import export
 
-    r = export(out, dest, fmt, min_quality, shard_size, scores=scores)
+    exclude = None
+    if exclude_leaked:
+        from curate.leakage import leaked_identities
+
+        exclude = sorted(leaked_identities(out))
+        click.echo(f"excluded     {len(exclude)} identities found in evaluation sets")
+    r = export(out, dest, fmt, min_quality, shard_size, scores=scores, exclude=exclude)
     click.echo(f"exported     {r['images']} images of {r['identities']} identities as {r['format']} -> {r['dest']}")
 
 

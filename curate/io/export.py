@@ -43,7 +43,8 @@ def safe_name(label: str) -> str:
     return s[:120]
 
 
-def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores: str | None = None):
+def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores: str | None = None,
+          exclude: list[str] | None = None):
     """(count, identities, batch reader) of the kept rows in identity order, streamed by DuckDB
     (it sorts out of core, spilling under ``tmp``). ``scores``: a scoring digest (default: the
     current one)."""
@@ -59,8 +60,10 @@ def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores
     con = duckdb.connect(":memory:")
     con.execute(f"SET temp_directory = '{tmp.replace(chr(39), chr(39) * 2)}'")
     con.execute("SET preserve_insertion_order = false")
-    where = "keep AND crop IS NOT NULL" + (" AND quality >= $q" if min_quality is not None else "")
-    params = {"files": files, **({"q": float(min_quality)} if min_quality is not None else {})}
+    where = ("keep AND crop IS NOT NULL" + (" AND quality >= $q" if min_quality is not None else "")
+             + (" AND NOT list_contains($exclude, identity)" if exclude else ""))
+    params = {"files": files, **({"q": float(min_quality)} if min_quality is not None else {}),
+              **({"exclude": sorted(exclude)} if exclude else {})}
     base = f"FROM read_parquet($files) WHERE {where}"
     n, c = con.execute(f"SELECT count(*), count(DISTINCT identity) {base}", params).fetchone()
     if n == 0:
@@ -75,7 +78,8 @@ def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores
 
 
 def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shard_size: int = 10000,
-           batch_rows: int = 4096, scores: str | None = None) -> dict:
+           batch_rows: int = 4096, scores: str | None = None, exclude: list[str] | None = None) -> dict:
+    """``exclude``: identities left out (e.g. those the leakage check found in an evaluation set)."""
     if fmt not in FORMATS:
         raise ConfigError(f"export format {fmt!r}: choose one of {FORMATS}")
     dest = os.path.abspath(dest)
@@ -87,7 +91,7 @@ def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shar
     except OSError as exc:
         raise OutputError(f"cannot create {tmp}: {exc.strerror}") from exc
     try:
-        n, ids, reader, con = _rows(out, min_quality, batch_rows, os.path.join(tmp, ".spill"), scores)
+        n, ids, reader, con = _rows(out, min_quality, batch_rows, os.path.join(tmp, ".spill"), scores, exclude)
         label_of = {name: i for i, name in enumerate(ids)}
         folders = _folders(ids)
         writer = {"rec": _Rec, "webdataset": _WebDataset, "folders": _Folders}[fmt](tmp, n, len(ids), shard_size, folders)

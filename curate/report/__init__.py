@@ -170,6 +170,22 @@ def _gallery(con, identities: int, per_identity: int) -> str:
     return "".join(out)
 
 
+def _leakage(store) -> str:
+    """Crawl identities found in evaluation sets (curate leakage), when checked."""
+    import pyarrow.parquet as pq
+
+    path = store.path("leakage", "identities.parquet")
+    if not os.path.exists(path):
+        return ""
+    t = pq.read_table(path)
+    meta = {k.decode(): v.decode() for k, v in (t.schema.metadata or {}).items()}
+    return ("<h2>Benchmark leakage</h2>"
+            f"<p class=note>against {_esc(meta.get('against', '?'))}; thresholds {_esc(meta.get('thresholds', '?'))}. "
+            "<code>curate export --exclude-leaked</code> leaves these identities out.</p>"
+            + (_table(t.drop_columns(["against"]) if "against" in t.column_names else t, 100) if len(t)
+               else '<p class="none">no crawl identity matches the evaluation sets</p>'))
+
+
 def _loop(store) -> str:
     """The loop's rounds side by side and its before/after verification (curate loop), when present."""
     path = store.path("loop.json")
@@ -376,6 +392,7 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
         "<h2>Demographics</h2>" + _demographics(q, have, charts, qs),
         _benchmark(store, charts),
         _loop(store),
+        _leakage(store),
         f"<h2>Galleries</h2><p class=note>{identities} identities (those with flagged faces first), up to "
         f"{per_identity} kept (best quality first) and {per_identity} flagged faces each.</p>"
         + _gallery(con, identities, per_identity),

@@ -1,0 +1,169 @@
+"""Benchmark leakage: do the evaluation sets' people or photos sit in the training crawl?
+
+The evaluation faces are embedded with the run's own models: an identity-folder tree goes through
+the spine (detect, align, embed); an insightface ``.bin`` or an LFW ``pairs.txt`` holds aligned
+112x112 crops, embedded directly. Each crawl face is compared with each evaluation face:
+
+- ``same_image``: cosine at or above the card's duplicate threshold (or identical bytes);
+- ``same_person``: cosine above the card's impostor pair cosine at FMR 1e-4 (``pair_cos``).
+
+A crawl identity is leaked when it holds a same-image match, or ``min_faces`` same-person matches
+of one evaluation identity, or (for labelled evaluation sets) its template matches the evaluation
+identity's template above the card's merge threshold (the same question as two labels being one
+person). Results: ``OUT/leakage/faces.parquet`` and ``identities.parquet``; ``curate export
+--exclude-leaked`` leaves those identities out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate.errors import InputError
+from curate.io.shards import ShardStore, atomic_write
+from curate.schema import decode_embeddings
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def eval_faces(path: str, models, cfg, root: str | None = None) -> dict:
+    """{emb (M, D) unit, label (M,) or None, name (M,), sha1 (M,)} of an evaluation set."""
+    from curate.config import Resources
+    from curate.pipeline import curate_batch
+
+    if os.path.isdir(path):
+        from curate.io.sources import FolderSource
+
+        src = FolderSource(path)
+        index = src.plan()
+        parts = []
+        for s in range(0, len(index), 64):
+            fetched = src.fetch(index.slice(s, 64), cfg.decode.max_bytes)
+            parts.append(curate_batch(fetched, models, cfg, Resources(batch_size=16))[0])
+        rows = pa.concat_tables(parts) if parts else None
+        if rows is None or not len(rows):
+            raise InputError(f"{path}: no images")
+        rows = rows.filter(rows["keep"])
+        return {"emb": _unit(decode_embeddings(rows["embedding"]).astype(np.float32)),
+                "label": np.array(rows["identity"].to_pylist(), object), "name": rows["source"].to_pylist(),
+                "sha1": rows["sha1"].to_pylist()}
+    from models.data import decode_crop
+    from models.eval import load_bin, load_pairs_txt, read_image_bytes
+
+    if path.endswith(".bin"):
+        images, _ = load_bin(path)
+        names = [f"{os.path.basename(path)}#{i}" for i in range(len(images))]
+    else:
+        paths, _ = load_pairs_txt(path, root or os.path.dirname(os.path.abspath(path)))
+        paths = list(dict.fromkeys(paths))  # each image once
+        missing = [p for p in paths if not os.path.exists(p)]
+        if missing:
+            raise InputError(f"{path}: {len(missing)} images it names are missing (e.g. {missing[0]}); pass --root")
+        images, names = [read_image_bytes(p) for p in paths], paths
+    crops = np.stack([_crop(decode_crop(b), models.recognizer.size) for b in images])
+    emb = np.concatenate([models.recognizer.embed(crops[s : s + 64]) for s in range(0, len(crops), 64)])
+    return {"emb": _unit(emb), "label": None, "name": names, "sha1": [hashlib.sha1(b).hexdigest() for b in images]}
+
+
+def _crop(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[:2] == (size, size):
+        return img
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+
+
+def thresholds(cal: dict | None) -> dict:
+    if not cal:
+        raise InputError("the run's recognizer has no calibration: leakage thresholds come from its card "
+                         "(run `curate calibrate` for it)")
+    grid = list(cal.get("grid", []))
+    imp = cal["pair_cos"]["impostor"]
+    i = grid.index(0.9999) if 0.9999 in grid else len(imp) - 2
+    return {"same_image": float(cal["thresholds"]["dup_cos"]), "same_person": float(imp[i]),
+            "template": float(cal["thresholds"]["merge_cos"])}
+
+
+def find(run: str, ev: dict, cal: dict | None, min_faces: int = 2, chunk: int = 65536) -> tuple[pa.Table, pa.Table, dict]:
+    """(face matches, leaked identities, thresholds) of the run's embedded faces against ``ev``."""
+    store = ShardStore(run)
+    th = thresholds(cal)
+    t = pq.ParquetDataset(store.completed_files("images")).read(columns=["image_id", "identity", "sha1", "embedding", "reason"])
+    t = t.filter(pc.and_(pc.equal(t["reason"], "ok"), pc.is_valid(t["identity"])))
+    ids, img_ids, sha = t["identity"].to_pylist(), t["image_id"].to_pylist(), t["sha1"].to_pylist()
+    ev_sha = {s: j for j, s in enumerate(ev["sha1"])}
+    rows = {"image_id": [], "identity": [], "eval_face": [], "eval_identity": [], "cos": [], "kind": []}
+    for s in range(0, len(t), chunk):
+        emb = _unit(decode_embeddings(t["embedding"].slice(s, chunk)).astype(np.float32))
+        sims = emb @ ev["emb"].T
+        for a, b in zip(*np.nonzero(sims > th["same_person"])):
+            i = s + int(a)
+            rows["image_id"].append(img_ids[i])
+            rows["identity"].append(ids[i])
+            rows["eval_face"].append(ev["name"][b])
+            rows["eval_identity"].append(None if ev["label"] is None else ev["label"][b])
+            rows["cos"].append(float(sims[a, b]))
+            rows["kind"].append("same_image" if sims[a, b] >= th["same_image"] else "same_person")
+    matched = set(rows["image_id"])
+    for i, h in enumerate(sha):  # identical bytes, whatever the embedding says
+        if h in ev_sha and img_ids[i] not in matched:
+            b = ev_sha[h]
+            for k, v in zip(rows, (img_ids[i], ids[i], ev["name"][b], None if ev["label"] is None else ev["label"][b],
+                                   1.0, "same_image")):
+                rows[k].append(v)
+    faces = pa.table(rows, schema=pa.schema([("image_id", pa.string()), ("identity", pa.string()), ("eval_face", pa.string()),
+                                            ("eval_identity", pa.string()), ("cos", pa.float32()), ("kind", pa.string())]))
+    leaked = {}
+    for r in faces.to_pylist():
+        key = (r["identity"], r["eval_identity"])
+        d = leaked.setdefault(key, {"faces": set(), "same_image": 0, "max_cos": 0.0})
+        d["faces"].add(r["image_id"])
+        d["same_image"] += r["kind"] == "same_image"
+        d["max_cos"] = max(d["max_cos"], r["cos"])
+    templates = {}
+    if ev["label"] is not None:  # identity templates: the merge question across the two sets
+        emb_all = _unit(decode_embeddings(t["embedding"]).astype(np.float32))
+        names = np.array(ids, object)
+        crawl_t = {n: _unit(emb_all[names == n].mean(0, keepdims=True))[0] for n in {k[0] for k in leaked}}
+        for lab in set(ev["label"]):
+            e = _unit(ev["emb"][ev["label"] == lab].mean(0, keepdims=True))[0]
+            for n, c in crawl_t.items():
+                templates[(n, lab)] = float(c @ e)
+    out = []
+    for (ident, lab), d in leaked.items():
+        tcos = templates.get((ident, lab))
+        why = ("same_image" if d["same_image"] else "template" if tcos is not None and tcos >= th["template"]
+               else "same_person" if len(d["faces"]) >= min_faces else None)
+        if why:
+            out.append({"identity": ident, "eval_identity": lab, "faces_matched": len(d["faces"]),
+                        "same_image": d["same_image"], "max_cos": round(d["max_cos"], 4),
+                        "template_cos": None if tcos is None else round(tcos, 4), "why": why})
+    identities = pa.Table.from_pylist(out, schema=pa.schema([
+        ("identity", pa.string()), ("eval_identity", pa.string()), ("faces_matched", pa.int64()), ("same_image", pa.int64()),
+        ("max_cos", pa.float64()), ("template_cos", pa.float64()), ("why", pa.string())]))
+    return faces, identities, th
+
+
+def write(run: str, faces: pa.Table, identities: pa.Table, meta: dict) -> str:
+    store = ShardStore(run)
+    d = store.path("leakage")
+    os.makedirs(d, exist_ok=True)
+    md = {k.encode(): str(v).encode() for k, v in meta.items()}
+    atomic_write(os.path.join(d, "faces.parquet"), lambda tmp: pq.write_table(faces.replace_schema_metadata(md), tmp))
+    atomic_write(os.path.join(d, "identities.parquet"),
+                 lambda tmp: pq.write_table(identities.replace_schema_metadata(md), tmp))
+    return d
+
+
+def leaked_identities(run: str) -> set[str]:
+    p = ShardStore(run).path("leakage", "identities.parquet")
+    if not os.path.exists(p):
+        raise InputError(f"{run}: no leakage check yet (run `curate leakage {run} --against ...`)")
+    return set(pq.read_table(p, columns=["identity"])["identity"].to_pylist())
