@@ -834,6 +834,26 @@ def leakage(out, against, root, min_faces, as_json):
     click.echo(f"written      {d}/faces.parquet, identities.parquet")
 
 
+@main.group()
+def review():
+    """Review overrides: decisions a person made on flagged faces (the review page beside the
+    report), applied by `curate score` on top of the automatic ones."""
+
+
+@review.command("import")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--reviewer", default=None, help="Who decided, where the file does not say.")
+def review_import(out, file, reviewer):
+    """Add the decisions in FILE (the review page's reviews.json, or a CSV with scope, key,
+    action, value, reviewer, at, note) to OUT/reviews.parquet; `curate score OUT` applies them."""
+    from curate import reviews as R
+
+    r = R.import_file(out, file, reviewer)
+    click.echo(f"reviews      {r['imported']} imported, {r['already_there']} already there, {r['total']} in all "
+               f"-> {R.path(out)}; run `curate score {out}` to apply them")
+
+
 @main.command("export")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path())

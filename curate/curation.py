@@ -36,9 +36,13 @@ READ = ["image_id", "identity", "sha1", "embedding", "feat_norm", "model_id", "l
         "sharpness", "keep", "reason"]
 
 
-def score_digest(store: ShardStore, cfg: ScoreConfig, cal: dict | None = None) -> str:
-    """Names a scoring: the run, the thresholds and the calibration they were derived from."""
-    blob = json.dumps({"run": store.manifest["digest"], "score": cfg.__dict__, "calibration": cal}, sort_keys=True).encode()
+def score_digest(store: ShardStore, cfg: ScoreConfig, cal: dict | None = None, reviews: list | None = None) -> str:
+    """Names a scoring: the run, the thresholds and the calibration they were derived from, and
+    the review decisions applied on top (none: the same digest as before reviews existed)."""
+    key = {"run": store.manifest["digest"], "score": cfg.__dict__, "calibration": cal}
+    if reviews:
+        key["reviews"] = reviews
+    blob = json.dumps(key, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:8]
 
 
@@ -241,10 +245,19 @@ def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None) -> dic
     cal, cal_where, cal_warnings = run_calibration(store, calibration)
     t = pq.ParquetDataset(files).read(columns=READ)
     scores, identities, calib = score_table(t, cfg, cal)
+    from curate import reviews as R
+
+    reviews = R.read(out)
+    scores = R.apply(scores, reviews)  # a reviewer's decisions win; the automatic ones stay beside them
+    if len(reviews) and len(identities):
+        kept = pc.value_counts(scores.filter(scores["keep"])["identity"])
+        kc = {d["values"]: d["counts"] for d in kept.to_pylist()}
+        identities = identities.set_column(identities.schema.get_field_index("kept"), "kept",
+                                           pa.array([kc.get(i, 0) for i in identities["identity"].to_pylist()], pa.int64()))
     calib["card"] = cal_where
     calib["warnings"] = cal_warnings + calib["warnings"]
     seconds = time.perf_counter() - t0
-    digest = score_digest(store, cfg, cal)
+    digest = score_digest(store, cfg, cal, R.digest_part(out))
     for d in ("scores", "curated"):
         os.makedirs(os.path.join(store.out, d), exist_ok=True)
     atomic_write(os.path.join(store.out, "scores", f"scores-{digest}.parquet"), lambda tmp: pq.write_table(scores, tmp))
@@ -258,6 +271,7 @@ def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None) -> dic
     summary = {
         "out": store.out, "score_digest": digest, "images": len(scores), "kept": int(pc.sum(scores["keep"]).as_py() or 0),
         "reasons": dict(sorted(((r["values"], r["counts"]) for r in reasons), key=lambda kv: -kv[1])),
+        "review_overrides": R.overrides(scores),
         "identities": len(identities),
         "identities_kept": int(pc.sum(pc.greater(identities["kept"], 0)).as_py() or 0) if has_ids else 0,
         "identities_review": int(pc.sum(identities["review"]).as_py() or 0) if has_ids else 0,

@@ -2,15 +2,11 @@
 
 import html
 import json
-import os
 import re
 import shutil
-import subprocess
-import tempfile
-import time
-import urllib.request
 
 import pytest
+from browser import page
 from click.testing import CliRunner
 
 from curate.cli import main
@@ -42,73 +38,14 @@ def test_untrusted_labels_are_escaped():
     assert html.escape("<script>alert(1)</script>") in tile
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip("Chromium is not installed (scripts/test.sh installs Debian's chromium when it can)")
-
-
 def test_report_opens_in_headless_chromium_without_console_errors(report, tmp_path):
-    from websockets.sync.client import connect
-
-    exe = _chromium()
-    proc = subprocess.Popen(
-        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--remote-debugging-port=0", f"--user-data-dir={tmp_path / 'profile'}", "about:blank"],
-        stderr=subprocess.PIPE, text=True)
-    try:
-        port = None
-        deadline = time.time() + 60
-        while port is None and time.time() < deadline:
-            line = proc.stderr.readline()
-            if m := re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line):
-                port = int(m[1])
-        assert port, "Chromium did not start its DevTools endpoint"
-        pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
-        ws_url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
-        errors, loaded = [], False
-        with connect(ws_url, max_size=None, open_timeout=20) as ws:
-            seq = iter(range(1, 1_000_000))
-
-            def call(method, **params):
-                i = next(seq)
-                ws.send(json.dumps({"id": i, "method": method, "params": params}))
-                while True:
-                    msg = json.loads(ws.recv(timeout=60))
-                    on_event(msg)
-                    if msg.get("id") == i:
-                        return msg.get("result", {})
-
-            def on_event(msg):
-                nonlocal loaded
-                m = msg.get("method")
-                if m == "Runtime.exceptionThrown":
-                    errors.append(msg["params"]["exceptionDetails"].get("text"))
-                elif m == "Runtime.consoleAPICalled" and msg["params"]["type"] in ("error", "assert"):
-                    errors.append(str(msg["params"]["args"]))
-                elif m == "Log.entryAdded" and msg["params"]["entry"]["level"] == "error":
-                    errors.append(msg["params"]["entry"]["text"])
-                elif m == "Page.loadEventFired":
-                    loaded = True
-
-            for domain in ("Page", "Runtime", "Log"):
-                call(f"{domain}.enable")
-            call("Page.navigate", url=report.resolve().as_uri())
-            while not loaded and time.time() < deadline:
-                on_event(json.loads(ws.recv(timeout=60)))
-            assert loaded
-            counts = call("Runtime.evaluate", returnByValue=True, expression=(
-                "JSON.stringify({faces: [...document.querySelectorAll('img.face')].filter(i => i.complete && i.naturalWidth === 112).length,"
-                " charts: [...document.querySelectorAll('img.chart')].filter(i => i.complete && i.naturalWidth > 0).length,"
-                " galleries: document.querySelectorAll('section.identity').length})"))
-        got = json.loads(counts["result"]["value"])
-        assert errors == []
-        assert got["faces"] >= 6 and got["charts"] >= 5 and got["galleries"] >= 1, got
-    finally:
-        proc.kill()
-        proc.wait()
+    with page(report.resolve().as_uri(), str(tmp_path / "profile")) as (evaluate, errors):
+        got = json.loads(evaluate(
+            "JSON.stringify({faces: [...document.querySelectorAll('img.face')].filter(i => i.complete && i.naturalWidth === 112).length,"
+            " charts: [...document.querySelectorAll('img.chart')].filter(i => i.complete && i.naturalWidth > 0).length,"
+            " galleries: document.querySelectorAll('section.identity').length})"))
+    assert errors == []
+    assert got["faces"] >= 6 and got["charts"] >= 5 and got["galleries"] >= 1, got
 
 
 def test_report_shows_faces_not_hashes_and_the_thresholds_in_use(scored_run, report, tmp_path):

@@ -64,15 +64,17 @@ def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores
              + (" AND NOT list_contains($exclude, identity)" if exclude else ""))
     params = {"files": files, **({"q": float(min_quality)} if min_quality is not None else {}),
               **({"exclude": sorted(exclude)} if exclude else {})}
+    cols = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet($files)", {"files": files}).fetchall()}
+    label = "coalesce(label, identity)" if "label" in cols else "identity"  # a reviewer's relabel wins
     base = f"FROM read_parquet($files) WHERE {where}"
-    n, c = con.execute(f"SELECT count(*), count(DISTINCT identity) {base}", params).fetchone()
+    n, c = con.execute(f"SELECT count(*), count(DISTINCT {label}) {base}", params).fetchone()
     if n == 0:
         con.close()
         why = f" with quality >= {min_quality}" if min_quality is not None else ""
         raise InputError(f"{out}: no kept face{why} in scoring {digest}: nothing to export")
-    ids = [r[0] for r in con.execute(f"SELECT DISTINCT identity {base} ORDER BY identity", params).fetchall()]
+    ids = [r[0] for r in con.execute(f"SELECT DISTINCT {label} AS l {base} ORDER BY l", params).fetchall()]
     reader = con.sql(
-        f"SELECT identity, image_id, crop, quality {base} ORDER BY identity, quality_rank, image_id", params=params
+        f"SELECT {label} AS identity, image_id, crop, quality {base} ORDER BY 1, quality_rank, image_id", params=params
     ).to_arrow_reader(batch_rows)
     return n, ids, reader, con
 

@@ -170,6 +170,20 @@ def _gallery(con, identities: int, per_identity: int) -> str:
     return "".join(out)
 
 
+def _overrides(con, digest: str) -> str:
+    """Review decisions applied on top of the automatic ones (curate review import), and the page
+    to make more."""
+    link = (f'<p class=note>Review the flagged faces in <code>review-{_esc(digest)}.html</code> beside this report, '
+            "then <code>curate review import</code> and <code>curate score</code>.</p>")
+    cols = {r[0] for r in con.execute("DESCRIBE scores").fetchall()}
+    if "review" not in cols:
+        return "<h2>Review overrides</h2>" + link
+    t = con.sql("""SELECT image_id, identity, label, auto_reason, reason, review FROM scores
+                   WHERE review IS NOT NULL ORDER BY identity, image_id LIMIT 200""").to_arrow_table()
+    return ("<h2>Review overrides</h2>" + link
+            + (_table(t, 80) if len(t) else '<p class="none">no review decision applied</p>'))
+
+
 def _leakage(store) -> str:
     """Crawl identities found in evaluation sets (curate leakage), when checked."""
     import pyarrow.parquet as pq
@@ -393,6 +407,7 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
         _benchmark(store, charts),
         _loop(store),
         _leakage(store),
+        _overrides(con, digest),
         f"<h2>Galleries</h2><p class=note>{identities} identities (those with flagged faces first), up to "
         f"{per_identity} kept (best quality first) and {per_identity} flagged faces each.</p>"
         + _gallery(con, identities, per_identity),
@@ -409,6 +424,9 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
 
     atomic_write(os.path.abspath(dest), w)
     con.close()
+    from curate.report import review
+
+    review.build(out, digest, os.path.join(os.path.dirname(os.path.abspath(dest)), f"review-{digest}.html"))
     return os.path.abspath(dest)
 
 
