@@ -141,6 +141,12 @@ def test_metadata_attributes_and_demographic_audits(run_copy, tmp_path):
             assert x["pct_before_lo"] <= x["pct_before"] <= x["pct_before_hi"]
     groups = audit.run_query(con, audit.queries()["quality_by_demographic"])
     assert set(groups["attribute"].to_pylist()) == {"gender", "country"}
+    # drop rates on these real faces: per group, 'any' counts every rejected image of the group
+    drops = audit.run_query(con, audit.queries()["demographic_drop_rates"]).to_pylist()
+    rej = dict(con.execute("SELECT v.value, count(*) FILTER (WHERE NOT s.keep) FROM scores s JOIN attributes v "
+                           "USING (image_id) WHERE v.attribute = 'gender' GROUP BY 1").fetchall())
+    assert {x["value"]: x["dropped"] for x in drops if x["attribute"] == "gender" and x["reason"] == "any"} == rej
+    assert all(x["pct_lo"] <= x["pct_dropped"] <= x["pct_hi"] for x in drops)
     with pytest.raises(InputError, match="duplicate"):
         from curate.demographics import add_metadata
 
