@@ -36,6 +36,27 @@ def plan_summary(index: pa.Table) -> dict:
     return out
 
 
+def index_summary(path: str, sample_rows: int = 100_000) -> dict:
+    """plan_summary of a stored plan (index.parquet) without holding its sources in memory: the
+    identities read dictionary-encoded, the formats from the first ``sample_rows`` sources."""
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(path, columns=["identity"], read_dictionary=["identity"])["identity"]
+    f = pq.ParquetFile(path)
+    parts, n = [], 0
+    for g in range(f.num_row_groups):
+        if n >= sample_rows:
+            break
+        parts.append(f.read_row_group(g, columns=["source"])["source"])
+        n += len(parts[-1])
+    sources = pa.chunked_array([c for p in parts for c in p.chunks], pa.string()) if parts else pa.chunked_array([], pa.string())
+    s = plan_summary(pa.table({"source": sources, "identity": ids.cast(pa.string()).slice(0, len(sources))}))
+    full = plan_summary(pa.table({"source": pa.nulls(len(ids), pa.string()), "identity": ids.cast(pa.string())}))
+    full["formats"] = s["formats"]
+    full["formats_sampled"] = len(sources) < len(ids)
+    return full
+
+
 def summary_lines(s: dict) -> list[str]:
     lines = [f"plan         {s['items']} images"
              + (f" of {s['identities']} identities" if s["identities"] is not None else " (identities are read with the images)")]
@@ -45,7 +66,8 @@ def summary_lines(s: dict) -> list[str]:
                      + ", ".join(f"{k}: {v}" for k, v in s["histogram"].items() if v))
     if s.get("unlabelled"):
         lines.append(f"unlabelled   {s['unlabelled']} items (recorded as no_identity)")
-    lines.append("formats      " + ", ".join(f"{k} {v}" for k, v in list(s["formats"].items())[:8]))
+    lines.append("formats      " + ", ".join(f"{k} {v}" for k, v in list(s["formats"].items())[:8])
+                 + (" (in a sample)" if s.get("formats_sampled") else ""))
     return lines
 
 

@@ -50,12 +50,11 @@ def curate_shards(out: str, resources: dict, allow_download: bool, progress: boo
     done = sum(m["images"] for m in store.markers())
     bar = None
     if progress:
-        import pyarrow.parquet as pq
         from tqdm import tqdm
 
-        from curate.survey import plan_summary, summary_lines
+        from curate.survey import index_summary, summary_lines
 
-        for line in summary_lines(plan_summary(pq.read_table(store.path("index.parquet"), columns=["source", "identity"]))):
+        for line in summary_lines(index_summary(store.path("index.parquet"))):
             tqdm.write(line)
         bar = tqdm(total=total, initial=done, unit="img", desc="curate", smoothing=0.1)
     try:

@@ -35,3 +35,17 @@ def test_dry_run_prints_the_plan_and_an_eta_and_writes_nothing(sample_crawl, tmp
     assert s["items"] == n and s["bytes"] > 0 and s["sample"]["images"] == min(32, n)
     assert s["sample"]["seconds_per_image"] > 0 and s["eta_seconds"] > 0
     assert not os.path.exists(out)
+
+
+def test_a_stored_plan_is_summarised_without_its_sources(tmp_path):
+    import pyarrow.parquet as pq
+
+    from curate.survey import index_summary
+
+    n = 5000
+    t = pa.table({"item": list(range(n)), "source": [f"p{i % 50}/{i}.jpg" for i in range(n)],
+                  "identity": [f"p{i % 50}" for i in range(n)]})
+    pq.write_table(t, tmp_path / "index.parquet", row_group_size=1000)
+    s = index_summary(str(tmp_path / "index.parquet"), sample_rows=1500)
+    assert s["items"] == n and s["identities"] == 50 and s["per_identity"]["max"] == 100
+    assert s["formats_sampled"] and s["formats"] == {".jpg": 2000}  # two row groups read, not five
