@@ -105,7 +105,7 @@ def test_flow_ends_with_audits_and_report(flow_run):
     from curate.audit import queries
 
     assert set(a["written"]) | set(a["skipped"]) == set(queries())
-    assert set(a["skipped"]) == {"demographic_balance", "quality_by_demographic"}
+    assert set(a["skipped"]) == {"demographic_balance", "quality_by_demographic", "demographic_drop_rates"}
     assert all("no attribute source" in m for m in a["skipped"].values())
     reasons = pq.read_table(a["written"]["reasons"]["path"]).to_pylist()
     assert sum(r["images"] for r in reasons) == s["images"]
