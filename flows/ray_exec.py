@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from typing import Callable, Iterator
 
 import ray
-from ray.util import ActorPool
+import ray.util.scheduling_strategies
 
 from curate.config import Resources
 from curate.io.shards import ShardStore
@@ -44,12 +45,14 @@ class Progress:
         return n
 
 
-@ray.remote(max_restarts=2, max_task_retries=2)
+@ray.remote(max_restarts=0, max_task_retries=0)
 class CurateStage:
-    """One worker: models loaded once in __init__, then shard after shard."""
+    """One worker: models loaded once in __init__, then shard after shard. A worker that dies (its
+    process or its node) is not restarted by Ray: ``run_shards`` puts its shard back in the queue
+    and starts a replacement where the cluster has room (a restart would wait for the lost node's
+    resources, forever)."""
 
     def __init__(self, out: str, allow_download: bool, gpu: bool, threads: int = 1):
-        # Plain values only: a restarted actor (max_restarts) is rebuilt from these arguments.
         self.store = ShardStore(out)
         self.cfg = self.store.config()
         self.source = self.store.source()
@@ -75,38 +78,87 @@ def worker_count(res: Resources, pending: int) -> tuple[int, float]:
     return max(1, min(n, pending)), gpus
 
 
+MAX_LOST = 20  # workers lost in one run before it gives up (a crash loop, not a flaky node)
+
+
 def run_shards(out: str, res: Resources, allow_download: bool = False,
                on_images: Callable[[int], None] | None = None) -> Iterator[dict]:
     """Curate every pending shard of the run in ``out``; yields each shard's marker as it lands.
-    ``on_images(n)`` hears of images as workers finish batches (for a progress bar)."""
+    ``on_images(n)`` hears of images as workers finish batches (for a progress bar).
+
+    Its own scheduler over a set of actors: a shard whose worker dies (process killed, node lost)
+    goes back to the queue, and a replacement worker starts; it takes shards once it is up, so a
+    replacement that cannot be placed (the lost node's resources) never holds up the run. Shards
+    are idempotent (a completed one is skipped, writes are atomic), so a resubmitted shard never
+    duplicates rows."""
     store = ShardStore(out)
     pending = store.pending()
     if not pending:
         return
     init_ray()
     n, gpus = worker_count(res, len(pending))
-    progress = Progress.remote() if on_images else None
+    # the progress counter lives on the driver's node: it goes when the driver goes, not with a worker node
+    here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    progress = Progress.options(scheduling_strategy=here).remote() if on_images else None
     t = res.threads_per_worker
-    actors = [CurateStage.options(num_cpus=t, num_gpus=gpus).remote(out, allow_download, gpus > 0, t) for _ in range(n)]
-    pool = ActorPool(actors)
-    for shard in pending:
-        pool.submit(lambda a, s: a.run.remote(s, res, progress), shard)
+
+    def start():
+        return CurateStage.options(num_cpus=t, num_gpus=gpus).remote(out, allow_download, gpus > 0, t)
+
+    queue = deque(pending)
+    idle = [start() for _ in range(n)]
+    running: dict = {}  # task -> (actor, shard)
+    starting: dict = {}  # readiness probe -> replacement actor
+    lost = 0
     try:
-        while pool.has_next():
-            try:
-                marker = pool.get_next_unordered(timeout=1.0)
-            except TimeoutError:
-                marker = None
-            if on_images:
-                on_images(ray.get(progress.take.remote()))
-            if marker is not None:
+        while queue or running:
+            while idle and queue:
+                actor, shard = idle.pop(), queue.popleft()
+                running[actor.run.remote(shard, res, progress)] = (actor, shard)
+            done, _ = ray.wait([*running, *starting], num_returns=1, timeout=1.0)
+            for ref in done:
+                if ref in starting:
+                    actor = starting.pop(ref)
+                    try:
+                        ray.get(ref)
+                        idle.append(actor)
+                    except ray.exceptions.RayActorError:  # the replacement died too: another one
+                        fresh = start()
+                        starting[fresh.__ray_ready__.remote()] = fresh
+                    continue
+                actor, shard = running.pop(ref)
+                try:
+                    marker = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    lost += 1
+                    if lost > MAX_LOST:
+                        raise
+                    log.warning("worker lost on shard %d (%s): shard requeued, a replacement starts",
+                                shard, type(exc).__name__)
+                    queue.appendleft(shard)
+                    fresh = start()
+                    starting[fresh.__ray_ready__.remote()] = fresh
+                    continue
+                idle.append(actor)
                 yield marker
+            if on_images:
+                on_images(_take(progress))
         if on_images:  # reports still in flight when the last shard landed
-            on_images(ray.get(progress.take.remote()))
+            on_images(_take(progress))
     except BaseException:
-        for a in actors:
+        for a in [*idle, *(a for a, _ in running.values()), *starting.values()]:
             ray.kill(a)
         raise
     # done: the workers exit gracefully when their handles go out of scope (ray.kill's SIGTERM
-    # makes each print a stack dump)
-    del pool, actors
+    # makes each print a stack dump); replacements still waiting for room are cancelled
+    for a in starting.values():
+        ray.kill(a)
+    del idle, running, starting
+
+
+def _take(progress) -> int:
+    """Images reported since the last call; 0 when the progress actor was lost with its node."""
+    try:
+        return ray.get(progress.take.remote(), timeout=10)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return 0
