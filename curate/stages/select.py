@@ -42,9 +42,8 @@ def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, quality_rules: bool 
     conflict = col("other_sim") - col("own_sim") > cfg.conflict_margin
     # a near-duplicate of a face filed under another identity, and far from its own: the copy is
     # evidence that this label is wrong, so the label flag is its reason (the twin is judged apart)
-    dup_id = dict(zip(t["image_id"].to_pylist(), t["identity"].to_pylist()))
-    cross_dup = np.array([d is not None and dup_id.get(d, i) != i for d, i in
-                          zip(t["dup_of"].to_pylist(), t["identity"].to_pylist())], bool)
+    twin_identity = t["identity"].take(pc.index_in(t["dup_of"], value_set=t["image_id"]))
+    cross_dup = np.asarray(pc.fill_null(pc.not_equal(twin_identity, t["identity"]), False).to_numpy(zero_copy_only=False), bool)
     rules = [
         ("near_duplicate", pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False) & ~(cross_dup & (far | conflict))),
         ("identity_merge_candidate", pc.is_valid(t["merge_into"]).to_numpy(zero_copy_only=False)),
