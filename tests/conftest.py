@@ -64,21 +64,26 @@ def default_models():
     return load_models(RunConfig(), threads=2)
 
 
-@pytest.fixture(scope="session")
-def scored_run(tmp_path_factory, sample_crawl, default_models):
-    """The sample crawl through the spine in-process with the default models (16-image shards, no
-    Ray), then scored with the recognizer card's calibration."""
+def curate_in_process(crawl, out, models, shard_size: int = 16, batch_size: int = 8) -> dict:
+    """A crawl through the spine in-process (no Ray, no Prefect), then scored with the recognizer
+    card's calibration; returns the scoring summary."""
     from curate.config import Resources, RunConfig, ScoreConfig
     from curate.curation import score_run
     from curate.io.shards import ShardStore
     from curate.io.sources import open_source
     from curate.pipeline import process_shard
 
-    cfg = RunConfig(shard_size=16)
-    store = ShardStore(str(tmp_path_factory.mktemp("scored")))
-    store.open_run(open_source(str(sample_crawl)), cfg)
-    store.record_recognizer(default_models.recognizer, default_models.detector)
+    cfg = RunConfig(shard_size=shard_size)
+    store = ShardStore(str(out))
+    store.open_run(open_source(str(crawl)), cfg)
+    store.record_recognizer(models.recognizer, models.detector)
     for s in store.pending():
-        process_shard(store, store.source(), s, default_models, cfg, Resources(batch_size=8))
-    score_run(store.out, ScoreConfig())
-    return store.out
+        process_shard(store, store.source(), s, models, cfg, Resources(batch_size=batch_size))
+    return score_run(store.out, ScoreConfig())
+
+
+@pytest.fixture(scope="session")
+def scored_run(tmp_path_factory, sample_crawl, default_models):
+    """The sample crawl through the spine in-process with the default models (16-image shards, no
+    Ray), then scored with the recognizer card's calibration."""
+    return curate_in_process(sample_crawl, tmp_path_factory.mktemp("scored"), default_models)["out"]

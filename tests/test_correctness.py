@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 import tiny_models
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, curate_in_process
 from curate.cli import main
-from curate.config import DetectConfig, EmbedConfig, Resources, RunConfig, ScoreConfig
+from curate.config import DetectConfig, EmbedConfig, Resources, RunConfig
 from curate.errors import InputError
 from curate.io.shards import ShardStore
 from curate.io.sources import FolderSource, open_source
@@ -158,15 +158,8 @@ def _real_crawl(dest: Path, people: list[str], per: int, swap: tuple[str, str] |
 
 
 def _curate_in_process(crawl: Path, out: Path, models) -> dict:
-    from curate.curation import score_run
-
-    cfg = RunConfig(shard_size=64)
-    store = ShardStore(str(out))
-    store.open_run(open_source(str(crawl)), cfg)
-    store.record_recognizer(models.recognizer, models.detector)
-    for s in store.pending():
-        process_shard(store, store.source(), s, models, cfg, Resources(batch_size=16))
-    summary = score_run(store.out, ScoreConfig())
+    summary = curate_in_process(crawl, out, models, shard_size=64, batch_size=16)
+    store = ShardStore(summary["out"])
     t = pq.read_table(os.path.join(store.out, "scores", f"scores-{summary['score_digest']}.parquet"))
     src = {r["image_id"]: r["source"] for f in store.completed_files("images")
            for r in pq.read_table(f, columns=["image_id", "source"]).to_pylist()}

@@ -8,7 +8,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, curate_in_process
 
 from curate.cli import main
 
@@ -19,20 +19,7 @@ TRAIN = ["lfw__Hugo_Chavez", "lfw__Jacques_Chirac", "lfw__Vladimir_Putin", "lfw_
 
 
 def scored(crawl, out, models):
-    from curate.config import Resources, RunConfig, ScoreConfig
-    from curate.curation import score_run
-    from curate.io.shards import ShardStore
-    from curate.io.sources import open_source
-    from curate.pipeline import process_shard
-
-    cfg = RunConfig(shard_size=32)
-    store = ShardStore(str(out))
-    store.open_run(open_source(str(crawl)), cfg)
-    store.record_recognizer(models.recognizer, models.detector)
-    for s in store.pending():
-        process_shard(store, store.source(), s, models, cfg, Resources(batch_size=8))
-    score_run(store.out, ScoreConfig())
-    return str(out)
+    return curate_in_process(crawl, out, models, shard_size=32)["out"]
 
 
 def write_bin(run, identities, path, kept_only=False):
