@@ -35,7 +35,7 @@ def train(emb: np.ndarray, labels, head: str = "arcface", head_kwargs: dict | No
     ``subcenter`` head, k=3): at that epoch drop faces beyond ``drop_angle`` of their identity's
     dominant sub-center and go on with K=1 (the paper's K=3->1). Returns (projection, kept mask)."""
     torch = _torch()
-    from models.heads import build_head
+    from models.heads import build_head, train_epoch
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -60,14 +60,7 @@ def train(emb: np.ndarray, labels, head: str = "arcface", head_kwargs: dict | No
         order = idx_all[torch.randperm(len(idx_all), generator=g)]
         proj.train()
         margin.train()
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            if len(idx) < 2:
-                continue
-            loss = margin(proj(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        train_epoch(lambda idx: margin(proj(x[idx]), y[idx]), opt, order, batch_size, min_batch=2)
     proj.eval()
     return proj, keep.numpy()
 

@@ -48,6 +48,7 @@ def train(raw: np.ndarray, labels: np.ndarray, epochs: int = 40, batch_size: int
     """Fit a head on raw features (N, D) float32 with integer identity labels (N,). Returns the
     head (eval mode). MagFace's defaults (s 64, magnitudes 10-110, margins 0.45-0.8, lambda_g 35)."""
     torch = _torch()
+    from models.heads import train_epoch
     from models.heads.magface import MagFace
 
     torch.manual_seed(seed)
@@ -63,17 +64,8 @@ def train(raw: np.ndarray, labels: np.ndarray, epochs: int = 40, batch_size: int
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     head.train()
     for ep in range(epochs):
-        order = torch.randperm(len(x), generator=g)
-        total = 0.0
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            if len(idx) < 2:
-                continue
-            loss = loss_fn(head(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
+        total = train_epoch(lambda idx: loss_fn(head(x[idx]), y[idx]), opt, torch.randperm(len(x), generator=g),
+                            batch_size, min_batch=2)
         sched.step()
         if log:
             log(f"epoch {ep + 1}/{epochs} loss {total / len(x):.3f}")

@@ -76,6 +76,23 @@ class MarginHead(nn.Module):
         return F.cross_entropy(logits, target) + self.extra_loss(norms)
 
 
+def train_epoch(loss_of, opt, order, batch_size: int, min_batch: int = 1) -> float:
+    """One pass over the sample indices ``order`` in batches: ``loss_of(idx)`` gives a batch's loss,
+    the optimiser steps on it. Batches smaller than ``min_batch`` are skipped. Returns the loss
+    summed over samples (for a per-epoch mean)."""
+    total = 0.0
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        if len(idx) < min_batch:
+            continue
+        loss = loss_of(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+    return total
+
+
 def build_head(name: str, embedding_size: int, num_classes: int, **kwargs) -> MarginHead:
     return HEADS.build(name, embedding_size=embedding_size, num_classes=num_classes, **kwargs)
 

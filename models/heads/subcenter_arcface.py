@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from models.heads import HEADS
+from models.heads import HEADS, train_epoch
 from models.heads.margin import CombinedMargin
 
 
@@ -82,13 +82,8 @@ def fit_on_embeddings(emb, codes, n_ids: int, k: int = 3, init=None, epochs: int
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9)
     head.train()
     for _ in range(epochs):
-        order = torch.randperm(len(x_all), generator=g)
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            loss = head(x_all[idx].to(device), y_all[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        train_epoch(lambda idx: head(x_all[idx].to(device), y_all[idx].to(device)), opt,
+                    torch.randperm(len(x_all), generator=g), batch_size)
     head.eval()
     assign = torch.empty(len(x_all), dtype=torch.long)
     with torch.no_grad():
