@@ -212,14 +212,22 @@ def _pr(flag: np.ndarray, truth: np.ndarray) -> dict:
             "recall": round(tp / truth.sum(), 4) if truth.sum() else None}
 
 
-def joined(out: str, truth: pa.Table, scores: pa.Table | None = None) -> pa.Table:
-    """The run's final rows (reason, keep, scores) with the truth of each file, by source."""
+def run_images(out: str) -> pa.Table:
+    """The run's images rows that ``joined`` needs (read once, reused across a sweep)."""
+    from curate.io.shards import ShardStore
+
+    files = ShardStore(out).completed_files("images")
+    return pq.ParquetDataset(files).read(columns=["image_id", "source", "sha1", "reason", "embedding"]) \
+        .rename_columns(["image_id", "source", "sha1", "spine_reason", "embedding"])
+
+
+def joined(out: str, truth: pa.Table, scores: pa.Table | None = None, images: pa.Table | None = None) -> pa.Table:
+    """The run's final rows (reason, keep, scores) with the truth of each file, by source.
+    ``images``: ``run_images(out)``, when the caller already has it."""
     from curate.io.shards import ShardStore
 
     store = ShardStore(out)
-    files = store.completed_files("images")
-    images = pq.ParquetDataset(files).read(columns=["image_id", "source", "sha1", "reason", "embedding"]) \
-        .rename_columns(["image_id", "source", "sha1", "spine_reason", "embedding"])
+    images = run_images(out) if images is None else images
     if scores is None:
         digest = store.current_scoring()
         if not digest:
@@ -398,11 +406,12 @@ def sweep(out: str, truth: pa.Table, cal: dict | None, base=None, grid: dict | N
     store = ShardStore(out)
     t = pq.ParquetDataset(store.completed_files("images")).read(columns=READ)
     base = base or ScoreConfig()
+    images = run_images(out)
     rows = []
     for name, values in (grid or SWEEPS).items():
         for v in values:
             scores, identities, _ = score_table(t, replace(base, **{name: v}), cal)
-            m = evaluate(joined(out, truth, scores), identities)
+            m = evaluate(joined(out, truth, scores, images), identities)
             metric = {"far_angle": "label_noise", "dup_threshold": "duplicates", "merge_threshold": "merges",
                       "unidentifiable_pct": "unidentifiable", "ambiguous_pct": "label_noise"}[name]
             rows.append({"threshold": name, "value": float(v), "precision": m[metric].get("precision"),

@@ -181,11 +181,15 @@ def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None) -> tuple
     scores = select(scores, cfg, far, quality_rules=cal is not None)
     calib["warnings"] += flag_warnings(scores, len(idx))
     if len(identities):
-        kept = pc.value_counts(scores.filter(scores["keep"])["identity"])
-        kc = {d["values"]: d["counts"] for d in kept.to_pylist()}
-        identities = identities.append_column("kept", pa.array([kc.get(i, 0) for i in identities["identity"].to_pylist()], pa.int64()))
-        identities = _noise_rates(identities, scores)
+        identities = _noise_rates(identities.append_column("kept", kept_per_identity(identities, scores)), scores)
     return scores, identities, calib
+
+
+def kept_per_identity(identities: pa.Table, scores: pa.Table) -> pa.Array:
+    """Kept faces of each identity of ``identities``, from the scores' ``keep``."""
+    kept = pc.value_counts(scores.filter(scores["keep"])["identity"])
+    kc = {d["values"]: d["counts"] for d in kept.to_pylist()}
+    return pa.array([kc.get(i, 0) for i in identities["identity"].to_pylist()], pa.int64())
 
 
 LABEL_FLAGS = ("far_from_dominant", "cross_id_conflict", "non_dominant_subcenter")
@@ -249,11 +253,9 @@ def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None) -> dic
 
     reviews = R.read(out)
     scores = R.apply(scores, reviews)  # a reviewer's decisions win; the automatic ones stay beside them
-    if len(reviews) and len(identities):
-        kept = pc.value_counts(scores.filter(scores["keep"])["identity"])
-        kc = {d["values"]: d["counts"] for d in kept.to_pylist()}
+    if len(reviews) and len(identities):  # the reviewers' keep/reject changes the counts
         identities = identities.set_column(identities.schema.get_field_index("kept"), "kept",
-                                           pa.array([kc.get(i, 0) for i in identities["identity"].to_pylist()], pa.int64()))
+                                           kept_per_identity(identities, scores))
     calib["card"] = cal_where
     calib["warnings"] = cal_warnings + calib["warnings"]
     seconds = time.perf_counter() - t0

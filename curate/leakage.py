@@ -129,9 +129,10 @@ def find(run: str, ev: dict, cal: dict | None, min_faces: int = 2, chunk: int = 
         d["max_cos"] = max(d["max_cos"], r["cos"])
     templates = {}
     if ev["label"] is not None:  # identity templates: the merge question across the two sets
-        emb_all = _unit(decode_embeddings(t["embedding"]).astype(np.float32))
         names = np.array(ids, object)
-        crawl_t = {n: _unit(emb_all[names == n].mean(0, keepdims=True))[0] for n in {k[0] for k in leaked}}
+        mine = np.isin(names, list({k[0] for k in leaked}))  # only the matched identities' faces, decoded again
+        emb_m, names_m = _unit(decode_embeddings(t["embedding"].filter(pa.array(mine))).astype(np.float32)), names[mine]
+        crawl_t = {n: _unit(emb_m[names_m == n].mean(0, keepdims=True))[0] for n in set(names_m)}
         for lab in set(ev["label"]):
             e = _unit(ev["emb"][ev["label"] == lab].mean(0, keepdims=True))[0]
             for n, c in crawl_t.items():

@@ -60,13 +60,13 @@ def verification(emb: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def compare(run: str, holdout: float = 0.2, seed: int = 0, epochs: int = 30, recipe: str = "curated",
-            head: str = "arcface") -> tuple[dict, object, set[str]]:
+            head: str = "arcface", t: pa.Table | None = None) -> tuple[dict, object, set[str]]:
     """(metrics of base / noisy-trained / curated-trained on held-out people, the curated
     projection, the held-out people). ``recipe`` ``k3``: the curated model is instead the paper's
     K=3->1 on the raw crawl (sub-center ArcFace, drop beyond 75 degrees at half the epochs, K=1)."""
     from models import projection
 
-    t = faces(run)
+    t = faces(run) if t is None else t
     ids = np.array(t["identity"].to_pylist(), object)
     held = held_out_people(ids.tolist(), holdout, seed)
     emb = decode_embeddings(t["embedding"]).astype(np.float32)
@@ -97,7 +97,7 @@ def compare(run: str, holdout: float = 0.2, seed: int = 0, epochs: int = 30, rec
     return out, curated, held
 
 
-def export_projection(proj, dest: str, run: str, held: set[str], seed: int = 0) -> dict:
+def export_projection(proj, dest: str, run: str, held: set[str], seed: int = 0, t: pa.Table | None = None) -> dict:
     """Write ``dest`` (ONNX) and its card: the base recognizer, and a calibration of the chained
     model measured on the held-out people's faces (thresholds), with the base model's quality."""
     from curate.calibration import calibrate
@@ -106,7 +106,7 @@ def export_projection(proj, dest: str, run: str, held: set[str], seed: int = 0) 
 
     store = ShardStore(run)
     cfg = store.config()
-    t = faces(run)
+    t = faces(run) if t is None else t
     ids = np.array(t["identity"].to_pylist(), object)
     m = np.isin(ids, list(held))
     emb = decode_embeddings(t["embedding"]).astype(np.float32)[m]

@@ -19,10 +19,15 @@ BINS = ((1, 1), (2, 4), (5, 9), (10, 49), (50, 99), (100, 499), (500, None))
 
 
 def plan_summary(index: pa.Table) -> dict:
-    n = len(index)
-    out = {"items": n, "identities": None, "per_identity": None, "histogram": None}
-    ids = index["identity"]
-    if n and ids.null_count < n:  # folders, tar, manifests: labels known before reading
+    return {"items": len(index), **identity_stats(index["identity"]), **formats(index["source"])}
+
+
+def identity_stats(ids) -> dict:
+    """Identities and images per identity (a histogram), where labels are known before reading
+    (folders, tar, manifests); None for .rec / TSV plans."""
+    n = len(ids)
+    out = {"identities": None, "per_identity": None, "histogram": None}
+    if n and ids.null_count < n:
         counts = np.array([d["counts"] for d in pc.value_counts(ids.drop_null()).to_pylist()])
         out["identities"] = int(len(counts))
         out["per_identity"] = {"min": int(counts.min()), "median": float(np.median(counts)), "mean": round(float(counts.mean()), 2),
@@ -30,10 +35,13 @@ def plan_summary(index: pa.Table) -> dict:
         out["histogram"] = {(f"{a}" if a == b else f"{a}-{b}" if b else f"{a}+"):
                             int(((counts >= a) & (counts <= (b or counts.max()))).sum()) for a, b in BINS}
         out["unlabelled"] = int(ids.null_count)
-    ext = pc.struct_field(pc.extract_regex(index["source"].combine_chunks(), r"(?P<ext>\.[A-Za-z0-9]{1,5})(?:[#@].*)?$"), [0])
-    exts = pc.value_counts(pc.utf8_lower(ext)).to_pylist()
-    out["formats"] = {(d["values"] or "(none)"): d["counts"] for d in sorted(exts, key=lambda d: -d["counts"])}
     return out
+
+
+def formats(sources: pa.ChunkedArray) -> dict:
+    ext = pc.struct_field(pc.extract_regex(sources.combine_chunks(), r"(?P<ext>\.[A-Za-z0-9]{1,5})(?:[#@].*)?$"), [0])
+    exts = pc.value_counts(pc.utf8_lower(ext)).to_pylist()
+    return {"formats": {(d["values"] or "(none)"): d["counts"] for d in sorted(exts, key=lambda d: -d["counts"])}}
 
 
 def index_summary(path: str, sample_rows: int = 100_000) -> dict:
@@ -49,12 +57,8 @@ def index_summary(path: str, sample_rows: int = 100_000) -> dict:
             break
         parts.append(f.read_row_group(g, columns=["source"])["source"])
         n += len(parts[-1])
-    sources = pa.chunked_array([c for p in parts for c in p.chunks], pa.string()) if parts else pa.chunked_array([], pa.string())
-    s = plan_summary(pa.table({"source": sources, "identity": ids.cast(pa.string()).slice(0, len(sources))}))
-    full = plan_summary(pa.table({"source": pa.nulls(len(ids), pa.string()), "identity": ids.cast(pa.string())}))
-    full["formats"] = s["formats"]
-    full["formats_sampled"] = len(sources) < len(ids)
-    return full
+    sources = pa.chunked_array([c for p in parts for c in p.chunks], pa.string())
+    return {"items": len(ids), **identity_stats(ids), **formats(sources), "formats_sampled": len(sources) < len(ids)}
 
 
 def summary_lines(s: dict) -> list[str]:

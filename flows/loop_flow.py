@@ -17,8 +17,9 @@ from flows.curate_flow import curate_flow
 
 @task(cache_policy=NO_CACHE)
 def train_and_compare(run: str, model_dir: str, holdout: float, seed: int, epochs: int, recipe: str) -> dict:
-    metrics, proj, held = L.compare(run, holdout, seed, epochs, recipe)
-    card = L.export_projection(proj, os.path.join(model_dir, "projection.onnx"), run, held, seed)
+    t = L.faces(run)  # read once for both
+    metrics, proj, held = L.compare(run, holdout, seed, epochs, recipe, t=t)
+    card = L.export_projection(proj, os.path.join(model_dir, "projection.onnx"), run, held, seed, t=t)
     write_json(os.path.join(model_dir, "verification.json"), metrics)
     return {"verification": metrics, "model": os.path.join(model_dir, "projection.onnx"), "base": card["base"]}
 
