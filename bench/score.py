@@ -1,10 +1,13 @@
-"""Scoring at scale: label noise, duplicates, merges and quality over synthetic embeddings.
+"""Scoring at scale: label noise, duplicates, merges and quality over synthetic embeddings, partition
+by partition on Ray (curate.partitioned), or all in one process (``--in-memory``, the old path).
 
-    .venv/bin/python bench/score.py --faces 1000000 --identities 20000 --dim 512
+    .venv/bin/python bench/score.py --faces 1000000 3000000 --identities 200000 [--dir DIR]
 
-Embeddings are float16 (as shards store them), identities are clusters on the sphere (~35 deg
-spread), 10% of faces are label noise from other identities, 1% duplicates. Reports seconds per
-step and peak RSS (VmHWM), plus precision/recall of the noise flags. Not a test.
+Embeddings are 512-d float16 (as shards store them), written shard by shard (tests/synth.py
+EmbeddingCrawl: identities are clusters on the sphere, 10% label noise, 1% duplicates of which
+half byte-identical, shuffled over shards). Reports wall seconds per step, peak RSS of the driver
+and of the largest Ray worker, and the flags' precision and recall against the truth. Not a test.
+Results go to stdout and bench-out/score.json.
 """
 
 from __future__ import annotations
@@ -12,85 +15,164 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from curate import partitioned as P  # noqa: E402
 from curate.config import ScoreConfig  # noqa: E402
-from curate.curation import score_table  # noqa: E402
-from curate.schema import encode_embeddings  # noqa: E402
+from curate.curation import READ, score_table  # noqa: E402
+from synth import EmbeddingCrawl  # noqa: E402
+
+LABEL = ["far_from_dominant", "non_dominant_subcenter", "cross_id_conflict"]
 
 
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def _status(pid: str) -> dict:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return {k: int(v.split()[0]) // 1024 for k, v in (line.split(":", 1) for line in f) if v.strip().endswith("kB")}
+    except OSError:
+        return {}
 
 
-def synth(n: int, ids: int, dim: int, noise: float, dups: float, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((ids, dim), dtype=np.float32)
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    label = np.repeat(np.arange(ids), n // ids)
-    n = len(label)
-    true = label.copy()
-    is_noise = rng.random(n) < noise
-    true[is_noise] = (label[is_noise] + rng.integers(1, ids, is_noise.sum())) % ids
-    emb = np.empty((n, dim), np.float16)
-    step = 1 << 17
-    for s in range(0, n, step):
-        e = centers[true[s : s + step]] + rng.standard_normal((min(step, n - s), dim), dtype=np.float32) * (0.6 / np.sqrt(dim))
-        emb[s : s + step] = e / np.linalg.norm(e, axis=1, keepdims=True)
-    dup = rng.random(n) < dups
-    src = rng.integers(0, n, dup.sum())
-    emb[dup] = emb[src]
-    label[dup], is_noise[dup] = label[src], is_noise[src]
-    table = pa.table({
-        "image_id": pa.array([f"{i:012d}" for i in range(n)]), "identity": pa.array([f"id{x:06d}" for x in label]),
-        "sha1": pa.nulls(n, pa.string()), "embedding": encode_embeddings(emb),
-        "feat_norm": pa.array(rng.uniform(10, 40, n).astype(np.float32)), "model_id": pa.array(["synthetic"] * n),
-        "landmarks": pa.nulls(n, pa.list_(pa.float32(), 10)).fill_null(pa.scalar([0.0] * 10, pa.list_(pa.float32(), 10))),
-        "face_size": pa.array(np.full(n, 100, np.float32)), "det_score": pa.array(np.full(n, 0.9, np.float32)),
-        "sharpness": pa.array(rng.uniform(100, 400, n).astype(np.float32)), "keep": pa.array(np.ones(n, bool)),
-        "reason": pa.array(["ok"] * n),
-    })
-    return table, is_noise & ~dup
+class WorkerRSS(threading.Thread):
+    """Peak RSS (MB) of any Ray worker process, sampled every 0.5 s."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop, self.peak = threading.Event(), 0
+
+    def run(self):
+        while not self.stop.is_set():
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        cmd = f.read(64)
+                except OSError:
+                    continue
+                if cmd.startswith(b"ray::"):
+                    self.peak = max(self.peak, _status(pid).get("VmHWM", 0))
+            self.stop.wait(0.5)
+
+
+def write_crawl(crawl: EmbeddingCrawl, d: Path) -> list[tuple[int, str]]:
+    (d / "images").mkdir(parents=True, exist_ok=True)
+    files = []
+    for s in range(crawl.shards):
+        f = d / "images" / f"part-{s:06d}-bench.parquet"
+        if not f.exists():
+            tmp = f.with_suffix(".tmp")
+            pq.write_table(crawl.shard(s), tmp)
+            tmp.rename(f)
+        files.append((s, str(f)))
+    return files
+
+
+def flags(crawl: EmbeddingCrawl, reason: np.ndarray, dup_sim: np.ndarray, dup_cos: float) -> dict:
+    scored = ~crawl.no_face
+    flag = np.isin(reason, LABEL)
+    noisy = crawl.noise & ~crawl.dup & scored
+    copies = crawl.dup & scored & ~crawl.no_face[np.maximum(crawl.src, 0)]
+    found = np.nan_to_num(dup_sim) >= dup_cos
+    return {"label_precision": round(float((flag & noisy).sum() / max(flag.sum(), 1)), 4),
+            "label_recall": round(float((flag & noisy).sum() / max(noisy.sum(), 1)), 4),
+            "dup_recall": round(float((found & copies).sum() / max(copies.sum(), 1)), 4),
+            "near_duplicate_flags": int((reason == "near_duplicate").sum())}
+
+
+def run_one(n: int, ids: int, base: Path, in_memory: bool, keep: bool) -> dict:
+    crawl = EmbeddingCrawl(n, ids, dim=512, shard_size=50_000)
+    d = base / f"crawl-{n}-{ids}"
+    t0 = time.perf_counter()
+    files = write_crawl(crawl, d)
+    gen_s = time.perf_counter() - t0
+    cfg = ScoreConfig()
+    del crawl.centers  # the generator's, not the scoring's
+    with open("/proc/self/clear_refs", "w") as f:  # VmHWM from here on: the scoring's peak
+        f.write("5")
+    out = {"faces": n, "identities": ids, "dim": 512, "shards": len(files), "generate_s": round(gen_s, 1),
+           "crawl_gb": round(sum(os.path.getsize(f) for _, f in files) / 1e9, 2)}
+    if in_memory:
+        import pyarrow as pa
+
+        t0 = time.perf_counter()
+        t = pa.concat_tables([pq.read_table(f, columns=READ) for _, f in files])
+        scores, _, calib = score_table(t, cfg)
+        out["score_s"] = round(time.perf_counter() - t0, 1)
+        out["driver_peak_rss_mb"] = _status("self")["VmHWM"]
+        reason, sim = np.array(scores["reason"].to_pylist()), scores["dup_sim"].to_numpy(zero_copy_only=False)
+    else:
+        from flows.ray_exec import init_ray, ray_map
+
+        init_ray()
+        sampler = WorkerRSS()
+        sampler.start()
+        work = d / "_scoring" / "bench"
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(d / "curated", ignore_errors=True)
+        (d / "curated").mkdir()
+        steps, t_all = {}, time.perf_counter()
+
+        def timed(fn, items):  # seconds per step
+            t = time.perf_counter()
+            r = ray_map(fn, items)
+            name = fn.func.__name__
+            steps[name] = round(steps.get(name, 0) + time.perf_counter() - t, 1)
+            return r
+
+        from curate import reviews as R
+
+        w, calib, _ = P.score_partitioned(str(work), str(d), files, cfg, None, R.REVIEWS.empty_table(), "bench",
+                                          mapper=timed)
+        P.stream_outputs(w, str(d / "scores.parquet"), str(d / "identities.parquet"), len(w.plan["chunks"]))
+        out["score_s"] = round(time.perf_counter() - t_all, 1)
+        out["driver_peak_rss_mb"] = _status("self")["VmHWM"]
+        out["steps_s"] = steps
+        out["partitions"], out["groups"] = w.plan["partitions"], w.plan["groups"]
+        sampler.stop.set()
+        out["worker_peak_rss_mb"] = sampler.peak
+        P.remove(w)
+        scores = pq.read_table(d / "scores.parquet", columns=["reason", "dup_sim"])
+        reason, sim = np.array(scores["reason"].to_pylist()), scores["dup_sim"].to_numpy(zero_copy_only=False)
+        if not keep:
+            shutil.rmtree(d / "curated", ignore_errors=True)
+    out["seconds_per_million"] = round(out["score_s"] / (n / 1e6), 1)
+    out["far_angle"], out["dup_cos"] = round(calib["far_angle"], 2), round(calib["dup_cos"], 4)
+    out.update(flags(crawl, reason, sim, calib["dup_cos"]))
+    out["reasons"] = {k: int(v) for k, v in zip(*np.unique(reason, return_counts=True))}
+    if not keep:
+        shutil.rmtree(d, ignore_errors=True)
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--faces", type=int, default=1_000_000)
-    ap.add_argument("--identities", type=int, default=20_000)
-    ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--noise", type=float, default=0.1)
-    ap.add_argument("--dups", type=float, default=0.01)
+    ap.add_argument("--faces", type=int, nargs="+", default=[1_000_000])
+    ap.add_argument("--identities", type=int, default=200_000)
+    ap.add_argument("--dir", default="bench-out/score-crawls", help="Where the synthetic shards go (GBs).")
+    ap.add_argument("--in-memory", action="store_true", help="score_table in one process instead.")
+    ap.add_argument("--keep", action="store_true", help="Keep the crawls and curated shards.")
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    table, noisy = synth(args.faces, args.identities, args.dim, args.noise, args.dups)
-    gen_s = time.perf_counter() - t0
-    rss_before = peak_rss_mb()
-    t0 = time.perf_counter()
-    scores, identities, calib = score_table(table, ScoreConfig(far_angle=75.0))
-    score_s = time.perf_counter() - t0
-    reason = np.array(scores["reason"].to_pylist())
-    flag = np.isin(reason, ["far_from_dominant", "non_dominant_subcenter", "cross_id_conflict"])
-    out = {
-        "faces": len(table), "identities": args.identities, "dim": args.dim, "cores": os.cpu_count(),
-        "generate_s": round(gen_s, 1), "score_s": round(score_s, 1),
-        "peak_rss_mb_after_generate": round(rss_before), "peak_rss_mb": round(peak_rss_mb()),
-        "noise_precision": round(float((flag & noisy).sum() / max(flag.sum(), 1)), 4),
-        "noise_recall": round(float((flag & noisy).sum() / max(noisy.sum(), 1)), 4),
-        "reasons": {k: int(v) for k, v in zip(*np.unique(reason, return_counts=True))},
-        "impostor_angle_p1": round(calib["impostor_angle_p1"], 1),
-    }
-    print(json.dumps(out, indent=1))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    results = []
+    for n in args.faces:
+        r = run_one(n, min(args.identities, n // 5), Path(args.dir), args.in_memory, args.keep)
+        print(json.dumps(r), flush=True)
+        results.append(r)
+    machine = {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+    Path("bench-out").mkdir(exist_ok=True)
+    with open("bench-out/score.json", "w") as f:
+        json.dump({"machine": machine, "runs": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -69,120 +70,232 @@ def run_calibration(store: ShardStore, card_path: str | None = None) -> tuple[di
     return (cal, where if cal else None, [warning] if warning else [])
 
 
-def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None) -> tuple[pa.Table, pa.Table, dict]:
-    """Images rows (READ columns) -> (scores per image, identities, calibration in use). ``cal``:
-    the recognizer card's calibration (curate.calibration), or None for an uncalibrated model.
-    Pure: no I/O."""
-    n = len(t)
-    cand = (pc.fill_null(t["keep"], False).to_numpy(zero_copy_only=False)
+EMPTY_DUPS = dedup.dup_table(*(np.zeros(0),) * 3, *(np.zeros(0, np.int64),) * 2, np.zeros(0, np.float32))
+SCORED = ("angle_to_dominant", "quality", "own_sim", "dominant_share", "yaw", "pitch", "roll", "sharpness_pct",
+          "det_score_pct", "norm_pct")  # float columns of score_identities, null where a row is not scored
+
+
+def candidates(t: pa.Table) -> np.ndarray:
+    """(N,) bool: rows scoring looks at - kept by the spine, with an embedding and an identity."""
+    return (pc.fill_null(t["keep"], False).to_numpy(zero_copy_only=False)
             & pc.is_valid(t["embedding"]).to_numpy(zero_copy_only=False)
             & pc.is_valid(t["identity"]).to_numpy(zero_copy_only=False))
-    idx = np.flatnonzero(cand)
-    models = set(pc.unique(t["model_id"].filter(pc.is_valid(t["model_id"]))).to_pylist())
-    if len(models) > 1:
-        raise InputError(f"one recognizer per scoring run, found {sorted(models)}")
-    c = t if len(idx) == n else t.take(pa.array(idx))  # no copy when every row is a candidate
+
+
+def unit_embeddings(c: pa.Table) -> np.ndarray:
     emb = decode_embeddings(c["embedding"]).astype(np.float32)  # (N, D): 2 KB a face at D = 512
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)  # in place: no third copy
-    norms = c["feat_norm"].to_numpy(zero_copy_only=False).astype(np.float32)
-    enc = pc.dictionary_encode(c["identity"]).combine_chunks()
-    codes, names = enc.indices.to_numpy().astype(np.int64), enc.dictionary.to_pylist()
-    n_ids = len(names)
-    merge_angle = cfg.merge_angle
-    if merge_angle is None:  # sub-centers and identities are merged by the same rule: one person
-        mc = (cal or {}).get("thresholds", {}).get("merge_cos")
-        merge_angle = float(np.degrees(np.arccos(mc))) if mc is not None else 45.0
-    calib = {"model_id": models.pop() if models else None, "calibrated": cal is not None, "far_angle": None,
-             "merge_angle": round(merge_angle, 2), "warnings": [],
-             "reference": (cal or {}).get("reference")}
-    full = {k: np.full(n, np.nan, np.float32) for k in ("angle_to_dominant", "quality", "own_sim", "other_sim",
-                                                       "dominant_share", "dup_sim", "yaw", "pitch", "roll",
-                                                       "sharpness_pct", "det_score_pct", "norm_pct")}
-    sub_col = np.full(n, -1, np.int8)
-    dom_col = np.zeros(n, bool)
-    dup_of = [None] * n
-    merge_into = [None] * n
-    other_name = [None] * n
-    identities = pa.table({"identity": pa.array([], pa.string())})
+    emb /= np.maximum(np.sqrt(np.einsum("ij,ij->i", emb, emb)), 1e-12)[:, None]  # in place: no third copy
+    return emb
+
+
+def signals_of(c: pa.Table) -> dict[str, np.ndarray]:
+    return {"norm": c["feat_norm"].to_numpy(zero_copy_only=False).astype(np.float32),
+            **{k: c[k].to_numpy(zero_copy_only=False).astype(np.float64) for k in ("sharpness", "det_score")}}
+
+
+def model_ids(t: pa.Table) -> set:
+    return set(pc.unique(t["model_id"].filter(pc.is_valid(t["model_id"]))).to_pylist())
+
+
+def merge_angle_of(cfg: ScoreConfig, cal: dict | None) -> float:
+    """Sub-centers and identities are merged by the same rule: one person."""
+    if cfg.merge_angle is not None:
+        return cfg.merge_angle
+    mc = (cal or {}).get("thresholds", {}).get("merge_cos")
+    return float(np.degrees(np.arccos(mc))) if mc is not None else 45.0
+
+
+def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
+                     merge_angle: float) -> tuple[pa.Table, pa.Table, np.ndarray, list]:
+    """Everything that needs only an identity's own faces, for the identities of ``t`` (all of a
+    run's, or one partition's: an identity is never split). -> (one row per row of ``t``: the
+    sub-center, angle, quality, pose and cue columns; one row per identity, sorted by name;
+    (I, D) dominant centers in that order; the quality signals in use). ``ref``: the quality
+    reference (the card's calibration, or run_reference for an uncalibrated model). Pure."""
+    n = len(t)
+    idx = np.flatnonzero(candidates(t))
+    c = t if len(idx) == n else t.take(pa.array(idx))  # no copy when every row is a candidate
+    cols = {k: np.full(n, np.nan, np.float32) for k in SCORED}
+    sub_col, dom_col = np.full(n, -1, np.int8), np.zeros(n, bool)
+    names, codes = identity_codes(c["identity"])
+    ids = pa.table({"identity": pa.array(names, pa.string()), "faces": pa.array([], pa.int64()),
+                    "dominant_share": pa.array([], pa.float32())}) if not len(idx) else None
+    centers, used = np.zeros((0, 0), np.float32), list(ref.get("quality", {}).get("signals", ["norm"]))
     if len(idx):
-        assign = centers = None
+        emb, n_ids = unit_embeddings(c), len(names)
+        signals = signals_of(c)
+        norms = signals["norm"]
+        assign = init = None
         if cfg.mode == "head":
             from models.heads.subcenter_arcface import fit_on_embeddings
 
-            assign, centers = score.kmeans_subcenters(emb, codes, n_ids, cfg.k, cfg.iters)
-            assign, centers = fit_on_embeddings(emb, codes, n_ids, cfg.k, init=centers, epochs=cfg.head_epochs)
-        sc = score.subcenters(emb, codes, n_ids, norms, cfg.k, cfg.iters, merge_angle, assign, centers)
-        th = score.thresholds(emb, codes, sc.centers, cfg, cal)
-        calib["warnings"] += th.warnings
-        signals = {"norm": norms, **{k: c[k].to_numpy(zero_copy_only=False).astype(np.float64)
-                                     for k in ("sharpness", "det_score")}}
-        ref = cal or run_reference(signals)  # an uncalibrated model: percentiles of this run, with a warning
+            assign, init = score.kmeans_subcenters(emb, codes, n_ids, cfg.k, cfg.iters)
+            assign, init = fit_on_embeddings(emb, codes, n_ids, cfg.k, init=init, epochs=cfg.head_epochs)
+        sc = score.subcenters(emb, codes, n_ids, norms, cfg.k, cfg.iters, merge_angle, assign, init)
         if cfg.quality_model:  # a learned quality head on the raw features, percentiles of its own reference
             from models.quality_head import with_quality_model
 
             signals["learned"], ref = with_quality_model(cfg.quality_model, emb * norms[:, None], ref)
+        used = list(ref.get("quality", {}).get("signals", ["norm"]))
         pct = signal_percentiles(signals, ref)
-        qual = combined_quality(signals, ref).astype(np.float32)
-        cues = {k: pct[k].astype(np.float32) for k in ("sharpness", "det_score")}
-        calib["quality_signals"] = list(ref.get("quality", {}).get("signals", ["norm"]))
         lm = pc.fill_null(c["landmarks"], pa.scalar([0.0] * 10, c["landmarks"].type)).combine_chunks()
         yaw, pitch, roll = score.pose(lm.flatten().to_numpy(zero_copy_only=False).reshape(-1, 10))
-        dups, dsim = dedup.near_duplicates(emb, qual, th.dup_cos, c["sha1"].to_pylist())
-        other, osim = dedup.nearest_other_identity(emb, codes, sc.centers)
         # own similarity without the face itself (as the angle), to the full template if it is alone
         own = np.where(np.isfinite(sc.angle), np.cos(np.radians(sc.angle)), score.rowdot(emb, sc.centers, codes))
-        merges = dedup.merge_candidates(sc.centers, th.merge_cos)
-        # the smaller identity of a merge pair is folded into the larger one
-        into = {}
-        for a, b, _ in merges:
-            small, big = (a, b) if sc.size[a] < sc.size[b] or (sc.size[a] == sc.size[b] and a > b) else (b, a)
-            into.setdefault(small, big)
-        ids_ = [str(x) for x in c["image_id"].to_pylist()]
-        for j, i in enumerate(idx):
-            if dups[j] >= 0:
-                dup_of[i] = ids_[dups[j]]
-            if codes[j] in into:
-                merge_into[i] = names[into[codes[j]]]
-            if other[j] >= 0:
-                other_name[i] = names[other[j]]
-        for k, v in (("angle_to_dominant", sc.angle), ("quality", qual), ("own_sim", own), ("other_sim", osim),
-                     ("dominant_share", sc.share[codes]), ("dup_sim", dsim), ("yaw", yaw), ("pitch", pitch),
-                     ("roll", roll), ("sharpness_pct", cues["sharpness"]), ("det_score_pct", cues["det_score"]),
-                     ("norm_pct", pct["norm"].astype(np.float32))):
-            full[k][idx] = v
+        for k, v in (("angle_to_dominant", sc.angle), ("quality", combined_quality(signals, ref)), ("own_sim", own),
+                     ("dominant_share", sc.share[codes]), ("yaw", yaw), ("pitch", pitch), ("roll", roll),
+                     ("sharpness_pct", pct["sharpness"]), ("det_score_pct", pct["det_score"]), ("norm_pct", pct["norm"])):
+            cols[k][idx] = v
         sub_col[idx], dom_col[idx] = sc.subcenter, sc.is_dominant
-        calib.update({"far_angle": th.far_angle, "dup_cos": th.dup_cos, "merge_cos": th.merge_cos,
-                      "threshold_source": th.source, "run_impostor_angle_p1": th.run_impostor_p1,
-                      "quality_reference": "card" if cal else "run"})
+        centers = sc.centers
+        ids = pa.table({"identity": pa.array(names, pa.string()), "faces": pa.array(sc.size, pa.int64()),
+                        "dominant_share": pa.array(sc.share, pa.float32())})
+    cand = np.zeros(n, bool)
+    cand[idx] = True
+    m = {k: pa.array(v, mask=np.isnan(v)) for k, v in cols.items()}  # null, not NaN, where not scored
+    part = pa.table({
+        "image_id": t["image_id"], "identity": t["identity"], "spine_reason": t["reason"],
+        "subcenter": pa.array(sub_col, pa.int8(), mask=sub_col < 0), "is_dominant": pa.array(np.where(cand, dom_col, True)),
+        "angle_to_dominant": m["angle_to_dominant"], "dominant_share": m["dominant_share"], "quality": m["quality"],
+        "norm_pct": m["norm_pct"], "yaw": m["yaw"], "pitch": m["pitch"], "roll": m["roll"], "sharpness": t["sharpness"],
+        "sharpness_pct": m["sharpness_pct"], "det_score": t["det_score"], "det_score_pct": m["det_score_pct"],
+        "face_size": t["face_size"], "own_sim": m["own_sim"],
+    })
+    return part, ids, centers, used
+
+
+def identity_codes(identity: pa.ChunkedArray | pa.Array) -> tuple[list[str], np.ndarray]:
+    """(identity names sorted, (N,) code of each row in that list): the same codes for an identity
+    whether a run is scored whole or by partitions."""
+    enc = pc.dictionary_encode(identity).combine_chunks() if len(identity) else None
+    if enc is None:
+        return [], np.zeros(0, np.int64)
+    names = np.array(enc.dictionary.to_pylist(), dtype=object)
+    order = np.argsort(names.astype(str), kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return names[order].tolist(), rank[enc.indices.to_numpy()]
+
+
+@dataclass
+class Globals:
+    """What needs every identity: thresholds, nearest other identities, merge candidates."""
+
+    names: list  # every scored identity, sorted
+    centers: np.ndarray  # (I, D) their dominant centers
+    thresholds: score.Thresholds
+    into: dict  # identity -> the identity it merges into
+    merge_sim: dict  # identity -> its best merge cosine
+    index: object = None  # dedup.center_index(centers): built once, searched by every partition
+
+    def codes(self, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        return np.searchsorted(np.array(self.names, dtype=object).astype(str), np.asarray(identity.to_pylist(), str))
+
+
+def global_scoring(names: list, sizes: np.ndarray, centers: np.ndarray, emb: np.ndarray, codes: np.ndarray,
+                   cfg: ScoreConfig, cal: dict | None) -> Globals:
+    """``emb``/``codes``: faces (all, or a sample) for the run's own impostor angles."""
+    th = score.thresholds(emb, codes, centers, cfg, cal)
+    index = dedup.center_index(centers)
+    merges = dedup.merge_candidates(centers, th.merge_cos, index)
+    into, best = {}, {}
+    for a, b, sim in merges:  # the smaller identity of a merge pair is folded into the larger one
+        small, big = (a, b) if sizes[a] < sizes[b] or (sizes[a] == sizes[b] and a > b) else (b, a)
+        into.setdefault(names[small], names[big])
+        for i in (a, b):
+            best[names[i]] = max(best.get(names[i], -1.0), sim)
+    return Globals(names, centers, th, into, best, index)
+
+
+def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreConfig, quality_rules: bool) -> pa.Table:
+    """Rows of ``t`` with their ``score_identities`` columns (``part``), the run's globals and the
+    duplicate clusters touching them -> the scores with keep, reason, quality_rank. Pure."""
+    n = len(t)
+    cand = candidates(t)
+    idx = np.flatnonzero(cand)
+    other_name, osim = np.full(n, None, object), np.full(n, np.nan, np.float32)
+    if len(idx):
+        c = t.take(pa.array(idx))
+        # a float16 view of the shards: searched (and normalised) chunk by chunk
+        other, s = dedup.nearest_other_identity(decode_embeddings(c["embedding"]), g.codes(c["identity"]), g.index)
+        other_name[idx] = np.where(other >= 0, np.array(g.names + [None], dtype=object)[other], None)
+        osim[idx] = s
+    at = pc.index_in(t["image_id"], value_set=dups["image_id"])
+    dup_sim = pc.fill_null(dups["dup_sim"].take(at), 0.0).to_numpy(zero_copy_only=False).astype(np.float32)
+    dup_sim[~cand] = np.nan
+    keys = pa.array(list(g.into), pa.string())
+    into = pa.array(list(g.into.values()), pa.string()).take(pc.index_in(t["identity"], value_set=keys))
+    scores = (part.append_column("dup_of", dups["dup_of"].take(at))
+              .append_column("dup_sim", pa.array(dup_sim, mask=np.isnan(dup_sim)))
+              .append_column("merge_into", pc.if_else(pa.array(cand), into, pa.nulls(n, pa.string())))
+              .append_column("nearest_other_identity", pa.array(other_name.tolist(), pa.string())))
+    own = scores.column("own_sim")
+    scores = (scores.drop_columns(["own_sim"]).append_column("own_sim", own)
+              .append_column("other_sim", pa.array(osim, mask=np.isnan(osim)))
+              .append_column("dup_identity", dups["dup_identity"].take(at)))
+    return select(scores, cfg, g.thresholds.far_angle, quality_rules=quality_rules).drop_columns(["dup_identity"])
+
+
+def finish_identities(ids: pa.Table, g: Globals, scores: pa.Table, cfg: ScoreConfig) -> pa.Table:
+    """The identities of ``ids`` with review, merge, kept and noise columns from their scores."""
+    names = ids["identity"].to_pylist()
+    out = ids.append_column("review", pc.less(ids["dominant_share"], cfg.min_dominant_share))
+    out = out.append_column("merge_into", pa.array([g.into.get(x) for x in names], pa.string()))
+    out = out.append_column("merge_sim", pa.array([g.merge_sim.get(x) for x in names], pa.float64()))
+    return _noise_rates(out.append_column("kept", kept_per_identity(out, scores)), scores)
+
+
+def calibration_record(g: Globals | None, cal: dict | None, merge_angle: float, model_id: str | None,
+                       signals: list) -> dict:
+    calib = {"model_id": model_id, "calibrated": cal is not None, "far_angle": None,
+             "merge_angle": round(merge_angle, 2), "warnings": [], "reference": (cal or {}).get("reference")}
+    if g is not None:
+        th = g.thresholds
+        calib.update({"quality_signals": signals, "far_angle": th.far_angle, "dup_cos": th.dup_cos,
+                      "merge_cos": th.merge_cos, "threshold_source": th.source, "run_impostor_angle_p1": th.run_impostor_p1,
+                      "quality_reference": "card" if cal else "run", "warnings": list(th.warnings)})
         if cal is None:
             calib["warnings"].append("quality is a percentile of this run's own norms (the model has no calibrated "
                                      "norm reference): it ranks faces within this run, and no face is rejected as "
                                      "unidentifiable")
-        identities = pa.table({
-            "identity": names, "faces": sc.size, "dominant_share": sc.share,
-            "review": sc.share < cfg.min_dominant_share,
-            "merge_into": [names[into[i]] if i in into else None for i in range(n_ids)],
-            "merge_sim": [max((s for a, b, s in merges if i in (a, b)), default=None) for i in range(n_ids)],
-        })
-    far = calib["far_angle"] if calib["far_angle"] is not None else 75.0
-    full = {k: pa.array(v, mask=np.isnan(v)) for k, v in full.items()}  # null, not NaN, where not scored
-    scores = pa.table({
-        "image_id": t["image_id"], "identity": t["identity"], "spine_reason": t["reason"],
-        "subcenter": pa.array(sub_col, pa.int8(), mask=sub_col < 0), "is_dominant": pa.array(np.where(cand, dom_col, True)),
-        "angle_to_dominant": full["angle_to_dominant"], "dominant_share": full["dominant_share"],
-        "quality": full["quality"], "norm_pct": full["norm_pct"], "yaw": full["yaw"], "pitch": full["pitch"], "roll": full["roll"],
-        "sharpness": t["sharpness"], "sharpness_pct": full["sharpness_pct"], "det_score": t["det_score"],
-        "det_score_pct": full["det_score_pct"], "face_size": t["face_size"],
-        "dup_of": pa.array(dup_of, pa.string()), "dup_sim": full["dup_sim"],
-        "merge_into": pa.array(merge_into, pa.string()),
-        "nearest_other_identity": pa.array(other_name, pa.string()), "own_sim": full["own_sim"],
-        "other_sim": full["other_sim"],
-    })
-    scores = select(scores, cfg, far, quality_rules=cal is not None)
-    calib["warnings"] += flag_warnings(scores, len(idx))
-    if len(identities):
-        identities = _noise_rates(identities.append_column("kept", kept_per_identity(identities, scores)), scores)
+    return calib
+
+
+def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None) -> tuple[pa.Table, pa.Table, dict]:
+    """Images rows (READ columns) -> (scores per image, identities, calibration in use), all in
+    memory. ``cal``: the recognizer card's calibration (curate.calibration), or None for an
+    uncalibrated model. Pure: no I/O. ``curate.partitioned`` runs the same steps partition by
+    partition, out of core."""
+    models = model_ids(t)
+    if len(models) > 1:
+        raise InputError(f"one recognizer per scoring run, found {sorted(models)}")
+    cand = candidates(t)
+    c = t.filter(pa.array(cand))
+    ref = cal or run_reference(signals_of(c))  # an uncalibrated model: percentiles of this run, with a warning
+    merge_angle = merge_angle_of(cfg, cal)
+    part, ids, centers, used = score_identities(t, cfg, cal, ref, merge_angle)
+    dups = EMPTY_DUPS
+    if len(c):
+        emb = unit_embeddings(c)
+        g = global_scoring(ids["identity"].to_pylist(), ids["faces"].to_numpy(), centers, emb,
+                           identity_codes(c["identity"])[1], cfg, cal)
+        r, k, s = dedup.knn_edges(emb, g.thresholds.dup_cos)
+        r2, k2, s2 = dedup.sha_edges(c["sha1"].to_pylist())
+        quality = part["quality"].filter(pa.array(cand)).to_numpy(zero_copy_only=False)
+        dups = dedup.dup_table(np.array(c["image_id"].to_pylist(), object), np.array(c["identity"].to_pylist(), object),
+                               quality, np.r_[r, r2], np.r_[k, k2], np.r_[s, s2])
+    else:
+        g = Globals([], np.zeros((0, 1), np.float32), score.thresholds(np.zeros((0, 1), np.float32), np.zeros(0, np.int64),
+                                                                      np.zeros((0, 1), np.float32), cfg, cal), {}, {})
+    scores = decide(t, part, g, dups, cfg, quality_rules=cal is not None)
+    calib = calibration_record(g if len(c) else None, cal, merge_angle, models.pop() if models else None, used)
+    calib["warnings"] += flag_warnings(reason_counts(scores), len(c))
+    identities = finish_identities(ids, g, scores, cfg) if len(ids) else pa.table({"identity": pa.array([], pa.string())})
     return scores, identities, calib
+
+
+def reason_counts(scores: pa.Table) -> dict[str, int]:
+    return {r["values"]: r["counts"] for r in pc.value_counts(scores["reason"]).to_pylist()}
 
 
 def kept_per_identity(identities: pa.Table, scores: pa.Table) -> pa.Array:
@@ -213,17 +326,15 @@ def _noise_rates(identities: pa.Table, scores: pa.Table, z: float = 1.96) -> pa.
 FLAG_WARN_SHARE = 0.05  # a scoring flag rejecting more of the scored faces than this is reported loudly
 
 
-def flag_warnings(scores: pa.Table, scored: int) -> list[str]:
-    """A warning per scoring flag that rejects more than FLAG_WARN_SHARE of the scored faces."""
+def flag_warnings(counts: dict[str, int], scored: int) -> list[str]:
+    """A warning per scoring flag that rejects more than FLAG_WARN_SHARE of the scored faces
+    (``counts``: rows per reason)."""
     if not scored:
         return []
     spine = set(r.value for r in Reason)
-    out = []
-    for r in pc.value_counts(scores["reason"]).to_pylist():
-        if r["values"] not in spine and r["counts"] > FLAG_WARN_SHARE * scored:
-            out.append(f"{r['values']} rejects {r['counts']} of {scored} scored faces ({r['counts'] / scored:.0%}): more "
-                       "than a clean crawl would lose; look at its gallery in the report before trusting it")
-    return out
+    return [f"{r} rejects {n} of {scored} scored faces ({n / scored:.0%}): more than a clean crawl would lose; "
+            "look at its gallery in the report before trusting it"
+            for r, n in counts.items() if r not in spine and n > FLAG_WARN_SHARE * scored]
 
 
 def run_reference(signals: dict[str, np.ndarray]) -> dict:
@@ -236,44 +347,44 @@ def run_reference(signals: dict[str, np.ndarray]) -> dict:
             "quality": {"signals": ["norm"]}}
 
 
-def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None) -> dict:
-    """Score the run in ``out``; ``calibration``: a model card whose calibration to use instead of
-    the one recorded with the run."""
-    store = ShardStore(out)
-    if store.manifest is None:
-        raise InputError(f"{out}: no run here (no run.json)")
-    files = store.completed_files("images")
-    if not files:
+def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None, mapper=None,
+              part_rows: int | None = None) -> dict:
+    """Score the run in ``out``, partition by partition (curate.partitioned); ``calibration``: a
+    model card whose calibration to use instead of the one recorded with the run; ``mapper``: runs
+    a step over its partitions (in process by default; flows pass Ray's)."""
+    from curate import partitioned as P
+    from curate import reviews as R
+
+    store = ShardStore.of(out)
+    shards = [s for s in range(store.manifest["shards"]) if store.is_complete(s)]
+    if not shards:
         raise InputError(f"{out}: no completed shards to score")
     t0 = time.perf_counter()
     cal, cal_where, cal_warnings = run_calibration(store, calibration)
-    t = pq.ParquetDataset(files).read(columns=READ)
-    scores, identities, calib = score_table(t, cfg, cal)
-    from curate import reviews as R
-
     reviews = R.read(out)
-    scores = R.apply(scores, reviews)  # a reviewer's decisions win; the automatic ones stay beside them
-    if len(reviews) and len(identities):  # the reviewers' keep/reject changes the counts
-        identities = identities.set_column(identities.schema.get_field_index("kept"), "kept",
-                                           kept_per_identity(identities, scores))
-    calib["card"] = cal_where
-    calib["warnings"] = cal_warnings + calib["warnings"]
-    seconds = time.perf_counter() - t0
     digest = score_digest(store, cfg, cal, R.digest_part(out))
     for d in ("scores", "curated"):
         os.makedirs(os.path.join(store.out, d), exist_ok=True)
-    atomic_write(os.path.join(store.out, "scores", f"scores-{digest}.parquet"), lambda tmp: pq.write_table(scores, tmp))
-    atomic_write(os.path.join(store.out, f"identities-{digest}.parquet"), lambda tmp: pq.write_table(identities, tmp))
+    work, calib, overrides = P.score_partitioned(
+        store.path("_scoring", digest), store.out, [(s, store.shard_path("images", s)) for s in shards], cfg, cal,
+        reviews, digest, part_rows or P.PART_ROWS, mapper or P.local_map)
+    calib["card"] = cal_where
+    calib["warnings"] = cal_warnings + calib["warnings"]
+    plan = work.plan
+    P.stream_outputs(work, store.path("scores", f"scores-{digest}.parquet"), store.path(f"identities-{digest}.parquet"),
+                     len(plan["chunks"]))
     write_json(os.path.join(store.out, f"calibration-{digest}.json"), {**calib, "config": cfg.__dict__, "digest": digest})
-    _write_curated(store, files, scores, digest)
+    P.remove(work)
     store.set_current_scoring(digest, cfg.__dict__, calibration)
     store.write_views()
-    reasons = pc.value_counts(scores["reason"]).to_pylist()
-    has_ids = len(identities) > 0
+    seconds = time.perf_counter() - t0
+    scores = pq.read_table(store.path("scores", f"scores-{digest}.parquet"), columns=["keep", "reason"])
+    identities = pq.read_table(store.path(f"identities-{digest}.parquet"))
+    has_ids = "kept" in identities.column_names
     summary = {
         "out": store.out, "score_digest": digest, "images": len(scores), "kept": int(pc.sum(scores["keep"]).as_py() or 0),
-        "reasons": dict(sorted(((r["values"], r["counts"]) for r in reasons), key=lambda kv: -kv[1])),
-        "review_overrides": R.overrides(scores),
+        "reasons": dict(sorted(reason_counts(scores).items(), key=lambda kv: -kv[1])),
+        "review_overrides": overrides,
         "identities": len(identities),
         "identities_kept": int(pc.sum(pc.greater(identities["kept"], 0)).as_py() or 0) if has_ids else 0,
         "identities_review": int(pc.sum(identities["review"]).as_py() or 0) if has_ids else 0,
@@ -281,23 +392,8 @@ def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None) -> dic
         "far_angle": calib["far_angle"], "dup_cos": calib.get("dup_cos"), "merge_cos": calib.get("merge_cos"),
         "merge_angle": calib.get("merge_angle"), "threshold_source": calib.get("threshold_source"),
         "calibrated": calib["calibrated"], "warnings": calib["warnings"], "score_seconds": round(seconds, 2),
+        "partitions": plan["partitions"],
     }
     summary["identities_dropped"] = summary["identities"] - summary["identities_kept"]
     write_json(os.path.join(store.out, f"summary-{digest}.json"), summary)
     return summary
-
-
-def _write_curated(store: ShardStore, files: list[str], scores: pa.Table, digest: str) -> None:
-    """Each spine shard's rows joined with their scores, sorted by identity then quality (crawls
-    laid out by identity - folders, .rec, TSV - come out sorted across shards too)."""
-    extra = [c for c in scores.column_names if c not in ("image_id", "identity", "sharpness", "det_score", "face_size")]
-    pos = {k: i for i, k in enumerate(scores["image_id"].to_pylist())}
-    for f in files:
-        part = pq.read_table(f).drop_columns(["keep", "reason"])
-        # one score row per image: a take by position (Arrow's hash join rejects fixed-size lists)
-        take = pa.array([pos[k] for k in part["image_id"].to_pylist()], pa.int64())
-        for c in extra:
-            part = part.append_column(c, scores[c].take(take))
-        joined = part.sort_by([("identity", "ascending"), ("quality_rank", "ascending")])
-        name = os.path.basename(f).rsplit("-", 1)[0] + f"-{digest}.parquet"
-        atomic_write(os.path.join(store.out, "curated", name), lambda tmp, j=joined: pq.write_table(j, tmp))

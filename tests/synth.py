@@ -8,6 +8,7 @@ import io
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -70,3 +71,69 @@ def pairs(n_ids: int, n_pairs: int, seed: int = 1) -> tuple[list[bytes], np.ndar
         images += [jpeg(identity_face(a, rng)), jpeg(identity_face(b, rng))]
         same.append(a == b)
     return images, np.asarray(same)
+
+
+class EmbeddingCrawl:
+    """A crawl already embedded: the images rows scoring reads (curate.curation.READ, plus keep
+    and reason), written shard by shard so a 10M-face crawl never sits in memory. Identities are
+    clusters on the sphere (~35 deg spread); ``noise`` of the faces belong to another identity;
+    ``dups`` are copies of an earlier face of their shard (half of them byte-identical: same
+    sha1); the last identity is a second label of the first person (a merge candidate); 1% of
+    rows have no face. Labels are shuffled over the crawl (an identity spans shards) unless
+    ``grouped``. Truth: ``noise`` and ``dup`` per row, for precision and recall."""
+
+    def __init__(self, n: int, ids: int, dim: int = 512, noise: float = 0.1, dups: float = 0.01, seed: int = 0,
+                 grouped: bool = False, shard_size: int = 10_000):
+        rng = np.random.default_rng(seed)
+        self.n, self.dim, self.seed, self.shard_size = n, dim, seed, shard_size
+        self.centers = rng.standard_normal((ids, dim), dtype=np.float32)
+        self.centers[-1] = self.centers[0] + 0.2 * rng.standard_normal(dim, dtype=np.float32) / np.sqrt(dim) * np.linalg.norm(self.centers[0])
+        self.centers /= np.linalg.norm(self.centers, axis=1, keepdims=True)
+        self.label = np.arange(n, dtype=np.int64) % ids
+        if not grouped:
+            rng.shuffle(self.label)
+        self.noise = rng.random(n) < noise
+        self.true = self.label.copy()
+        self.true[self.noise] = (self.label[self.noise] + rng.integers(1, ids, int(self.noise.sum()))) % ids
+        self.dup = (rng.random(n) < dups) & (np.arange(n) % shard_size > 0)
+        start = np.arange(n) // shard_size * shard_size
+        self.src = np.where(self.dup, start + (rng.random(n) * (np.arange(n) - start)).astype(np.int64), -1)
+        self.label[self.dup], self.noise[self.dup] = self.label[self.src[self.dup]], self.noise[self.src[self.dup]]
+        self.same_bytes = self.dup & (rng.random(n) < 0.5)
+        self.no_face = rng.random(n) < 0.01
+
+    @property
+    def shards(self) -> int:
+        return -(-self.n // self.shard_size)
+
+    def shard(self, s: int) -> pa.Table:
+        from curate.schema import encode_embeddings
+
+        a, b = s * self.shard_size, min(self.n, (s + 1) * self.shard_size)
+        rng = np.random.default_rng([self.seed, s])
+        m = b - a
+        e = self.centers[self.true[a:b]] + rng.standard_normal((m, self.dim), dtype=np.float32) * (0.6 / np.sqrt(self.dim))
+        e /= np.linalg.norm(e, axis=1, keepdims=True)
+        dup = np.flatnonzero(self.dup[a:b])
+        e[dup] = e[self.src[a:b][dup] - a]
+        sha = np.array([f"{i:040x}" for i in range(a, b)], dtype=object)
+        same = np.flatnonzero(self.same_bytes[a:b])
+        sha[same] = sha[self.src[a:b][same] - a]
+        no_face = self.no_face[a:b]
+        lm = np.tile(np.array([38.3, 51.7, 73.5, 51.5, 56.0, 71.7, 41.5, 92.4, 70.7, 92.2], np.float32), (m, 1))
+        lm += rng.normal(0, 2, lm.shape).astype(np.float32)
+        mask = pa.array(no_face)
+        return pa.table({
+            "image_id": pa.array([f"{i:012d}" for i in range(a, b)]),
+            "identity": pa.array([f"id{x:06d}" for x in self.label[a:b]]),
+            "sha1": pa.array(sha.tolist(), pa.string()),
+            "embedding": pc.if_else(mask, pa.nulls(m, pa.binary(2 * self.dim)), encode_embeddings(e)),
+            "feat_norm": pa.array(rng.uniform(10, 40, m).astype(np.float32)),
+            "model_id": pa.array(["synthetic"] * m),
+            "landmarks": pa.FixedSizeListArray.from_arrays(pa.array(lm.ravel()), 10).cast(pa.list_(pa.float32(), 10)),
+            "face_size": pa.array(rng.uniform(40, 200, m).astype(np.float32)),
+            "det_score": pa.array(rng.uniform(0.5, 1.0, m).astype(np.float32)),
+            "sharpness": pa.array(rng.uniform(20, 400, m).astype(np.float32)),
+            "keep": pa.array(~no_face),
+            "reason": pa.array(np.where(no_face, "no_face", "ok").tolist()),
+        })

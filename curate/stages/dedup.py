@@ -9,6 +9,7 @@ for (the same photo, the nearest identity center) is close enough for IVF to fin
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
@@ -17,15 +18,30 @@ from curate.errors import require_module
 EXACT_LIMIT = 10_000
 
 
-def _index(x: np.ndarray, nprobe: int = 16, fp16: bool = False):
-    """Inner-product index over x: exact up to EXACT_LIMIT rows, IVF beyond (stored as fp16 when
-    asked: half the memory of a float32 copy, and exact enough for cosine thresholds)."""
+CHUNK = 1 << 16
+
+
+def unit_rows(x: np.ndarray, a: int = 0, b: int | None = None) -> np.ndarray:
+    """Rows a:b of ``x`` (any float dtype: a float16 view of the shards is fine) as float32 unit
+    vectors: one chunk at a time, never a float32 copy of the whole."""
+    r = np.asarray(x[a:b], np.float32)
+    return r / np.maximum(np.sqrt(np.einsum("ij,ij->i", r, r)), 1e-12)[:, None]
+
+
+def _on_gpu(faiss) -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _index(x: np.ndarray, nprobe: int = 16, fp16: bool = False, nlist: int | None = None, add: bool = True):
+    """Inner-product index over the rows of x, normalised (added CHUNK rows at a time): exact up
+    to EXACT_LIMIT rows, IVF beyond with ``nlist`` cells (default 4 sqrt(N)), stored as fp16 when
+    asked (half the memory of a float32 copy, and exact enough for cosine thresholds)."""
     faiss = require_module("faiss", "default")
     n, d = x.shape
     if n <= EXACT_LIMIT:
         index = faiss.IndexFlatIP(d)
     else:
-        nlist = int(4 * np.sqrt(n))
+        nlist = nlist or int(4 * np.sqrt(n))
         quantizer = faiss.IndexFlatIP(d)
         if fp16:
             index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16,
@@ -35,75 +51,145 @@ def _index(x: np.ndarray, nprobe: int = 16, fp16: bool = False):
         index.cp.niter = 5
         index.cp.min_points_per_centroid = 10
         rng = np.random.default_rng(0)
-        index.train(x[rng.choice(n, min(n, 20 * nlist), replace=False)])
+        index.train(unit_rows(x[rng.choice(n, min(n, 20 * nlist), replace=False)]))
         index.nprobe = nprobe
-    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+    if _on_gpu(faiss):
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-    index.add(x)
+    if add:
+        for a in range(0, n, CHUNK):
+            index.add(unit_rows(x, a, a + CHUNK))
     return index
 
 
-def near_duplicates(emb: np.ndarray, quality: np.ndarray, threshold: float = 0.97, sha1: list | None = None,
-                    k: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Clusters of the same photo (identical bytes, or embeddings with cosine >= threshold).
-    Returns dup_of (N,) int64: the index of the cluster's best-quality face, -1 for that face and
-    for faces with no duplicate; dup_sim (N,) float32: cosine to the nearest duplicate (0 if none)."""
-    n = len(emb)
+def center_index(centers: np.ndarray):
+    """The index of the identities' dominant centers, built once per scoring: the nearest other
+    identity of every face, and the merge candidates."""
+    return _index(centers, nprobe=8) if len(centers) >= 2 else None
+
+
+def search(index, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """index.search over the normalised rows of q, CHUNK rows at a time."""
+    out = [index.search(unit_rows(q, a, a + CHUNK), k) for a in range(0, len(q), CHUNK)]
+    if not out:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    return np.concatenate([s for s, _ in out]), np.concatenate([i for _, i in out])
+
+
+def _self_search(x: np.ndarray, k: int) -> tuple[object, np.ndarray, np.ndarray]:
+    """(index, sims, nbrs): the k nearest rows of x to each row of x. Beyond EXACT_LIMIT an IVF of
+    sqrt(N) cells probed once: a duplicate (cosine >= ~0.97) shares its twin's cell (measured: the
+    same recall of planted duplicates as 4 probes of 4 sqrt(N) cells, in a third of the time), and
+    each row's cell is computed once, when it is added, and reused for its own search."""
+    faiss = require_module("faiss", "default")
+    n = len(x)
+    if n <= EXACT_LIMIT or _on_gpu(faiss):
+        index = _index(x, nprobe=1, fp16=True, nlist=int(np.sqrt(n)))
+        return (index, *search(index, x, k))
+    index = _index(x, nprobe=1, fp16=True, nlist=int(np.sqrt(n)), add=False)
+    cell = np.empty((n, 1), np.int64)
+    cdis = np.empty((n, 1), np.float32)
+    for a in range(0, n, CHUNK):
+        u = unit_rows(x, a, a + CHUNK)
+        dis, c = index.quantizer.search(u, 1)
+        cell[a : a + len(u)], cdis[a : a + len(u)] = c, dis
+        index.add_core(len(u), faiss.swig_ptr(u), None, faiss.swig_ptr(np.ascontiguousarray(c.ravel())))
+    out = [index.search_preassigned(unit_rows(x, a, a + CHUNK), k, cell[a : a + CHUNK], cdis[a : a + CHUNK])
+           for a in range(0, n, CHUNK)]
+    return index, np.concatenate([s for s, _ in out]), np.concatenate([i for _, i in out])
+
+
+def knn_edges(x: np.ndarray, threshold: float, extra: np.ndarray | None = None,
+              k: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Near-duplicate edges: (query row, row of ``x``, cosine) for each of a query's k nearest rows
+    of ``x`` at or above ``threshold``, itself excluded. The queries are the rows of ``x``, then
+    those of ``extra`` (numbered from len(x) on: faces stored elsewhere, searched here too). Rows
+    are normalised chunk by chunk: float16 views of the shards go in as they are."""
+    n = len(x)
     if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    # Duplicates (cosine >= ~0.97) share the query's IVF cell almost always: 4 probes suffice.
-    sims, nbrs = _index(emb, nprobe=4, fp16=True).search(emb, min(k, n))
-    rows = np.repeat(np.arange(n), nbrs.shape[1])
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    k = min(k, n)
+    index, sims, nbrs = _self_search(x, k)
+    if extra is not None and len(extra):
+        s2, n2 = search(index, extra, k)
+        sims, nbrs = np.concatenate([sims, s2]), np.concatenate([nbrs, n2])
+    rows = np.repeat(np.arange(len(nbrs)), nbrs.shape[1])
     cols, s = nbrs.ravel(), sims.ravel()
-    edge = (cols >= 0) & (cols != rows) & (s >= threshold)
-    r, c = [rows[edge]], [cols[edge]]
-    dup_sim = np.zeros(n, np.float32)
-    np.maximum.at(dup_sim, rows[edge], s[edge])
-    if sha1 is not None:  # identical bytes are duplicates whatever the model says
-        first: dict = {}
-        for i, h in enumerate(sha1):
-            if h is not None:
-                j = first.setdefault(h, i)
-                if j != i:
-                    r.append(np.array([i]))
-                    c.append(np.array([j]))
-                    dup_sim[[i, j]] = 1.0
-    r, c = np.concatenate(r), np.concatenate(c)
-    graph = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
-    _, comp = connected_components(graph, directed=False)
-    # representative: best quality in the component
-    order = np.lexsort((-quality, comp))
-    first = np.ones(n, bool)
+    edge = (cols >= 0) & (s >= threshold) & (cols != rows)
+    return rows[edge], cols[edge].astype(np.int64), s[edge].astype(np.float32)
+
+
+def sha_edges(sha1: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Identical bytes are duplicates whatever the model says: both ways, cosine 1, between each
+    row and the first row with its sha1."""
+    first: dict = {}
+    r, c = [], []
+    for i, h in enumerate(sha1):
+        if h is not None:
+            j = first.setdefault(h, i)
+            if j != i:
+                r += [i, j]
+                c += [j, i]
+    return np.array(r, np.int64), np.array(c, np.int64), np.ones(len(r), np.float32)
+
+
+def dup_table(image_id: np.ndarray, identity: np.ndarray, quality: np.ndarray, r: np.ndarray, c: np.ndarray,
+              s: np.ndarray) -> pa.Table:
+    """Duplicate clusters (connected components of the edges r -> c over rows of the node arrays),
+    one row per face in one: its image_id, dup_of (the image_id of the cluster's best-quality face,
+    ties to the smaller image_id; null for that face itself), dup_sim (the highest cosine of its own
+    edges; 0 if it has none) and dup_identity (the identity dup_of is filed under)."""
+    nodes, inv = np.unique(np.concatenate([r, c]), return_inverse=True)
+    m = len(nodes)
+    if m == 0:
+        return pa.table({"image_id": pa.array([], pa.string()), "dup_of": pa.array([], pa.string()),
+                         "dup_sim": pa.array([], pa.float32()), "dup_identity": pa.array([], pa.string())})
+    rr, cc = inv[: len(r)], inv[len(r):]
+    _, comp = connected_components(sp.coo_matrix((np.ones(len(rr)), (rr, cc)), shape=(m, m)), directed=False)
+    ids = np.asarray(image_id, dtype=object)[nodes]
+    q = np.nan_to_num(np.asarray(quality, np.float64)[nodes], nan=-np.inf)
+    order = np.lexsort((np.argsort(np.argsort(ids.astype(str), kind="stable")), -q, comp))
+    first = np.ones(m, bool)
     first[1:] = comp[order][1:] != comp[order][:-1]
-    rep = np.empty(n, np.int64)
+    rep = np.empty(comp.max() + 1, np.int64)
     rep[comp[order][first]] = order[first]
-    dup_of = rep[comp]
-    sizes = np.bincount(comp, minlength=comp.max() + 1)
-    dup_of[(dup_of == np.arange(n)) | (sizes[comp] == 1)] = -1
-    return dup_of, dup_sim
+    rep_of = rep[comp]
+    sim = np.zeros(m, np.float32)
+    np.maximum.at(sim, rr, s)
+    ident = np.asarray(identity, dtype=object)[nodes]
+    is_rep = rep_of == np.arange(m)
+    return pa.table({"image_id": pa.array(ids.tolist(), pa.string()),
+                     "dup_of": pa.array(np.where(is_rep, None, ids[rep_of]).tolist(), pa.string()),
+                     "dup_sim": pa.array(sim, pa.float32()),
+                     "dup_identity": pa.array(np.where(is_rep, None, ident[rep_of]).tolist(), pa.string())})
 
 
-def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each face: the closest identity center other than its own, and that cosine."""
-    if len(centers) < 2:
+def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index) -> tuple[np.ndarray, np.ndarray]:
+    """For each face: the closest identity center other than its own, and that cosine (``index``:
+    center_index of the centers; None for fewer than two identities)."""
+    if index is None:
         return np.full(len(emb), -1, np.int64), np.full(len(emb), -1.0, np.float32)
-    sims, ids = _index(centers, nprobe=8).search(emb, 2)
+    sims, ids = search(index, emb, 2)
     own_first = ids[:, 0] == codes
     other = np.where(own_first, ids[:, 1], ids[:, 0])
     sim = np.where(own_first, sims[:, 1], sims[:, 0]).astype(np.float32)
     return other.astype(np.int64), sim
 
 
-def merge_candidates(centers: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
+def merge_candidates(centers: np.ndarray, threshold: float, index=None) -> list[tuple[int, int, float]]:
     """Identity pairs (a < b) whose dominant centers have cosine >= threshold: one person crawled
-    under two labels."""
+    under two labels (``index``: center_index of the centers, searched with 16 probes)."""
     if len(centers) < 2:
         return []
-    sims, ids = _index(centers).search(centers, min(8, len(centers)))
+    index = index or center_index(centers)
+    if hasattr(index, "nprobe"):
+        index.nprobe, probes = 16, index.nprobe
+    sims, ids = search(index, centers, min(8, len(centers)))
+    if hasattr(index, "nprobe"):
+        index.nprobe = probes
+    a = np.repeat(np.arange(len(centers)), ids.shape[1])
+    b, s = ids.ravel(), sims.ravel()
+    hit = (b >= 0) & (b != a) & (s >= threshold)
     out: dict[tuple[int, int], float] = {}
-    for a in range(len(centers)):
-        for s, b in zip(sims[a], ids[a]):
-            if b >= 0 and b != a and s >= threshold:
-                key = (min(a, int(b)), max(a, int(b)))
-                out[key] = max(out.get(key, -1.0), float(s))  # each pair is seen from both sides
-    return [(a, b, s) for (a, b), s in sorted(out.items())]
+    for x, y, v in zip(np.minimum(a[hit], b[hit]).tolist(), np.maximum(a[hit], b[hit]).tolist(), s[hit].tolist()):
+        out[(x, y)] = max(out.get((x, y), -1.0), v)  # each pair is seen from both sides
+    return [(x, y, v) for (x, y), v in sorted(out.items())]

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from curate.config import ScoreConfig
 from curate.schema import require
 
-READS = ("image_id", "identity", "spine_reason", "dup_of", "merge_into", "quality", "sharpness_pct", "det_score_pct", "face_size",
+READS = ("image_id", "identity", "spine_reason", "dup_of", "dup_identity", "merge_into", "quality", "sharpness_pct", "det_score_pct", "face_size",
          "yaw", "angle_to_dominant", "own_sim", "other_sim", "is_dominant")
 
 
@@ -42,8 +42,7 @@ def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, quality_rules: bool 
     conflict = col("other_sim") - col("own_sim") > cfg.conflict_margin
     # a near-duplicate of a face filed under another identity, and far from its own: the copy is
     # evidence that this label is wrong, so the label flag is its reason (the twin is judged apart)
-    twin_identity = t["identity"].take(pc.index_in(t["dup_of"], value_set=t["image_id"]))
-    cross_dup = np.asarray(pc.fill_null(pc.not_equal(twin_identity, t["identity"]), False).to_numpy(zero_copy_only=False), bool)
+    cross_dup = np.asarray(pc.fill_null(pc.not_equal(t["dup_identity"], t["identity"]), False).to_numpy(zero_copy_only=False), bool)
     rules = [
         ("near_duplicate", pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False) & ~(cross_dup & (far | conflict))),
         ("identity_merge_candidate", pc.is_valid(t["merge_into"]).to_numpy(zero_copy_only=False)),

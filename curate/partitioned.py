@@ -1,0 +1,430 @@
+"""Scoring out of core: the steps of ``curation.score_table`` run partition by partition, so no
+process ever holds more than one partition of a crawl (issue 11: a 10M-face crawl on a 24 GB box).
+
+    split      (per chunk of spine shards)  rows -> identity partitions (hash of the identity); a
+                                             uniform sample (quality reference, impostor angles, cells)
+    driver     the quality reference (the card's, or the sample's for an uncalibrated model) and,
+               for a big run, near-duplicate cells: k-means on the sample, packed into search groups
+    identities (per partition)  score_identities: sub-centers, angles, quality, pose; the faces are
+                                 scattered to their cell's duplicate-search group, by sha1 too
+    driver     globals: every identity's dominant center -> thresholds, merge candidates
+    duplicates (per search group)  near-duplicate and identical-bytes edges
+    driver     duplicate clusters (connected components over the edges' faces only)
+    decide     (per partition)  nearest other identity, keep/reason/rank, reviews, identity rows;
+                                 scores scattered back to their spine chunk
+    write      (per chunk)  the chunk's scores in spine order, its curated shards
+    driver     scores-<digest>.parquet and identities-<digest>.parquet, streamed
+
+Results equal ``score_table``'s when the run has at most SAMPLE_ROWS scored faces (the sample is
+then every face) and one search group (GROUP_ROWS). Beyond: the quality reference of an
+uncalibrated model and the run's impostor angles come from a uniform sample of SAMPLE_ROWS faces
+(card thresholds and references are unaffected), and a face is searched for duplicates in the
+groups of its two nearest cells (a duplicate split across two other cells is missed; measured in
+bench/score.py). ``mode="head"`` trains the sub-center head per partition.
+
+Every step writes its files under OUT/_scoring/<digest>/ and a marker last: a run killed anywhere
+resumes with the finished chunks, partitions and groups skipped. ``mapper(fn, items)`` runs a
+step over its items (in process by default; ``flows.ray_exec.ray_map`` on Ray).
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import os
+import pickle
+import shutil
+import zlib
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curate import curation as C
+from curate.config import ScoreConfig
+from curate.errors import InputError
+from curate.io.shards import atomic_write, write_json
+from curate.schema import decode_embeddings
+from curate.stages import dedup
+
+PART_ROWS = 250_000  # images per partition and per chunk: about 1.5 GB of working memory a task
+SAMPLE_ROWS = 200_000  # scored faces in the sample
+GROUP_ROWS = 250_000  # faces per duplicate-search group: about 1 GB a task
+EXTRA = ["_chunk", "_shard", "_row"]  # where a row came from: spine chunk, shard, position in it
+
+
+def _crc(values: list) -> np.ndarray:
+    return np.array([zlib.crc32(v.encode()) if v is not None else 0 for v in values], np.int64)
+
+
+def _bucket(keys: pa.ChunkedArray | pa.Array, n: int) -> np.ndarray:
+    """(N,) stable bucket in [0, n) of each string (the same in every process), hashing each
+    distinct value once."""
+    if n == 1 or not len(keys):
+        return np.zeros(len(keys), np.int64)
+    enc = pc.dictionary_encode(keys).combine_chunks()
+    per = _crc(enc.dictionary.to_pylist()) % n
+    return np.where(pc.is_valid(enc).to_numpy(zero_copy_only=False), per[pc.fill_null(enc.indices, 0).to_numpy()], 0)
+
+
+def _scatter(t: pa.Table, key: np.ndarray, path: Callable[[int], str]) -> None:
+    """Rows of ``t`` into one file per key (path(key)), each keeping the rows' order."""
+    order = np.argsort(key, kind="stable")
+    key_sorted = key[order]
+    t = t.take(pa.array(order))
+    bounds = np.flatnonzero(np.r_[True, key_sorted[1:] != key_sorted[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        piece = t.slice(a, b - a)
+        atomic_write(path(int(key_sorted[a])), lambda tmp, x=piece: pq.write_table(x, tmp))
+
+
+def _gather(pattern: str, columns: list | None = None, schema: pa.Schema | None = None) -> pa.Table:
+    files = sorted(glob.glob(pattern))
+    if not files:
+        return schema.empty_table() if schema is not None else pa.table({})
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+
+
+class Work:
+    """The scoring's working directory, its plan and its step markers."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def path(self, *parts: str) -> str:
+        p = os.path.join(self.root, *parts)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        return p
+
+    @property
+    def plan(self) -> dict:
+        with open(os.path.join(self.root, "plan.json")) as f:
+            return json.load(f)
+
+    def done(self, step: str, item: int) -> dict | None:
+        p = os.path.join(self.root, "done", f"{step}-{item:05d}.json")
+        if os.path.exists(p):
+            with open(p) as f:
+                return json.load(f)
+        return None
+
+    def mark(self, step: str, item: int, result: dict) -> dict:
+        write_json(self.path("done", f"{step}-{item:05d}.json"), result)
+        return result
+
+    def pending(self, step: str, n: int) -> list[int]:
+        return [i for i in range(n) if self.done(step, i) is None]
+
+    def results(self, step: str, n: int) -> list[dict]:
+        return [self.done(step, i) for i in range(n)]
+
+
+def step(name: str):
+    """A step over items: skipped when its marker exists; the marker (holding its small result)
+    is written after all of its files."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(root: str, item: int, **kw) -> dict:
+            w = Work(root)
+            return w.done(name, item) or w.mark(name, item, fn(w, item, **kw))
+        return run
+    return wrap
+
+
+# -- steps run in parallel (module level: Ray pickles them by reference) ---------------------
+@step("split")
+def split(w: Work, c: int) -> dict:
+    plan = w.plan
+    files = plan["chunks"][c]
+    tables = []
+    for shard, f in files:
+        t = pq.read_table(f, columns=C.READ)
+        n = len(t)
+        tables.append(t.append_column("_chunk", pa.array(np.full(n, c, np.int32)))
+                      .append_column("_shard", pa.array(np.full(n, shard, np.int32)))
+                      .append_column("_row", pa.array(np.arange(n, dtype=np.int32))))
+    t = pa.concat_tables(tables)
+    _scatter(t, _bucket(t["identity"], plan["partitions"]), lambda p: w.path("in", f"p={p:05d}", f"c={c:05d}.parquet"))
+    cand = t.filter(pa.array(C.candidates(t)))
+    rate = plan["sample_rate"]
+    if rate < 1:  # uniform and the same on every rerun: by a hash of the image id
+        cand = cand.filter(pa.array(_crc(cand["image_id"].to_pylist()) % 1_000_000 < rate * 1_000_000))
+    sample = cand.select(["image_id", "identity", "embedding", "feat_norm", "sharpness", "det_score"])
+    atomic_write(w.path("sample", f"c={c:05d}.parquet"), lambda tmp: pq.write_table(sample, tmp))
+    return {"rows": len(t), "models": sorted(C.model_ids(t))}
+
+
+@step("identities")
+def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, merge_angle: float) -> dict:
+    plan = w.plan
+    t = _gather(w.path("in", f"p={p:05d}", "*.parquet"))
+    if not len(t):
+        return {"rows": 0, "signals": None}
+    part, ids, centers, used = C.score_identities(t, cfg, cal, ref, merge_angle)
+    part = part.append_column("_gid", pa.array((np.int64(p) << 32) + np.arange(len(t), dtype=np.int64)))
+    atomic_write(w.path("a", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(part, tmp))
+    atomic_write(w.path("ids", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(ids, tmp))
+    np.save(w.path("ids", f"p={p:05d}.npy"), centers.astype(np.float32))
+    cand = pa.array(C.candidates(t))
+    faces = pa.table({"gid": part["_gid"], "image_id": t["image_id"], "identity": t["identity"], "quality": part["quality"],
+                      "embedding": t["embedding"], "sha1": t["sha1"]}).filter(cand)
+    groups = plan["groups"]
+    stored = np.zeros(len(faces), np.int64)
+    extra = stored
+    if groups > 1 and len(faces):  # the group of the face's nearest cell, and of its second nearest
+        cells = np.load(w.path("cells.npz"))
+        faiss = __import__("faiss")
+        index = faiss.IndexFlatIP(cells["centroids"].shape[1])
+        index.add(cells["centroids"])
+        _, near = dedup.search(index, decode_embeddings(faces["embedding"]), 2)
+        stored, extra = cells["group"][near[:, 0]], cells["group"][near[:, 1]]
+    body = faces.drop_columns(["sha1"])
+    _scatter(body.append_column("stored", pa.array(np.ones(len(faces), bool))), stored,
+             lambda g: w.path("dupin", f"g={g:05d}", f"p={p:05d}-s.parquet"))
+    also = extra != stored
+    if also.any():
+        _scatter(body.filter(pa.array(also)).append_column("stored", pa.array(np.zeros(int(also.sum()), bool))),
+                 extra[also], lambda g: w.path("dupin", f"g={g:05d}", f"p={p:05d}-q.parquet"))
+    hashed = faces.filter(pc.is_valid(faces["sha1"])).select(["gid", "image_id", "identity", "quality", "sha1"])
+    if len(hashed):
+        _scatter(hashed, _bucket(hashed["sha1"], groups), lambda g: w.path("sha", f"g={g:05d}", f"p={p:05d}.parquet"))
+    return {"rows": len(t), "signals": used}
+
+
+@step("duplicates")
+def duplicates(w: Work, g: int, threshold: float) -> dict:
+    faces = _gather(w.path("dupin", f"g={g:05d}", "*.parquet"))
+    nodes, r, c, s = [], [], [], []
+    if len(faces):
+        stored, extra = faces.filter(faces["stored"]), faces.filter(pc.invert(faces["stored"]))
+        qi, si, sim = dedup.knn_edges(decode_embeddings(stored["embedding"]), threshold,
+                                      extra=decode_embeddings(extra["embedding"]) if len(extra) else None)
+        faces = pa.concat_tables([stored, extra])
+        gq, gs = faces["gid"].to_numpy()[qi], stored["gid"].to_numpy()[si]
+        keep = gq != gs
+        r.append(gq[keep])
+        c.append(gs[keep])
+        s.append(sim[keep])
+        nodes.append(faces.select(["gid", "image_id", "identity", "quality"]))
+    hashed = _gather(w.path("sha", f"g={g:05d}", "*.parquet"))
+    if len(hashed):
+        a, b, sim = dedup.sha_edges(hashed["sha1"].to_pylist())
+        gid = hashed["gid"].to_numpy()
+        r.append(gid[a])
+        c.append(gid[b])
+        s.append(sim)
+        nodes.append(hashed.select(["gid", "image_id", "identity", "quality"]))
+    edges = pa.table({"r": pa.array(np.concatenate(r) if r else np.zeros(0, np.int64)),
+                      "c": pa.array(np.concatenate(c) if c else np.zeros(0, np.int64)),
+                      "s": pa.array(np.concatenate(s) if s else np.zeros(0, np.float32))})
+    if len(edges):
+        used = pa.concat_tables(nodes)
+        used = used.filter(pc.is_in(used["gid"], pa.concat_arrays([edges["r"].combine_chunks(), edges["c"].combine_chunks()])))
+        atomic_write(w.path("dupout", f"g={g:05d}-nodes.parquet"), lambda tmp: pq.write_table(used, tmp))
+        atomic_write(w.path("dupout", f"g={g:05d}-edges.parquet"), lambda tmp: pq.write_table(edges, tmp))
+    return {"edges": len(edges)}
+
+
+@step("decide")
+def decide(w: Work, p: int, cfg: ScoreConfig, quality_rules: bool, reviews: pa.Table) -> dict:
+    from curate import reviews as R
+
+    t = _gather(w.path("in", f"p={p:05d}", "*.parquet"))
+    if not len(t):
+        return {"reasons": {}, "scored": 0, "overrides": 0}
+    part = pq.read_table(w.path("a", f"p={p:05d}.parquet")).drop_columns(["_gid"])
+    with open(w.path("globals.pkl"), "rb") as f:
+        g = pickle.load(f)
+    if os.path.exists(w.path("centers.faiss")):
+        g.index = __import__("faiss").read_index(w.path("centers.faiss"))
+    dups_file = w.path("dups", f"p={p:05d}.parquet")
+    dups = pq.read_table(dups_file) if os.path.exists(dups_file) else C.EMPTY_DUPS
+    scores = C.decide(t, part, g, dups, cfg, quality_rules)
+    ids = pq.read_table(w.path("ids", f"p={p:05d}.parquet"))
+    ids = C.finish_identities(ids, g, scores, cfg) if len(ids) else None
+    auto = C.reason_counts(scores)
+    scores = R.apply(scores, reviews)  # a reviewer's decisions win; the automatic ones stay beside them
+    if ids is not None:
+        if len(reviews):  # the reviewers' keep/reject changes the counts
+            ids = ids.set_column(ids.schema.get_field_index("kept"), "kept", C.kept_per_identity(ids, scores))
+        atomic_write(w.path("ids_final", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(ids, tmp))
+    for k in EXTRA:
+        scores = scores.append_column(k, t[k])
+    _scatter(scores, t["_chunk"].to_numpy(), lambda c: w.path("out", f"c={c:05d}", f"p={p:05d}.parquet"))
+    return {"reasons": auto, "scored": int(C.candidates(t).sum()), "overrides": R.overrides(scores)}
+
+
+@step("write")
+def write(w: Work, c: int, out: str, digest: str) -> dict:
+    """The chunk's scores in spine order, and each of its shards' rows joined with their scores,
+    sorted by identity then quality (crawls laid out by identity come out sorted across shards)."""
+    scores = _gather(w.path("out", f"c={c:05d}", "*.parquet"))
+    if not len(scores):  # shards with no rows
+        return {"rows": 0}
+    scores = scores.sort_by([("_shard", "ascending"), ("_row", "ascending")])
+    shard_of = scores["_shard"].to_numpy()
+    extra = [k for k in scores.column_names if k not in ("image_id", "identity", "sharpness", "det_score", "face_size", *EXTRA)]
+    start = 0
+    for shard, f in w.plan["chunks"][c]:
+        n = int(np.searchsorted(shard_of, shard, side="right")) - start
+        rows = scores.slice(start, n)
+        start += n
+        spine = pq.read_table(f).drop_columns(["keep", "reason"])
+        if len(spine) != n or rows["image_id"] != spine["image_id"]:
+            raise RuntimeError(f"{f}: scores do not line up with the shard ({n} vs {len(spine)} rows)")
+        for k in extra:
+            spine = spine.append_column(k, rows[k])
+        joined = spine.sort_by([("identity", "ascending"), ("quality_rank", "ascending")])
+        name = os.path.basename(f).rsplit("-", 1)[0] + f"-{digest}.parquet"
+        atomic_write(os.path.join(out, "curated", name), lambda tmp, j=joined: pq.write_table(j, tmp))
+    body = scores.drop_columns(EXTRA)
+    atomic_write(w.path("scores", f"c={c:05d}.parquet"), lambda tmp: pq.write_table(body, tmp))
+    return {"rows": len(body)}
+
+
+# -- the driver ---------------------------------------------------------------------------------
+def local_map(fn, items: list) -> list:
+    return [fn(i) for i in items]
+
+
+def plan_work(w: Work, files: list[tuple[int, str]], part_rows: int) -> dict:
+    """Chunks of spine shards of about ``part_rows`` images, partitions, search groups. Kept on
+    disk: a resumed scoring uses the plan it started with."""
+    p = w.path("plan.json")
+    if os.path.exists(p):
+        return w.plan
+    counts = [pq.ParquetFile(f).metadata.num_rows for _, f in files]
+    rows = sum(counts)
+    chunks, cur, size = [], [], 0
+    for (shard, f), k in zip(files, counts):
+        if cur and size + k > part_rows:
+            chunks.append(cur)
+            cur, size = [], 0
+        cur.append((shard, f))
+        size += k
+    chunks.append(cur)
+    plan = {"rows": rows, "chunks": chunks, "partitions": max(1, -(-rows // part_rows)),
+            "groups": max(1, -(-rows // GROUP_ROWS)), "sample_rate": min(1.0, SAMPLE_ROWS / max(rows, 1))}
+    write_json(p, plan)
+    return plan
+
+
+def search_cells(sample_emb: np.ndarray, groups: int) -> dict:
+    """Cells (k-means on the sample, 16 a group) packed into ``groups`` duplicate-search groups of
+    about equal size (largest cell first, into the lightest group)."""
+    faiss = __import__("faiss")
+    n_cells = int(min(16 * groups, max(groups, len(sample_emb) // 40)))
+    km = faiss.Kmeans(sample_emb.shape[1], n_cells, niter=10, seed=1, spherical=True, min_points_per_centroid=1)
+    km.train(sample_emb)
+    _, cell = km.index.search(sample_emb, 1)
+    load = np.bincount(cell[:, 0], minlength=n_cells)
+    group, filled = np.zeros(n_cells, np.int64), np.zeros(groups, np.int64)
+    for k in np.argsort(-load, kind="stable"):
+        group[k] = int(filled.argmin())
+        filled[group[k]] += load[k] + 1
+    return {"centroids": km.centroids.astype(np.float32), "group": group}
+
+
+def score_partitioned(work_dir: str, out: str, files: list[tuple[int, str]], cfg: ScoreConfig, cal: dict | None,
+                      reviews: pa.Table, digest: str, part_rows: int = PART_ROWS, mapper=local_map):
+    """-> (scores file, identities file, calibration record, reason counts, overrides). Writes
+    the curated shards; ``work_dir`` is removed at the end."""
+    w = Work(work_dir)
+    plan = plan_work(w, files, part_rows)
+    n_chunks, n_parts, n_groups = len(plan["chunks"]), plan["partitions"], plan["groups"]
+    mapper(functools.partial(split, work_dir), w.pending("split", n_chunks))
+    models = set().union(*(r["models"] for r in w.results("split", n_chunks)))
+    if len(models) > 1:
+        raise InputError(f"one recognizer per scoring run, found {sorted(models)}")
+    sample = _gather(w.path("sample", "*.parquet"))
+    ref = cal or C.run_reference(C.signals_of(sample))  # an uncalibrated model: percentiles of this run
+    sample_emb = C.unit_embeddings(sample) if len(sample) else np.zeros((0, 1), np.float32)
+    if n_groups > 1 and not os.path.exists(w.path("cells.npz")):
+        cells = search_cells(sample_emb, n_groups)
+        with open(w.path("cells.npz"), "wb") as f:
+            np.savez(f, **cells)
+    merge_angle = C.merge_angle_of(cfg, cal)
+    mapper(functools.partial(identities, work_dir, cfg=cfg, cal=cal, ref=ref, merge_angle=merge_angle),
+           w.pending("identities", n_parts))
+    signals = next((r["signals"] for r in w.results("identities", n_parts) if r["signals"]), None)
+
+    # globals: every identity's dominant center
+    ids = _gather(w.path("ids", "*.parquet"))
+    scored = len(sample) > 0
+    g = None
+    if len(ids):
+        parts = [np.load(f) for f in sorted(glob.glob(w.path("ids", "*.npy")))]
+        centers = np.concatenate([c for c in parts if c.size])
+        order = np.argsort(np.array(ids["identity"].to_pylist(), dtype=object).astype(str), kind="stable")
+        names = np.array(ids["identity"].to_pylist(), dtype=object)[order].tolist()
+        centers = np.ascontiguousarray(centers[order])
+        g = C.Globals(names, centers, None, {}, {})
+        g = C.global_scoring(names, ids["faces"].to_numpy()[order], centers, sample_emb, g.codes(sample["identity"]), cfg, cal)
+        if g.index is not None:
+            faiss = __import__("faiss")
+            cpu = faiss.index_gpu_to_cpu(g.index) if dedup._on_gpu(faiss) else g.index
+            faiss.write_index(cpu, w.path("centers.faiss"))
+    else:
+        g = C.Globals([], np.zeros((0, 1), np.float32), C.score.thresholds(
+            np.zeros((0, 1), np.float32), np.zeros(0, np.int64), np.zeros((0, 1), np.float32), cfg, cal), {}, {})
+    light = C.Globals(g.names, None, g.thresholds, g.into, g.merge_sim)  # centers and index: files
+    with open(w.path("globals.pkl"), "wb") as f:
+        pickle.dump(light, f)
+
+    # duplicates: edges per search group, clusters over the edges' faces
+    mapper(functools.partial(duplicates, work_dir, threshold=g.thresholds.dup_cos), w.pending("duplicates", n_groups))
+    if not w.done("clusters", 0):
+        nodes = _gather(w.path("dupout", "*-nodes.parquet"))
+        edges = _gather(w.path("dupout", "*-edges.parquet"))
+        if len(edges):
+            nodes = nodes.take(pa.array(np.unique(nodes["gid"].to_numpy(), return_index=True)[1]))
+            gid = nodes["gid"].to_numpy()
+            r, c = np.searchsorted(gid, edges["r"].to_numpy()), np.searchsorted(gid, edges["c"].to_numpy())
+            dups = dedup.dup_table(np.array(nodes["image_id"].to_pylist(), object),
+                                   np.array(nodes["identity"].to_pylist(), object),
+                                   nodes["quality"].to_numpy(zero_copy_only=False), r, c, edges["s"].to_numpy())
+            at = pc.index_in(dups["image_id"], value_set=nodes["image_id"])
+            part_of = nodes["gid"].take(at).to_numpy() >> 32
+            _scatter(dups, part_of, lambda p: w.path("dups", f"p={p:05d}.parquet"))
+        w.mark("clusters", 0, {"edges": len(edges)})
+
+    results = mapper(functools.partial(decide, work_dir, cfg=cfg, quality_rules=cal is not None, reviews=reviews),
+                     list(range(n_parts)))
+    mapper(functools.partial(write, work_dir, out=out, digest=digest), w.pending("write", n_chunks))
+
+    reasons: dict[str, int] = {}
+    for r in results:
+        for k, v in r["reasons"].items():
+            reasons[k] = reasons.get(k, 0) + v
+    n_scored = sum(r["scored"] for r in results)
+    calib = C.calibration_record(g if scored and len(ids) else None, cal, merge_angle,
+                                 next(iter(models), None), signals or list(ref.get("quality", {}).get("signals", ["norm"])))
+    calib["warnings"] += C.flag_warnings(reasons, n_scored)
+    return w, calib, sum(r["overrides"] for r in results)
+
+
+def stream_outputs(w: Work, scores_path: str, identities_path: str, n_chunks: int) -> None:
+    """The chunks' scores into one file (row group by row group), the identities sorted by name."""
+    def scores(tmp):
+        writer = None
+        for c in range(n_chunks):
+            if not os.path.exists(w.path("scores", f"c={c:05d}.parquet")):
+                continue
+            t = pq.read_table(w.path("scores", f"c={c:05d}.parquet"))
+            writer = writer or pq.ParquetWriter(tmp, t.schema)
+            writer.write_table(t)
+        if writer is None:
+            raise InputError("no scored rows to write")
+        writer.close()
+
+    atomic_write(scores_path, scores)
+    ids = _gather(w.path("ids_final", "*.parquet"))
+    ids = ids.sort_by("identity") if len(ids) else pa.table({"identity": pa.array([], pa.string())})
+    atomic_write(identities_path, lambda tmp: pq.write_table(ids, tmp))
+
+
+def remove(w: Work) -> None:
+    shutil.rmtree(w.root, ignore_errors=True)
