@@ -120,9 +120,7 @@ def connect(out: str, write: bool = False, score_digest: str | None = None, save
     so that tables made with ``--write`` can be queried (it holds a read lock on the file while open)."""
     import duckdb
 
-    store = ShardStore(out)
-    if store.manifest is None:
-        raise InputError(f"{out}: no run here (no run.json)")
+    store = ShardStore.of(out)
     if write:
         con = duckdb.connect(os.path.join(store.out, "curate.duckdb"))
         store.create_views(con, score_digest)

@@ -216,7 +216,7 @@ def run_images(out: str) -> pa.Table:
     """The run's images rows that ``joined`` needs (read once, reused across a sweep)."""
     from curate.io.shards import ShardStore
 
-    files = ShardStore(out).completed_files("images")
+    files = ShardStore.of(out).completed_files("images")
     return pq.ParquetDataset(files).read(columns=["image_id", "source", "sha1", "reason", "embedding"]) \
         .rename_columns(["image_id", "source", "sha1", "spine_reason", "embedding"])
 
@@ -226,7 +226,7 @@ def joined(out: str, truth: pa.Table, scores: pa.Table | None = None, images: pa
     ``images``: ``run_images(out)``, when the caller already has it."""
     from curate.io.shards import ShardStore
 
-    store = ShardStore(out)
+    store = ShardStore.of(out)
     images = run_images(out) if images is None else images
     if scores is None:
         digest = store.current_scoring()
@@ -403,7 +403,7 @@ def sweep(out: str, truth: pa.Table, cal: dict | None, base=None, grid: dict | N
     from curate.curation import READ, score_table
     from curate.io.shards import ShardStore
 
-    store = ShardStore(out)
+    store = ShardStore.of(out)
     t = pq.ParquetDataset(store.completed_files("images")).read(columns=READ)
     base = base or ScoreConfig()
     images = run_images(out)

@@ -522,14 +522,19 @@ def loop(input_path, input_format, holdout, epochs, recipe, seed, truth, **kw):
 @main.command("score")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @_score_options
+@click.option("--partition-rows", type=click.IntRange(min=1000), default=None,
+              help="Images per scoring partition (default 250000, about 1.5 GB of memory a task). A run with more is "
+                   "scored partition by partition on Ray (RAY_ADDRESS joins a cluster).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def score_cmd(out, as_json, **kw):
+def score_cmd(out, as_json, partition_rows, **kw):
     """Score and select the run in OUT again with new thresholds: label noise (sub-center
     dominance), duplicates, merged identities, quality. Uses the stored embeddings: no model runs.
-    Writes OUT/scores, OUT/identities, OUT/curated for this threshold set and updates the views."""
+    Writes OUT/scores, OUT/identities, OUT/curated for this threshold set and updates the views.
+    A scoring killed part way resumes where it stopped when run again with the same options."""
     from curate.curation import score_run
+    from flows.ray_exec import ray_map
 
-    s = score_run(out, _score_config(**kw), kw.get("calibration"))
+    s = score_run(out, _score_config(**kw), kw.get("calibration"), mapper=ray_map, part_rows=partition_rows)
     _print_curation(s, as_json)
 
 
@@ -561,10 +566,7 @@ def status(out, as_json):
     """Show how far the run in OUT got: shards done, rows kept and rejected by reason."""
     from curate.io.shards import ShardStore
 
-    store = ShardStore(out)
-    if store.manifest is None:
-        raise CurateError(f"{out}: no run here (no run.json)")
-    _print_summary(store.summary(), as_json)
+    _print_summary(ShardStore.of(out).summary(), as_json)
 
 
 def _print_summary(s: dict, as_json: bool) -> None:
@@ -650,7 +652,7 @@ def audit(out, names, params, fmt, output, sql_dir, list_only, scores):
                                  param_hint="--param")
     from curate.io.shards import ShardStore
 
-    con = A.connect(out, score_digest=ShardStore(out).resolve_scoring(scores))
+    con = A.connect(out, score_digest=ShardStore.of(out).resolve_scoring(scores))
     have = A.views(con)
     results, failed = {}, []
     for q in (qs[n] for n in (names or qs)):
@@ -703,7 +705,7 @@ def sql_cmd(out, query, sql_file, interactive, max_width, params, fmt, output, w
     from curate import audit as A
     from curate.io.shards import ShardStore
 
-    con = A.connect(out, write=write, score_digest=ShardStore(out).resolve_scoring(scores), saved_tables=True)
+    con = A.connect(out, write=write, score_digest=ShardStore.of(out).resolve_scoring(scores), saved_tables=True)
     bound = _params(params) or None
     if query == "-" or (query is None and sql_file is None and not interactive and not sys.stdin.isatty()):
         query = sys.stdin.read()
@@ -804,9 +806,7 @@ def leakage(out, against, root, min_faces, as_json):
     from curate.io.shards import ShardStore
     from curate.pipeline import load_models
 
-    store = ShardStore(out)
-    if store.manifest is None:
-        raise CurateError(f"{out}: no run here (no run.json)")
+    store = ShardStore.of(out)
     cfg = store.config()
     models = load_models(cfg)
     if store.recognizer_id() and models.recognizer.id != store.recognizer_id():

@@ -16,9 +16,7 @@ from curate.stages import attributes
 
 
 def _store(out: str) -> ShardStore:
-    store = ShardStore(out)
-    if store.manifest is None:
-        raise InputError(f"{out}: no run here (no run.json)")
+    store = ShardStore.of(out)
     if not store.completed_files("images"):
         raise InputError(f"{out}: no completed shards yet")
     return store

@@ -93,7 +93,7 @@ def thresholds(cal: dict | None) -> dict:
 
 def find(run: str, ev: dict, cal: dict | None, min_faces: int = 2, chunk: int = 65536) -> tuple[pa.Table, pa.Table, dict]:
     """(face matches, leaked identities, thresholds) of the run's embedded faces against ``ev``."""
-    store = ShardStore(run)
+    store = ShardStore.of(run)
     th = thresholds(cal)
     t = pq.ParquetDataset(store.completed_files("images")).read(columns=["image_id", "identity", "sha1", "embedding", "reason"])
     t = t.filter(pc.and_(pc.equal(t["reason"], "ok"), pc.is_valid(t["identity"])))
@@ -153,7 +153,7 @@ def find(run: str, ev: dict, cal: dict | None, min_faces: int = 2, chunk: int = 
 
 
 def write(run: str, faces: pa.Table, identities: pa.Table, meta: dict) -> str:
-    store = ShardStore(run)
+    store = ShardStore.of(run)
     d = store.path("leakage")
     os.makedirs(d, exist_ok=True)
     md = {k.encode(): str(v).encode() for k, v in meta.items()}
@@ -164,7 +164,7 @@ def write(run: str, faces: pa.Table, identities: pa.Table, meta: dict) -> str:
 
 
 def leaked_identities(run: str) -> set[str]:
-    p = ShardStore(run).path("leakage", "identities.parquet")
+    p = ShardStore.of(run).path("leakage", "identities.parquet")
     if not os.path.exists(p):
         raise InputError(f"{run}: no leakage check yet (run `curate leakage {run} --against ...`)")
     return set(pq.read_table(p, columns=["identity"])["identity"].to_pylist())

@@ -27,7 +27,7 @@ COLUMNS = ["image_id", "identity", "sha1", "embedding", "feat_norm", "det_score"
 
 def faces(run: str) -> pa.Table:
     """Faces of the run that were embedded, with the current scoring's ``keep``."""
-    store = ShardStore(run)
+    store = ShardStore.of(run)
     digest = store.current_scoring()
     if not digest:
         raise InputError(f"{run}: not scored yet")
@@ -104,7 +104,7 @@ def export_projection(proj, dest: str, run: str, held: set[str], seed: int = 0, 
     from models import projection
     from models.cards import detector_name, file_sha256, pick_calibration, write_card
 
-    store = ShardStore(run)
+    store = ShardStore.of(run)
     cfg = store.config()
     t = faces(run) if t is None else t
     ids = np.array(t["identity"].to_pylist(), object)
@@ -131,7 +131,7 @@ def export_projection(proj, dest: str, run: str, held: set[str], seed: int = 0, 
 
 def round_summary(run: str, truth: pa.Table | None = None) -> dict:
     """Kept, flags by reason and, with a benchmark truth, purity and clean retention."""
-    store = ShardStore(run)
+    store = ShardStore.of(run)
     digest = store.current_scoring()
     scores = pq.read_table(store.path("scores", f"scores-{digest}.parquet"))
     out = {"run": store.out, "images": len(scores), "kept": int(pc.sum(scores["keep"]).as_py() or 0),

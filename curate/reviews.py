@@ -30,7 +30,7 @@ ACTIONS = {"image": ("keep", "reject"), "identity": ("keep", "reject", "relabel"
 
 
 def path(run: str) -> str:
-    return ShardStore(run).path("reviews.parquet")
+    return ShardStore.of(run).path("reviews.parquet")
 
 
 def read(run: str) -> pa.Table:
@@ -70,9 +70,7 @@ def parse(file: str, reviewer: str | None = None) -> list[dict]:
 
 def import_file(run: str, file: str, reviewer: str | None = None) -> dict:
     """Append the decisions in ``file`` (checked against the run) to OUT/reviews.parquet."""
-    store = ShardStore(run)
-    if store.manifest is None:
-        raise InputError(f"{run}: no run here (no run.json)")
+    store = ShardStore.of(run)
     rows = parse(file, reviewer)
     t = pq.ParquetDataset(store.completed_files("images")).read(columns=["image_id", "identity"])
     images, identities = set(t["image_id"].to_pylist()), set(t["identity"].drop_null().to_pylist())

@@ -18,13 +18,13 @@ from curate.io.shards import ShardStore
 
 
 @task
-def run_audits(out: str, fmt: str, sql_dir: str | None, scores: str | None = None) -> dict:
-    digest = ShardStore(out).resolve_scoring(scores)
+def run_audits(store: ShardStore, fmt: str, sql_dir: str | None, scores: str | None = None) -> dict:
+    digest = store.resolve_scoring(scores)
     if not digest:
-        raise InputError(f"{out}: not scored yet (run `curate score {out}`)")
-    dest = os.path.join(os.path.abspath(out), f"audit-{digest}")
+        raise InputError(f"{store.out}: not scored yet (run `curate score {store.out}`)")
+    dest = store.path(f"audit-{digest}")
     os.makedirs(dest, exist_ok=True)
-    con = A.connect(out, score_digest=digest)
+    con = A.connect(store, score_digest=digest)
     try:
         have = A.views(con)
         written, skipped = {}, {}
@@ -41,16 +41,17 @@ def run_audits(out: str, fmt: str, sql_dir: str | None, scores: str | None = Non
 
 
 @task
-def write_report(out: str, scores: str | None = None) -> str:
+def write_report(store: ShardStore, scores: str | None = None) -> str:
     from curate.report import build_report
 
-    return build_report(out, scores=scores)
+    return build_report(store, scores=scores)
 
 
 @flow(name="audit")
 def audit_flow(out: str, fmt: str = "parquet", sql_dir: str | None = None, report: bool = True,
                scores: str | None = None) -> dict:
-    result = run_audits(out, fmt, sql_dir, scores)
+    store = ShardStore.of(out)  # the run's one handle, for every task
+    result = run_audits(store, fmt, sql_dir, scores)
     if report:
-        result["report"] = write_report(out, result["digest"])
+        result["report"] = write_report(store, result["digest"])
     return result

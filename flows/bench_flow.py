@@ -58,7 +58,7 @@ def measure(run: str, truth_path: str, seed: int, faces: str, baseline: bool, sw
     from curate.curation import run_calibration
 
     truth = pq.read_table(truth_path)
-    store = ShardStore(run)
+    store = ShardStore.of(run)
     atomic_write(store.path("truth.parquet"), lambda tmp: pq.write_table(truth, tmp))
     digest = store.current_scoring()
     identities = pq.read_table(store.path(f"identities-{digest}.parquet"))

@@ -20,7 +20,7 @@ from curate.io.shards import ShardStore
 from curate.io.sources import open_source
 from curate.pipeline import load_models
 from flows.audit_flow import audit_flow
-from flows.ray_exec import run_shards
+from flows.ray_exec import ray_map, run_shards
 
 
 def _transient(task, task_run, state) -> bool:
@@ -29,12 +29,11 @@ def _transient(task, task_run, state) -> bool:
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
-def plan(input_path: str, out: str, config: dict, input_format: str | None, input_options: dict,
+def plan(store: ShardStore, input_path: str, config: dict, input_format: str | None, input_options: dict,
          allow_download: bool, resources: dict) -> dict:
     cfg = RunConfig.from_dict(config)
     models = load_models(cfg, allow_download=allow_download)  # a bad model fails here, not in every worker
     source = open_source(input_path, input_format, **input_options)
-    store = ShardStore(out)
     res = Resources(**resources)
     workers = res.workers or max(1, (os.cpu_count() or 1) // res.threads_per_worker)
     manifest = store.open_run(source, cfg, workers)
@@ -43,9 +42,8 @@ def plan(input_path: str, out: str, config: dict, input_format: str | None, inpu
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
-def curate_shards(out: str, resources: dict, allow_download: bool, progress: bool) -> list[dict]:
+def curate_shards(store: ShardStore, resources: dict, allow_download: bool, progress: bool) -> list[dict]:
     res = Resources(**resources)
-    store = ShardStore(out)
     total = store.manifest["items"]
     done = sum(m["images"] for m in store.markers())
     bar = None
@@ -58,24 +56,24 @@ def curate_shards(out: str, resources: dict, allow_download: bool, progress: boo
             tqdm.write(line)
         bar = tqdm(total=total, initial=done, unit="img", desc="curate", smoothing=0.1)
     try:
-        return list(run_shards(out, res, allow_download, on_images=bar.update if bar else None))
+        return list(run_shards(store, res, allow_download, on_images=bar.update if bar else None))
     finally:
         if bar:
             bar.close()
 
 
 @task
-def finalize(out: str) -> dict:
-    store = ShardStore(out)
+def finalize(store: ShardStore) -> dict:
     store.remove_stale_temp_files()  # every shard landed: temp files left by a killed run are garbage
     store.write_views()
     return store.summary()
 
 
 @task(retry_condition_fn=_transient)
-def score(out: str, score_config: dict, calibration: str | None = None) -> dict:
-    """Label noise, duplicates and quality over all identities; keep/reason; curated shards."""
-    return score_run(out, ScoreConfig(**score_config), calibration)
+def score(store: ShardStore, score_config: dict, calibration: str | None = None) -> dict:
+    """Label noise, duplicates and quality over all identities, partition by partition on Ray;
+    keep/reason; curated shards."""
+    return score_run(store, ScoreConfig(**score_config), calibration, mapper=ray_map)
 
 
 @flow(name="curate", log_prints=False)
@@ -83,11 +81,12 @@ def curate_flow(input_path: str, out: str, config: dict, resources: dict, input_
                 input_options: dict | None = None, allow_download: bool = False, progress: bool = True,
                 score_config: dict | None = None, audit: bool = True, calibration: str | None = None) -> dict:
     t0 = time.perf_counter()
-    plan(input_path, out, config, input_format, input_options or {}, allow_download, resources)
-    landed = curate_shards(out, resources, allow_download, progress)
-    summary = finalize(out)
+    store = ShardStore(out)  # the run's one handle, for every task (the plan creates the run in it)
+    plan(store, input_path, config, input_format, input_options or {}, allow_download, resources)
+    landed = curate_shards(store, resources, allow_download, progress)
+    summary = finalize(store)
     if score_config is not None and summary["images"]:
-        summary["curation"] = score(out, score_config, calibration)
+        summary["curation"] = score(store, score_config, calibration)
         if audit:
             summary["audit"] = audit_flow(out)
     wall = time.perf_counter() - t0

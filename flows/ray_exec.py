@@ -52,8 +52,8 @@ class CurateStage:
     and starts a replacement where the cluster has room (a restart would wait for the lost node's
     resources, forever)."""
 
-    def __init__(self, out: str, allow_download: bool, gpu: bool, threads: int = 1):
-        self.store = ShardStore(out)
+    def __init__(self, store: ShardStore, allow_download: bool, gpu: bool, threads: int = 1):
+        self.store = store
         self.cfg = self.store.config()
         self.source = self.store.source()
         self.models = load_models(self.cfg, allow_download=allow_download, gpu=gpu, threads=threads)
@@ -81,9 +81,9 @@ def worker_count(res: Resources, pending: int) -> tuple[int, float]:
 MAX_LOST = 20  # workers lost in one run before it gives up (a crash loop, not a flaky node)
 
 
-def run_shards(out: str, res: Resources, allow_download: bool = False,
+def run_shards(store: ShardStore, res: Resources, allow_download: bool = False,
                on_images: Callable[[int], None] | None = None) -> Iterator[dict]:
-    """Curate every pending shard of the run in ``out``; yields each shard's marker as it lands.
+    """Curate every pending shard of the run ``store``; yields each shard's marker as it lands.
     ``on_images(n)`` hears of images as workers finish batches (for a progress bar).
 
     Its own scheduler over a set of actors: a shard whose worker dies (process killed, node lost)
@@ -91,7 +91,6 @@ def run_shards(out: str, res: Resources, allow_download: bool = False,
     replacement that cannot be placed (the lost node's resources) never holds up the run. Shards
     are idempotent (a completed one is skipped, writes are atomic), so a resubmitted shard never
     duplicates rows."""
-    store = ShardStore(out)
     pending = store.pending()
     if not pending:
         return
@@ -103,7 +102,7 @@ def run_shards(out: str, res: Resources, allow_download: bool = False,
     t = res.threads_per_worker
 
     def start():
-        return CurateStage.options(num_cpus=t, num_gpus=gpus).remote(out, allow_download, gpus > 0, t)
+        return CurateStage.options(num_cpus=t, num_gpus=gpus).remote(store, allow_download, gpus > 0, t)
 
     queue = deque(pending)
     idle = [start() for _ in range(n)]
@@ -162,3 +161,23 @@ def _take(progress) -> int:
         return ray.get(progress.take.remote(), timeout=10)
     except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
         return 0
+
+
+# one thread per task: numpy's BLAS and faiss's OpenMP otherwise take every core in each task
+ONE_THREAD = {"env_vars": {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+
+
+@ray.remote(max_retries=3, runtime_env=ONE_THREAD)
+def _call(fn: Callable, item):
+    return fn(item)
+
+
+def ray_map(fn: Callable, items: list) -> list:
+    """``[fn(i) for i in items]`` as Ray tasks, one CPU each (the scoring's steps: each a
+    partition, idempotent, so a task lost with its node is simply run again). In process when
+    there is at most one item: no cluster to start for a small run."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    init_ray()
+    ref = ray.put(fn)
+    return ray.get([_call.remote(ref, i) for i in items])

@@ -50,9 +50,7 @@ def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores
     current one)."""
     import duckdb
 
-    store = ShardStore(out)
-    if store.manifest is None:
-        raise InputError(f"{out}: no run here (no run.json)")
+    store = ShardStore.of(out)
     digest = store.resolve_scoring(scores)
     files = store.view_files(digest).get("curated") if digest else None
     if not files:

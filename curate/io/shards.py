@@ -68,6 +68,20 @@ def write_json(path: str, obj) -> None:
 
 
 class ShardStore:
+    """The run directory's one handle: a flow opens it once (``ShardStore.of``) and passes it down
+    to its tasks, and to Ray workers (it pickles as its path and manifest)."""
+
+    @classmethod
+    def of(cls, run: "str | ShardStore") -> "ShardStore":
+        """``run`` itself when it is a handle already, else the run in that directory; a directory
+        with no run is an error."""
+        if isinstance(run, ShardStore):
+            return run
+        store = cls(run)
+        if store.manifest is None:
+            raise InputError(f"{run}: no run here (no run.json)")
+        return store
+
     def __init__(self, out: str):
         self.out = os.path.abspath(out)
         self.manifest: dict | None = None

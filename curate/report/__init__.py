@@ -347,9 +347,7 @@ align-items:center;justify-content:center;color:#999}h4{margin:6px 0 2px}
 def build_report(out: str, dest: str | None = None, identities: int = 12, per_identity: int = 8,
                  scores: str | None = None) -> str:
     """Write the HTML report of scoring ``scores`` (a digest or prefix; default: the current one)."""
-    store = ShardStore(out)
-    if store.manifest is None:
-        raise InputError(f"{out}: no run here (no run.json)")
+    store = ShardStore.of(out)
     if identities < 0 or per_identity < 0:
         raise ConfigError("--identities and --per-identity must be >= 0")
     digest = store.resolve_scoring(scores)

@@ -58,7 +58,7 @@ def _e(s) -> str:
 
 
 def build(out: str, digest: str, dest: str | None = None, identities: int = 200, per_identity: int = 24) -> str:
-    store = ShardStore(out)
+    store = ShardStore.of(out)
     con = audit.connect(out, score_digest=digest)
     rows = con.sql("""SELECT identity, image_id, crop, reason, review FROM curated
                       WHERE NOT keep AND spine_reason = 'ok' AND crop IS NOT NULL
