@@ -19,8 +19,8 @@ Results equal ``score_table``'s when the run has at most SAMPLE_ROWS scored face
 then every face) and one search group (GROUP_ROWS). Beyond: the quality reference of an
 uncalibrated model and the run's impostor angles come from a uniform sample of SAMPLE_ROWS faces
 (card thresholds and references are unaffected), and a face is searched for duplicates in the
-groups of its two nearest cells (a duplicate split across two other cells is missed; measured in
-bench/score.py). ``mode="head"`` trains the sub-center head per partition.
+groups of its two nearest cells, with two probes of an IVF in each (a duplicate whose twin is in
+neither is missed: 2% of re-saved copies, measured). ``mode="head"`` trains the sub-center head per partition.
 
 Every step writes its files under OUT/_scoring/<digest>/ and a marker last: a run killed anywhere
 resumes with the finished chunks, partitions and groups skipped. ``mapper(fn, items)`` runs a
@@ -390,6 +390,8 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple[int, str]], cfg
             part_of = nodes["gid"].take(at).to_numpy() >> 32
             _scatter(dups, part_of, lambda p: w.path("dups", f"p={p:05d}.parquet"))
         w.mark("clusters", 0, {"edges": len(edges)})
+    for d in ("dupin", "sha"):  # the search groups' copies of the faces are not needed again
+        shutil.rmtree(os.path.join(w.root, d), ignore_errors=True)
 
     results = mapper(functools.partial(decide, work_dir, cfg=cfg, quality_rules=cal is not None, reviews=reviews),
                      list(range(n_parts)))

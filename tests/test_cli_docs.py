@@ -19,6 +19,6 @@ def test_every_command_and_option_has_help():
 
 def test_errors_map_to_exit_codes(tmp_path):
     r = CliRunner().invoke(main, ["status", str(tmp_path)])
-    assert r.exit_code == 1 and "no run here" in r.output
+    assert r.exit_code == 3 and "no run here" in r.output  # an InputError, as for every command given a run
     r = CliRunner().invoke(main, ["run", str(tmp_path), "--out", str(tmp_path / "o"), "--detector", "yolo", "--no-progress"])
     assert r.exit_code == 2 and "unknown detector" in r.output
