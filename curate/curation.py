@@ -279,11 +279,11 @@ def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None) -> tuple
         emb = unit_embeddings(c)
         g = global_scoring(ids["identity"].to_pylist(), ids["faces"].to_numpy(), centers, emb,
                            identity_codes(c["identity"])[1], cfg, cal)
-        r, k, s = dedup.knn_edges(emb, g.thresholds.dup_cos)
-        r2, k2, s2 = dedup.sha_edges(c["sha1"].to_pylist())
+        edges = [dedup.knn_edges(emb, g.thresholds.dup_cos), dedup.sha_edges(c["sha1"].to_pylist()),
+                 dedup.identity_pairs(emb, identity_codes(c["identity"])[1], g.thresholds.dup_cos)]
         quality = part["quality"].filter(pa.array(cand)).to_numpy(zero_copy_only=False)
         dups = dedup.dup_table(np.array(c["image_id"].to_pylist(), object), np.array(c["identity"].to_pylist(), object),
-                               quality, np.r_[r, r2], np.r_[k, k2], np.r_[s, s2])
+                               quality, *(np.concatenate(e) for e in zip(*edges)))
     else:
         g = Globals([], np.zeros((0, 1), np.float32), score.thresholds(np.zeros((0, 1), np.float32), np.zeros(0, np.int64),
                                                                       np.zeros((0, 1), np.float32), cfg, cal), {}, {})

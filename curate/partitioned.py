@@ -53,7 +53,8 @@ from curate.stages import dedup
 PART_ROWS = 250_000  # images per partition and per chunk: about 1.5 GB of working memory a task
 SAMPLE_ROWS = 200_000  # scored faces in the sample
 GROUP_ROWS = 250_000  # faces per duplicate-search group: about 1 GB a task
-EXTRA = ["_chunk", "_shard", "_row"]  # where a row came from: spine chunk, shard, position in it
+EXTRA = ["_chunk", "_shard", "_row"]
+PAIR_FLOOR = 0.9  # within-identity duplicate pairs are kept from this cosine; the driver applies the threshold  # where a row came from: spine chunk, shard, position in it
 
 
 def _crc(values: list) -> np.ndarray:
@@ -158,7 +159,8 @@ def split(w: Work, c: int) -> dict:
 
 
 @step("identities")
-def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, merge_angle: float) -> dict:
+def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, merge_angle: float,
+               pair_floor: float) -> dict:
     plan = w.plan
     t = _gather(w.path("in", f"p={p:05d}", "*.parquet"))
     if not len(t):
@@ -188,6 +190,17 @@ def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, m
     if also.any():
         _scatter(body.filter(pa.array(also)).append_column("stored", pa.array(np.zeros(int(also.sum()), bool))),
                  extra[also], lambda g: w.path("dupin", f"g={g:05d}", f"p={p:05d}-q.parquet"))
+    # exact duplicates within each identity, above a floor under any threshold the scoring may pick
+    emb = C.unit_embeddings(faces)
+    r, c, s = dedup.identity_pairs(emb, C.identity_codes(faces["identity"])[1], pair_floor)
+    del emb
+    if len(r):
+        gid = faces["gid"].to_numpy()
+        nodes = np.unique(np.r_[r, c])
+        atomic_write(w.path("dupout", f"p={p:05d}-pairs-nodes.parquet"), lambda tmp: pq.write_table(
+            faces.take(pa.array(nodes)).select(["gid", "image_id", "identity", "quality"]), tmp))
+        atomic_write(w.path("dupout", f"p={p:05d}-pairs-edges.parquet"), lambda tmp: pq.write_table(
+            pa.table({"r": gid[r], "c": gid[c], "s": s}), tmp))
     hashed = faces.filter(pc.is_valid(faces["sha1"])).select(["gid", "image_id", "identity", "quality", "sha1"])
     if len(hashed):
         _scatter(hashed, _bucket(hashed["sha1"], groups), lambda g: w.path("sha", f"g={g:05d}", f"p={p:05d}.parquet"))
@@ -347,8 +360,10 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple[int, str]], cfg
         with open(w.path("cells.npz"), "wb") as f:
             np.savez(f, **cells)
     merge_angle = C.merge_angle_of(cfg, cal)
-    mapper(functools.partial(identities, work_dir, cfg=cfg, cal=cal, ref=ref, merge_angle=merge_angle),
-           w.pending("identities", n_parts))
+    known = [v for v in (cfg.dup_threshold, (cal or {}).get("thresholds", {}).get("dup_cos")) if v is not None]
+    pair_floor = min([PAIR_FLOOR, *known])  # a run's own estimate is cos(p1 / 6) >= cos(15 deg) > PAIR_FLOOR
+    mapper(functools.partial(identities, work_dir, cfg=cfg, cal=cal, ref=ref, merge_angle=merge_angle,
+                             pair_floor=pair_floor), w.pending("identities", n_parts))
     signals = next((r["signals"] for r in w.results("identities", n_parts) if r["signals"]), None)
 
     # globals: every identity's dominant center
@@ -379,6 +394,8 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple[int, str]], cfg
     if not w.done("clusters", 0):
         nodes = _gather(w.path("dupout", "*-nodes.parquet"))
         edges = _gather(w.path("dupout", "*-edges.parquet"))
+        if len(edges):
+            edges = edges.filter(pc.greater_equal(edges["s"], g.thresholds.dup_cos))  # within-identity pairs: floor
         if len(edges):
             nodes = nodes.take(pa.array(np.unique(nodes["gid"].to_numpy(), return_index=True)[1]))
             gid = nodes["gid"].to_numpy()

@@ -123,6 +123,33 @@ def knn_edges(x: np.ndarray, threshold: float, extra: np.ndarray | None = None,
     return rows[edge], cols[edge].astype(np.int64), s[edge].astype(np.float32)
 
 
+def identity_pairs(emb: np.ndarray, codes: np.ndarray, threshold: float,
+                   block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact near-duplicate edges within each identity (both ways): every pair of an identity's
+    faces with cosine >= threshold. A crawl re-saves a photo under its own label far more often
+    than under another, and these pairs cost only the identities' own sizes squared, so they are
+    never left to an approximate search. ``emb``: unit rows."""
+    order = np.argsort(codes, kind="stable")
+    sc = codes[order]
+    bounds = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1], True])
+    r, c, s = [], [], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b - a < 2:
+            continue
+        rows = order[a:b]
+        x = emb[rows]
+        for i in range(0, len(rows), block):  # an identity of 10K faces: blocks of rows, not 10K x 10K at once
+            sims = x[i : i + block] @ x.T
+            qi, qj = np.nonzero(sims >= threshold)
+            keep = qi + i != qj
+            r.append(rows[qi[keep] + i])
+            c.append(rows[qj[keep]])
+            s.append(sims[qi[keep], qj[keep]].astype(np.float32))
+    if not r:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(r).astype(np.int64), np.concatenate(c).astype(np.int64), np.concatenate(s)
+
+
 def sha_edges(sha1: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Identical bytes are duplicates whatever the model says: both ways, cosine 1, between each
     row and the first row with its sha1."""
