@@ -134,7 +134,7 @@ def run_one(n: int, ids: int, base: Path, in_memory: bool, keep: bool) -> dict:
 
         w, calib, _ = P.score_partitioned(str(work), str(d), files, cfg, None, R.REVIEWS.empty_table(), "bench",
                                           mapper=timed)
-        P.stream_outputs(w, str(d / "scores.parquet"), str(d / "identities.parquet"), len(w.plan["chunks"]))
+        P.stream_outputs(w, str(d / "scores.parquet"), str(d / "identities.parquet"))
         out["score_s"] = round(time.perf_counter() - t_all, 1)
         out["driver_peak_rss_mb"] = _status("self")["VmHWM"]
         out["steps_s"] = steps

@@ -105,13 +105,25 @@ def merge_angle_of(cfg: ScoreConfig, cal: dict | None) -> float:
     return float(np.degrees(np.arccos(mc))) if mc is not None else 45.0
 
 
+PAIR_FLOOR = 0.9  # within-identity duplicate pairs are found from this cosine; the threshold is applied later
+
+
+def pair_floor(cfg: ScoreConfig, cal: dict | None) -> float:
+    """The cosine from which within-identity duplicate pairs are kept, under any duplicate
+    threshold the scoring may pick: the user's, the card's, or the run's own cos(p1 / 6) >= cos(15 deg)."""
+    known = [v for v in (cfg.dup_threshold, (cal or {}).get("thresholds", {}).get("dup_cos")) if v is not None]
+    return min([PAIR_FLOOR, *known])
+
+
 def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
-                     merge_angle: float) -> tuple[pa.Table, pa.Table, np.ndarray, list]:
+                     merge_angle: float) -> tuple[pa.Table, pa.Table, np.ndarray, list, tuple]:
     """Everything that needs only an identity's own faces, for the identities of ``t`` (all of a
     run's, or one partition's: an identity is never split). -> (one row per row of ``t``: the
     sub-center, angle, quality, pose and cue columns; one row per identity, sorted by name;
-    (I, D) dominant centers in that order; the quality signals in use). ``ref``: the quality
-    reference (the card's calibration, or run_reference for an uncalibrated model). Pure."""
+    (I, D) dominant centers in that order; the quality signals in use; the exact duplicate pairs
+    within identities from ``pair_floor`` on, as (r, c, cosine) over the candidate rows).
+    ``ref``: the quality reference (the card's calibration, or run_reference for an uncalibrated
+    model). Pure."""
     n = len(t)
     idx = np.flatnonzero(candidates(t))
     c = t if len(idx) == n else t.take(pa.array(idx))  # no copy when every row is a candidate
@@ -120,7 +132,8 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
     names, codes = identity_codes(c["identity"])
     ids = pa.table({"identity": pa.array(names, pa.string()), "faces": pa.array([], pa.int64()),
                     "dominant_share": pa.array([], pa.float32())}) if not len(idx) else None
-    centers, used = np.zeros((0, 0), np.float32), list(ref.get("quality", {}).get("signals", ["norm"]))
+    centers, used = np.zeros((0, 1), np.float32), list(ref.get("quality", {}).get("signals", ["norm"]))
+    pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     if len(idx):
         emb, n_ids = unit_embeddings(c), len(names)
         signals = signals_of(c)
@@ -148,6 +161,7 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
             cols[k][idx] = v
         sub_col[idx], dom_col[idx] = sc.subcenter, sc.is_dominant
         centers = sc.centers
+        pairs = dedup.identity_pairs(emb, codes, pair_floor(cfg, cal))
         ids = pa.table({"identity": pa.array(names, pa.string()), "faces": pa.array(sc.size, pa.int64()),
                         "dominant_share": pa.array(sc.share, pa.float32())})
     cand = np.zeros(n, bool)
@@ -161,7 +175,7 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
         "sharpness_pct": m["sharpness_pct"], "det_score": t["det_score"], "det_score_pct": m["det_score_pct"],
         "face_size": t["face_size"], "own_sim": m["own_sim"],
     })
-    return part, ids, centers, used
+    return part, ids, centers, used, pairs
 
 
 def identity_codes(identity: pa.ChunkedArray | pa.Array) -> tuple[list[str], np.ndarray]:
@@ -189,12 +203,18 @@ class Globals:
     index: object = None  # dedup.center_index(centers): built once, searched by every partition
 
     def codes(self, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
-        return np.searchsorted(np.array(self.names, dtype=object).astype(str), np.asarray(identity.to_pylist(), str))
+        return codes_in(self.names, identity)
+
+
+def codes_in(names: list, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """(N,) position of each row's identity in ``names`` (sorted, as identity_codes sorts them)."""
+    return np.searchsorted(np.array(names, dtype=object).astype(str), np.asarray(identity.to_pylist(), str))
 
 
 def global_scoring(names: list, sizes: np.ndarray, centers: np.ndarray, emb: np.ndarray, codes: np.ndarray,
                    cfg: ScoreConfig, cal: dict | None) -> Globals:
-    """``emb``/``codes``: faces (all, or a sample) for the run's own impostor angles."""
+    """``emb``/``codes``: faces (all, or a sample) for the run's own impostor angles. With no
+    identities at all: the configured or card thresholds, no index, no merges."""
     th = score.thresholds(emb, codes, centers, cfg, cal)
     index = dedup.center_index(centers)
     merges = dedup.merge_candidates(centers, th.merge_cos, index)
@@ -225,13 +245,13 @@ def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreCo
     dup_sim[~cand] = np.nan
     keys = pa.array(list(g.into), pa.string())
     into = pa.array(list(g.into.values()), pa.string()).take(pc.index_in(t["identity"], value_set=keys))
-    scores = (part.append_column("dup_of", dups["dup_of"].take(at))
-              .append_column("dup_sim", pa.array(dup_sim, mask=np.isnan(dup_sim)))
-              .append_column("merge_into", pc.if_else(pa.array(cand), into, pa.nulls(n, pa.string())))
-              .append_column("nearest_other_identity", pa.array(other_name.tolist(), pa.string())))
-    own = scores.column("own_sim")
-    scores = (scores.drop_columns(["own_sim"]).append_column("own_sim", own)
-              .append_column("other_sim", pa.array(osim, mask=np.isnan(osim)))
+    scores = part
+    at_own = part.schema.get_field_index("own_sim")  # the duplicate, merge and nearest-identity columns go before it
+    for name, col in reversed([("dup_of", dups["dup_of"].take(at)), ("dup_sim", pa.array(dup_sim, mask=np.isnan(dup_sim))),
+                               ("merge_into", pc.if_else(pa.array(cand), into, pa.nulls(n, pa.string()))),
+                               ("nearest_other_identity", pa.array(other_name.tolist(), pa.string()))]):
+        scores = scores.add_column(at_own, name, col)
+    scores = (scores.append_column("other_sim", pa.array(osim, mask=np.isnan(osim)))
               .append_column("dup_identity", dups["dup_identity"].take(at)))
     return select(scores, cfg, g.thresholds.far_angle, quality_rules=quality_rules).drop_columns(["dup_identity"])
 
@@ -273,20 +293,18 @@ def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None) -> tuple
     c = t.filter(pa.array(cand))
     ref = cal or run_reference(signals_of(c))  # an uncalibrated model: percentiles of this run, with a warning
     merge_angle = merge_angle_of(cfg, cal)
-    part, ids, centers, used = score_identities(t, cfg, cal, ref, merge_angle)
+    part, ids, centers, used, pairs = score_identities(t, cfg, cal, ref, merge_angle)
+    emb = unit_embeddings(c) if len(c) else np.zeros((0, 1), np.float32)
+    g = global_scoring(ids["identity"].to_pylist(), ids["faces"].to_numpy(), centers, emb,
+                       codes_in(ids["identity"].to_pylist(), c["identity"]), cfg, cal)
     dups = EMPTY_DUPS
     if len(c):
-        emb = unit_embeddings(c)
-        g = global_scoring(ids["identity"].to_pylist(), ids["faces"].to_numpy(), centers, emb,
-                           identity_codes(c["identity"])[1], cfg, cal)
+        near = pairs[2] >= g.thresholds.dup_cos  # the within-identity pairs, found from the floor
         edges = [dedup.knn_edges(emb, g.thresholds.dup_cos), dedup.sha_edges(c["sha1"].to_pylist()),
-                 dedup.identity_pairs(emb, identity_codes(c["identity"])[1], g.thresholds.dup_cos)]
+                 tuple(x[near] for x in pairs)]
         quality = part["quality"].filter(pa.array(cand)).to_numpy(zero_copy_only=False)
         dups = dedup.dup_table(np.array(c["image_id"].to_pylist(), object), np.array(c["identity"].to_pylist(), object),
                                quality, *(np.concatenate(e) for e in zip(*edges)))
-    else:
-        g = Globals([], np.zeros((0, 1), np.float32), score.thresholds(np.zeros((0, 1), np.float32), np.zeros(0, np.int64),
-                                                                      np.zeros((0, 1), np.float32), cfg, cal), {}, {})
     scores = decide(t, part, g, dups, cfg, quality_rules=cal is not None)
     calib = calibration_record(g if len(c) else None, cal, merge_angle, models.pop() if models else None, used)
     calib["warnings"] += flag_warnings(reason_counts(scores), len(c))
@@ -371,8 +389,7 @@ def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None, mapper
     calib["card"] = cal_where
     calib["warnings"] = cal_warnings + calib["warnings"]
     plan = work.plan
-    P.stream_outputs(work, store.path("scores", f"scores-{digest}.parquet"), store.path(f"identities-{digest}.parquet"),
-                     len(plan["chunks"]))
+    P.stream_outputs(work, store.path("scores", f"scores-{digest}.parquet"), store.path(f"identities-{digest}.parquet"))
     write_json(os.path.join(store.out, f"calibration-{digest}.json"), {**calib, "config": cfg.__dict__, "digest": digest})
     P.remove(work)
     store.set_current_scoring(digest, cfg.__dict__, calibration)

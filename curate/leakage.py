@@ -27,10 +27,7 @@ import pyarrow.parquet as pq
 from curate.errors import InputError
 from curate.io.shards import ShardStore, atomic_write
 from curate.schema import decode_embeddings
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+from curate.stages.dedup import unit_rows
 
 
 def eval_faces(path: str, models, cfg, root: str | None = None) -> dict:
@@ -51,7 +48,7 @@ def eval_faces(path: str, models, cfg, root: str | None = None) -> dict:
         if rows is None or not len(rows):
             raise InputError(f"{path}: no images")
         rows = rows.filter(rows["keep"])
-        return {"emb": _unit(decode_embeddings(rows["embedding"]).astype(np.float32)),
+        return {"emb": unit_rows(decode_embeddings(rows["embedding"])),
                 "label": np.array(rows["identity"].to_pylist(), object), "name": rows["source"].to_pylist(),
                 "sha1": rows["sha1"].to_pylist()}
     from models.data import decode_crop
@@ -69,7 +66,7 @@ def eval_faces(path: str, models, cfg, root: str | None = None) -> dict:
         images, names = [read_image_bytes(p) for p in paths], paths
     crops = np.stack([_crop(decode_crop(b), models.recognizer.size) for b in images])
     emb = np.concatenate([models.recognizer.embed(crops[s : s + 64]) for s in range(0, len(crops), 64)])
-    return {"emb": _unit(emb), "label": None, "name": names, "sha1": [hashlib.sha1(b).hexdigest() for b in images]}
+    return {"emb": unit_rows(emb), "label": None, "name": names, "sha1": [hashlib.sha1(b).hexdigest() for b in images]}
 
 
 def _crop(img: np.ndarray, size: int) -> np.ndarray:
@@ -101,7 +98,7 @@ def find(run: str, ev: dict, cal: dict | None, min_faces: int = 2, chunk: int = 
     ev_sha = {s: j for j, s in enumerate(ev["sha1"])}
     rows = {"image_id": [], "identity": [], "eval_face": [], "eval_identity": [], "cos": [], "kind": []}
     for s in range(0, len(t), chunk):
-        emb = _unit(decode_embeddings(t["embedding"].slice(s, chunk)).astype(np.float32))
+        emb = unit_rows(decode_embeddings(t["embedding"].slice(s, chunk)))
         sims = emb @ ev["emb"].T
         for a, b in zip(*np.nonzero(sims > th["same_person"])):
             i = s + int(a)
@@ -131,10 +128,10 @@ def find(run: str, ev: dict, cal: dict | None, min_faces: int = 2, chunk: int = 
     if ev["label"] is not None:  # identity templates: the merge question across the two sets
         names = np.array(ids, object)
         mine = np.isin(names, list({k[0] for k in leaked}))  # only the matched identities' faces, decoded again
-        emb_m, names_m = _unit(decode_embeddings(t["embedding"].filter(pa.array(mine))).astype(np.float32)), names[mine]
-        crawl_t = {n: _unit(emb_m[names_m == n].mean(0, keepdims=True))[0] for n in set(names_m)}
+        emb_m, names_m = unit_rows(decode_embeddings(t["embedding"].filter(pa.array(mine)))), names[mine]
+        crawl_t = {n: unit_rows(emb_m[names_m == n].mean(0, keepdims=True))[0] for n in set(names_m)}
         for lab in set(ev["label"]):
-            e = _unit(ev["emb"][ev["label"] == lab].mean(0, keepdims=True))[0]
+            e = unit_rows(ev["emb"][ev["label"] == lab].mean(0, keepdims=True))[0]
             for n, c in crawl_t.items():
                 templates[(n, lab)] = float(c @ e)
     out = []

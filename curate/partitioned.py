@@ -5,8 +5,9 @@ process ever holds more than one partition of a crawl (issue 11: a 10M-face craw
                                              uniform sample (quality reference, impostor angles, cells)
     driver     the quality reference (the card's, or the sample's for an uncalibrated model) and,
                for a big run, near-duplicate cells: k-means on the sample, packed into search groups
-    identities (per partition)  score_identities: sub-centers, angles, quality, pose; the faces are
-                                 scattered to their cell's duplicate-search group, by sha1 too
+    identities (per partition)  score_identities: sub-centers, angles, quality, pose, exact duplicate
+                                 pairs within identities; the faces are scattered to their two
+                                 nearest cells' duplicate-search groups, and by sha1
     driver     globals: every identity's dominant center -> thresholds, merge candidates
     duplicates (per search group)  near-duplicate and identical-bytes edges
     driver     duplicate clusters (connected components over the edges' faces only)
@@ -53,8 +54,7 @@ from curate.stages import dedup
 PART_ROWS = 250_000  # images per partition and per chunk: about 1.5 GB of working memory a task
 SAMPLE_ROWS = 200_000  # scored faces in the sample
 GROUP_ROWS = 250_000  # faces per duplicate-search group: about 1 GB a task
-EXTRA = ["_chunk", "_shard", "_row"]
-PAIR_FLOOR = 0.9  # within-identity duplicate pairs are kept from this cosine; the driver applies the threshold  # where a row came from: spine chunk, shard, position in it
+EXTRA = ["_chunk", "_shard", "_row"]  # where a row came from: spine chunk, shard, position in it
 
 
 def _crc(values: list) -> np.ndarray:
@@ -82,11 +82,9 @@ def _scatter(t: pa.Table, key: np.ndarray, path: Callable[[int], str]) -> None:
         atomic_write(path(int(key_sorted[a])), lambda tmp, x=piece: pq.write_table(x, tmp))
 
 
-def _gather(pattern: str, columns: list | None = None, schema: pa.Schema | None = None) -> pa.Table:
+def _gather(pattern: str) -> pa.Table:
     files = sorted(glob.glob(pattern))
-    if not files:
-        return schema.empty_table() if schema is not None else pa.table({})
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
 
 
 class Work:
@@ -159,13 +157,12 @@ def split(w: Work, c: int) -> dict:
 
 
 @step("identities")
-def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, merge_angle: float,
-               pair_floor: float) -> dict:
+def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, merge_angle: float) -> dict:
     plan = w.plan
     t = _gather(w.path("in", f"p={p:05d}", "*.parquet"))
     if not len(t):
         return {"rows": 0, "signals": None}
-    part, ids, centers, used = C.score_identities(t, cfg, cal, ref, merge_angle)
+    part, ids, centers, used, (r, c, s) = C.score_identities(t, cfg, cal, ref, merge_angle)
     part = part.append_column("_gid", pa.array((np.int64(p) << 32) + np.arange(len(t), dtype=np.int64)))
     atomic_write(w.path("a", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(part, tmp))
     atomic_write(w.path("ids", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(ids, tmp))
@@ -190,11 +187,7 @@ def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, m
     if also.any():
         _scatter(body.filter(pa.array(also)).append_column("stored", pa.array(np.zeros(int(also.sum()), bool))),
                  extra[also], lambda g: w.path("dupin", f"g={g:05d}", f"p={p:05d}-q.parquet"))
-    # exact duplicates within each identity, above a floor under any threshold the scoring may pick
-    emb = C.unit_embeddings(faces)
-    r, c, s = dedup.identity_pairs(emb, C.identity_codes(faces["identity"])[1], pair_floor)
-    del emb
-    if len(r):
+    if len(r):  # exact duplicates within each identity (over the candidate rows, as ``faces``), from the floor
         gid = faces["gid"].to_numpy()
         nodes = np.unique(np.r_[r, c])
         atomic_write(w.path("dupout", f"p={p:05d}-pairs-nodes.parquet"), lambda tmp: pq.write_table(
@@ -343,8 +336,9 @@ def search_cells(sample_emb: np.ndarray, groups: int) -> dict:
 
 def score_partitioned(work_dir: str, out: str, files: list[tuple[int, str]], cfg: ScoreConfig, cal: dict | None,
                       reviews: pa.Table, digest: str, part_rows: int = PART_ROWS, mapper=local_map):
-    """-> (scores file, identities file, calibration record, reason counts, overrides). Writes
-    the curated shards; ``work_dir`` is removed at the end."""
+    """-> (the work directory, the calibration record, review overrides). Writes the curated
+    shards and, per chunk, the scores and identities that ``stream_outputs`` joins; the caller
+    removes the work directory (``remove``) once they are written."""
     w = Work(work_dir)
     plan = plan_work(w, files, part_rows)
     n_chunks, n_parts, n_groups = len(plan["chunks"]), plan["partitions"], plan["groups"]
@@ -360,31 +354,25 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple[int, str]], cfg
         with open(w.path("cells.npz"), "wb") as f:
             np.savez(f, **cells)
     merge_angle = C.merge_angle_of(cfg, cal)
-    known = [v for v in (cfg.dup_threshold, (cal or {}).get("thresholds", {}).get("dup_cos")) if v is not None]
-    pair_floor = min([PAIR_FLOOR, *known])  # a run's own estimate is cos(p1 / 6) >= cos(15 deg) > PAIR_FLOOR
-    mapper(functools.partial(identities, work_dir, cfg=cfg, cal=cal, ref=ref, merge_angle=merge_angle,
-                             pair_floor=pair_floor), w.pending("identities", n_parts))
+    mapper(functools.partial(identities, work_dir, cfg=cfg, cal=cal, ref=ref, merge_angle=merge_angle),
+           w.pending("identities", n_parts))
     signals = next((r["signals"] for r in w.results("identities", n_parts) if r["signals"]), None)
 
     # globals: every identity's dominant center
     ids = _gather(w.path("ids", "*.parquet"))
-    scored = len(sample) > 0
-    g = None
+    names, sizes, centers = [], np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
     if len(ids):
         parts = [np.load(f) for f in sorted(glob.glob(w.path("ids", "*.npy")))]
-        centers = np.concatenate([c for c in parts if c.size])
         order = np.argsort(np.array(ids["identity"].to_pylist(), dtype=object).astype(str), kind="stable")
         names = np.array(ids["identity"].to_pylist(), dtype=object)[order].tolist()
-        centers = np.ascontiguousarray(centers[order])
-        g = C.Globals(names, centers, None, {}, {})
-        g = C.global_scoring(names, ids["faces"].to_numpy()[order], centers, sample_emb, g.codes(sample["identity"]), cfg, cal)
-        if g.index is not None:
-            faiss = __import__("faiss")
-            cpu = faiss.index_gpu_to_cpu(g.index) if dedup._on_gpu(faiss) else g.index
-            faiss.write_index(cpu, w.path("centers.faiss"))
-    else:
-        g = C.Globals([], np.zeros((0, 1), np.float32), C.score.thresholds(
-            np.zeros((0, 1), np.float32), np.zeros(0, np.int64), np.zeros((0, 1), np.float32), cfg, cal), {}, {})
+        sizes = ids["faces"].to_numpy()[order]
+        centers = np.ascontiguousarray(np.concatenate([c for c in parts if c.size])[order])
+    g = C.global_scoring(names, sizes, centers, sample_emb, C.codes_in(names, sample["identity"]) if len(sample)
+                         else np.zeros(0, np.int64), cfg, cal)
+    if g.index is not None:
+        faiss = __import__("faiss")
+        cpu = faiss.index_gpu_to_cpu(g.index) if dedup._on_gpu(faiss) else g.index
+        faiss.write_index(cpu, w.path("centers.faiss"))
     light = C.Globals(g.names, None, g.thresholds, g.into, g.merge_sim)  # centers and index: files
     with open(w.path("globals.pkl"), "wb") as f:
         pickle.dump(light, f)
@@ -419,17 +407,17 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple[int, str]], cfg
         for k, v in r["reasons"].items():
             reasons[k] = reasons.get(k, 0) + v
     n_scored = sum(r["scored"] for r in results)
-    calib = C.calibration_record(g if scored and len(ids) else None, cal, merge_angle,
+    calib = C.calibration_record(g if len(ids) else None, cal, merge_angle,
                                  next(iter(models), None), signals or list(ref.get("quality", {}).get("signals", ["norm"])))
     calib["warnings"] += C.flag_warnings(reasons, n_scored)
     return w, calib, sum(r["overrides"] for r in results)
 
 
-def stream_outputs(w: Work, scores_path: str, identities_path: str, n_chunks: int) -> None:
+def stream_outputs(w: Work, scores_path: str, identities_path: str) -> None:
     """The chunks' scores into one file (row group by row group), the identities sorted by name."""
     def scores(tmp):
         writer = None
-        for c in range(n_chunks):
+        for c in range(len(w.plan["chunks"])):
             if not os.path.exists(w.path("scores", f"c={c:05d}.parquet")):
                 continue
             t = pq.read_table(w.path("scores", f"c={c:05d}.parquet"))

@@ -38,7 +38,7 @@ def partitioned(tmp, files, part_rows, mapper=P.local_map, cfg=CFG, digest="d"):
     os.makedirs(tmp / "curated", exist_ok=True)
     w, calib, _ = P.score_partitioned(work, str(tmp), files, cfg, None, R.REVIEWS.empty_table(), digest, part_rows, mapper)
     plan = w.plan
-    P.stream_outputs(w, str(tmp / f"scores-{digest}.parquet"), str(tmp / f"identities-{digest}.parquet"), len(plan["chunks"]))
+    P.stream_outputs(w, str(tmp / f"scores-{digest}.parquet"), str(tmp / f"identities-{digest}.parquet"))
     return pq.read_table(tmp / f"scores-{digest}.parquet"), pq.read_table(tmp / f"identities-{digest}.parquet"), calib, plan
 
 

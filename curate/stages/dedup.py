@@ -212,7 +212,7 @@ def merge_candidates(centers: np.ndarray, threshold: float, index=None) -> list[
     under two labels (``index``: center_index of the centers, searched with 16 probes)."""
     if len(centers) < 2:
         return []
-    index = index or center_index(centers)
+    index = center_index(centers) if index is None else index
     if hasattr(index, "nprobe"):
         index.nprobe, probes = 16, index.nprobe
     sims, ids = search(index, centers, min(8, len(centers)))
