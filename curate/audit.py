@@ -42,9 +42,21 @@ def sql_dirs() -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Param:
+    """A question's parameter, declared in its header: ``-- param NAME = DEFAULT [in LO..HI]: doc``
+    (the range inclusive; either end may be left open)."""
+
     name: str
     default: object
     doc: str
+    lo: float | None = None
+    hi: float | None = None
+
+    def check(self, query: str, v):
+        if isinstance(self.default, (int, float)) and not isinstance(self.default, bool):
+            if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+                raise ConfigError(f"{query}: parameter {self.name}={v} is out of its range "
+                                  f"{'' if self.lo is None else self.lo:g}..{'' if self.hi is None else self.hi:g}")
+        return v
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +80,13 @@ class Query:
                     v = type(p.default)(json.loads(v))
                 except (ValueError, TypeError) as exc:
                     raise ConfigError(f"{self.name}: parameter {p.name} wants a {type(p.default).__name__}, got {v!r}") from exc
-            values[p.name] = v
+            values[p.name] = p.check(self.name, v)
         if overrides:
             raise ConfigError(f"{self.name}: unknown parameter(s) {sorted(overrides)}; it takes {[p.name for p in self.params]}")
         return values
 
 
-_PARAM = re.compile(r"^--\s*param\s+(\w+)\s*=\s*([^:]+?)\s*:\s*(.*)$")
+_PARAM = re.compile(r"^--\s*param\s+(\w+)\s*=\s*([^:]+?)(?:\s+in\s+([-\d.]*)\.\.([-\d.]*))?\s*:\s*(.*)$")
 
 
 def parse_query(path: str) -> Query:
@@ -85,7 +97,7 @@ def parse_query(path: str) -> Query:
         if not line.startswith("--"):
             break
         if m := _PARAM.match(line):
-            params.append(Param(m[1], json.loads(m[2]), m[3]))
+            params.append(Param(m[1], json.loads(m[2]), m[5], *(float(x) if x else None for x in (m[3], m[4]))))
         elif line.startswith("-- requires:"):
             requires = tuple(v.strip() for v in line.split(":", 1)[1].split(",") if v.strip())
         else:

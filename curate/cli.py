@@ -18,15 +18,34 @@ from curate.errors import CurateError
 
 
 class _Command(click.Command):
-    """--help lists the required options first (then the rest, in declaration order)."""
+    """--help lists the required options first (then the rest, in declaration order). Errors end
+    the command with one line: a library error its own message and exit code; Ctrl-C a line that
+    says how to resume; anything unexpected the step, the exception and a log file holding the
+    full traceback (in OUT/logs/)."""
 
     def get_params(self, ctx):
         params = super().get_params(ctx)
         return sorted(params, key=lambda p: not (isinstance(p, click.Option) and p.required))
 
+    def invoke(self, ctx):
+        from curate.supervise import INTERRUPTED, crash_report
+
+        try:
+            return super().invoke(ctx)
+        except (CurateError, click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo(INTERRUPTED, err=True)
+            sys.exit(130)
+        except Exception as exc:
+            out = ctx.params.get("out")
+            click.echo(crash_report(exc, os.path.abspath(out) if out else None), err=True)
+            sys.exit(1)
+
 
 class _Group(click.Group):
     command_class = _Command
+    group_class = type
 
     def invoke(self, ctx):
         try:
@@ -146,32 +165,58 @@ def _scoring_for(out: str, score_kw: dict) -> tuple[ScoreConfig, str | None, str
     return _score_config(**score_kw), score_kw.get("calibration"), None
 
 
-def _preflight(input_path, input_format, input_options, out, cfg) -> None:
+def _preflight(input_path, input_format, input_options, out, cfg):
     """Everything that can be checked before Prefect and Ray start, in well under a second: the
-    config (already built), the input, the output directory, the models' files."""
+    config (already built), the input's shape, the output directory and the run in it, the models'
+    files. -> (the source, the run's manifest or None for a new run)."""
     from curate.io.shards import ShardStore
     from curate.io.sources import open_source
     from models import preflight
 
     source = open_source(input_path, input_format, **input_options)
-    ShardStore(out).check(source, cfg)
+    existing = ShardStore(out).check(source, cfg)
     preflight(cfg.detect.detector, cfg.embed.recognizer)
+    return source, existing
+
+
+def _configs(kw: dict) -> tuple[RunConfig, Resources]:
+    """The run's config and resources from the run options; the scoring options are checked too
+    (a dry run refuses what the real run would)."""
+    cfg = _config(kw["detector"], kw["recognizer"], kw["shard_size"], kw["min_face_size"], kw["det_score"],
+                  kw["upsample"], kw["det_size"])
+    res = Resources(workers=kw["workers"], threads_per_worker=kw["threads"], gpus_per_worker=kw["gpus"],
+                    batch_size=kw["batch_size"])
+    _score_config(**{k: kw[k] for k in SCORE_OPTIONS if k in kw and k != "calibration"})
+    return cfg, res
 
 
 def _curate(input_path, input_format, input_options, out, detector, recognizer, workers, threads, gpus, shard_size,
             batch_size, min_face_size, det_score, upsample, det_size, allow_download, no_progress, as_json, no_score=False,
             no_audit=False, **score_kw):
-    cfg = _config(detector, recognizer, shard_size, min_face_size, det_score, upsample, det_size)
-    score_cfg, calibration, note = (None, None, None) if no_score else _scoring_for(out, score_kw)
-    res = Resources(workers=workers, threads_per_worker=threads, gpus_per_worker=gpus, batch_size=batch_size)
-    _preflight(input_path, input_format, input_options, out, cfg)
-    from flows.curate_flow import curate_flow  # Ray and Prefect load here, not at import
+    from curate.io.lock import run_lock
+    from curate.io.shards import ShardStore
+    from curate.survey import index_summary, summary_lines
 
-    summary = curate_flow(
-        input_path=input_path, out=out, config=cfg.to_dict(), resources=res.__dict__, input_format=input_format,
-        input_options=input_options, allow_download=allow_download, progress=not no_progress,
-        score_config=None if score_cfg is None else score_cfg.__dict__, audit=not no_audit, calibration=calibration,
-    )
+    cfg, res = _configs({**locals(), **score_kw})
+    score_cfg, calibration, note = (None, None, None) if no_score else _scoring_for(out, score_kw)
+    source, existing = _preflight(input_path, input_format, input_options, out, cfg)
+    with run_lock(out):
+        store = ShardStore(out)  # planned here, before Ray and Prefect start: a bad crawl fails at once
+        store.open_run(source, cfg, res.workers or max(1, (os.cpu_count() or 1) // res.threads_per_worker))
+        if not as_json:
+            plan = index_summary(store.path("index.parquet"))
+            plan["empty_identities"] = store.manifest.get("empty_identities", 0)
+            for line in summary_lines(plan):
+                click.echo(line)
+        from flows import quiet_prefect_errors
+        from flows.curate_flow import curate_flow  # Ray and Prefect load here, not at import
+
+        quiet_prefect_errors()
+        summary = curate_flow(
+            input_path=input_path, out=out, config=cfg.to_dict(), resources=res.__dict__, input_format=input_format,
+            input_options=input_options, allow_download=allow_download, progress=not no_progress,
+            score_config=None if score_cfg is None else score_cfg.__dict__, audit=not no_audit, calibration=calibration,
+        )
     if note and not as_json:
         click.echo(note)
     _print_summary(summary, as_json)
@@ -190,11 +235,15 @@ def _curate(input_path, input_format, input_options, out, detector, recognizer, 
 @click.option("--labels", "labels_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help=".rec: class label -> identity name ('label<TAB>name' lines, or curate export's labels.tsv, "
                    "which is read by default when it lies beside the .rec).")
+@click.option("--no-follow-links", is_flag=True,
+              help="Folders: links must resolve inside INPUT (by default links to folders and files are followed "
+                   "wherever they point, as find -L does, with a loop check; the resolved path is recorded).")
 @click.option("--dry-run", is_flag=True,
               help="Plan the crawl and print identities, images per identity, formats, bytes to read and an ETA "
                    "from a short timed sample through the spine; write nothing.")
 @_run_options
-def run(input_path, input_format, identity_col, data_col, path_col, path_root, labels_file, dry_run, **kw):
+def run(input_path, input_format, identity_col, data_col, path_col, path_root, labels_file, no_follow_links, dry_run,
+        **kw):
     """Curate a crawl: INPUT is an identity/image folder tree, a .rec (with its .idx), an MS-Celeb TSV,
     an uncompressed .tar of identity/image members, or a Parquet table of (identity, image bytes or path).
 
@@ -214,22 +263,20 @@ def run(input_path, input_format, identity_col, data_col, path_col, path_root, l
         names = {"identity_col": identity_col, "image_col": data_col, "path_col": path_col,
                  "path_root": path_root and os.path.abspath(path_root)}
         options = {k: v for k, v in names.items() if v is not None}
+    if no_follow_links:
+        if not os.path.isdir(input_path):
+            raise click.BadParameter("--no-follow-links is for folder input", param_hint="--no-follow-links")
+        options["follow_links"] = False
     if dry_run:
         return _dry_run(input_path, input_format, options, kw)
     _curate(input_path, input_format, options, **kw)
 
 
 def _dry_run(input_path, input_format, options, kw) -> None:
-    from curate.io.shards import ShardStore
-    from curate.io.sources import open_source
     from curate.survey import dry_run, summary_lines
-    from models import preflight
 
-    cfg = _config(kw["detector"], kw["recognizer"], kw["shard_size"], kw["min_face_size"], kw["det_score"],
-                  kw["upsample"], kw["det_size"])
-    source = open_source(input_path, input_format, **options)
-    existing = ShardStore(kw["out"]).check(source, cfg)
-    preflight(cfg.detect.detector, cfg.embed.recognizer)
+    cfg, _ = _configs(kw)
+    source, existing = _preflight(input_path, input_format, options, kw["out"], cfg)
     s = dry_run(source, cfg, workers=kw["workers"], threads=kw["threads"])
     if kw["as_json"]:
         click.echo(json.dumps(s, indent=1))
@@ -896,6 +943,21 @@ def report(out, output, identities, per_identity, scores):
     from curate.report import build_report
 
     click.echo(build_report(out, output, identities, per_identity, scores))
+
+
+SUPERVISED = {"run", "demo", "bench", "loop", "score", "retrain"}  # commands that start Ray or Prefect
+
+
+def entry() -> None:
+    """The ``curate`` executable: the commands that start Ray and Prefect run supervised (see
+    curate.supervise: Ctrl-C exits at once, with one line), the others in this process."""
+    from curate.supervise import CHILD, supervised
+
+    args = sys.argv[1:]
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command in SUPERVISED and not os.environ.get(CHILD) and "--help" not in args and "-h" not in args:
+        sys.exit(supervised(args))
+    main()
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from curate.calibration import NORM_GRID, combined_quality, signal_percentiles
 from curate.config import ScoreConfig
 from curate.errors import InputError
+from curate.io.lock import run_lock
 from curate.io.shards import ShardStore, atomic_write, write_json
 from curate.schema import Reason, decode_embeddings
 from curate.stages import dedup, score
@@ -265,6 +266,15 @@ def finish_identities(ids: pa.Table, g: Globals, scores: pa.Table, cfg: ScoreCon
     return _noise_rates(out.append_column("kept", kept_per_identity(out, scores)), scores)
 
 
+def no_identities() -> pa.Table:
+    """The identities table of a run with no scored face: every column, no row."""
+    ids = pa.table({"identity": pa.array([], pa.string()), "faces": pa.array([], pa.int64()),
+                    "dominant_share": pa.array([], pa.float32())})
+    scores = pa.table({"identity": pa.array([], pa.string()), "keep": pa.array([], pa.bool_()),
+                       "reason": pa.array([], pa.string())})
+    return finish_identities(ids, Globals([], None, None, {}, {}), scores, ScoreConfig())
+
+
 def calibration_record(g: Globals | None, cal: dict | None, merge_angle: float, model_id: str | None,
                        signals: list) -> dict:
     calib = {"model_id": model_id, "calibrated": cal is not None, "far_angle": None,
@@ -308,7 +318,7 @@ def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None) -> tuple
     scores = decide(t, part, g, dups, cfg, quality_rules=cal is not None)
     calib = calibration_record(g if len(c) else None, cal, merge_angle, models.pop() if models else None, used)
     calib["warnings"] += flag_warnings(reason_counts(scores), len(c))
-    identities = finish_identities(ids, g, scores, cfg) if len(ids) else pa.table({"identity": pa.array([], pa.string())})
+    identities = finish_identities(ids, g, scores, cfg) if len(ids) else no_identities()
     return scores, identities, calib
 
 
@@ -369,11 +379,19 @@ def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None, mapper
               part_rows: int | None = None) -> dict:
     """Score the run in ``out``, partition by partition (curate.partitioned); ``calibration``: a
     model card whose calibration to use instead of the one recorded with the run; ``mapper``: runs
-    a step over its partitions (in process by default; flows pass Ray's)."""
+    a step over its partitions (in process by default; flows pass Ray's). Holds the run's lock
+    (one writer at a time) and makes the new scoring current only once every file it names is
+    written."""
+    store = ShardStore.of(out)
+    with run_lock(store.out):
+        return _score_run(store, cfg, calibration, mapper, part_rows)
+
+
+def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, mapper, part_rows: int | None) -> dict:
     from curate import partitioned as P
     from curate import reviews as R
 
-    store = ShardStore.of(out)
+    out = store.out
     shards = [s for s in range(store.manifest["shards"]) if store.is_complete(s)]
     if not shards:
         raise InputError(f"{out}: no completed shards to score")
@@ -392,20 +410,17 @@ def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None, mapper
     P.stream_outputs(work, store.path("scores", f"scores-{digest}.parquet"), store.path(f"identities-{digest}.parquet"))
     write_json(os.path.join(store.out, f"calibration-{digest}.json"), {**calib, "config": cfg.__dict__, "digest": digest})
     P.remove(work)
-    store.set_current_scoring(digest, cfg.__dict__, calibration)
-    store.write_views()
     seconds = time.perf_counter() - t0
     scores = pq.read_table(store.path("scores", f"scores-{digest}.parquet"), columns=["keep", "reason"])
     identities = pq.read_table(store.path(f"identities-{digest}.parquet"))
-    has_ids = "kept" in identities.column_names
     summary = {
         "out": store.out, "score_digest": digest, "images": len(scores), "kept": int(pc.sum(scores["keep"]).as_py() or 0),
         "reasons": dict(sorted(reason_counts(scores).items(), key=lambda kv: -kv[1])),
         "review_overrides": overrides,
         "identities": len(identities),
-        "identities_kept": int(pc.sum(pc.greater(identities["kept"], 0)).as_py() or 0) if has_ids else 0,
-        "identities_review": int(pc.sum(identities["review"]).as_py() or 0) if has_ids else 0,
-        "identities_merged": int(pc.sum(pc.is_valid(identities["merge_into"])).as_py() or 0) if has_ids else 0,
+        "identities_kept": int(pc.sum(pc.greater(identities["kept"], 0)).as_py() or 0),
+        "identities_review": int(pc.sum(identities["review"]).as_py() or 0),
+        "identities_merged": int(pc.sum(pc.is_valid(identities["merge_into"])).as_py() or 0),
         "far_angle": calib["far_angle"], "dup_cos": calib.get("dup_cos"), "merge_cos": calib.get("merge_cos"),
         "merge_angle": calib.get("merge_angle"), "threshold_source": calib.get("threshold_source"),
         "calibrated": calib["calibrated"], "warnings": calib["warnings"], "score_seconds": round(seconds, 2),
@@ -413,4 +428,6 @@ def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None, mapper
     }
     summary["identities_dropped"] = summary["identities"] - summary["identities_kept"]
     write_json(os.path.join(store.out, f"summary-{digest}.json"), summary)
+    store.set_current_scoring(digest, cfg.__dict__, calibration)  # last: every file it names exists
+    store.write_views()
     return summary

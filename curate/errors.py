@@ -46,6 +46,18 @@ class OutputError(CurateError):
     exit_code = 7
 
 
+class RunLocked(CurateError):
+    """Another curate process is writing the run directory."""
+
+    exit_code = 8
+
+
+class Interrupted(CurateError):
+    """Stopped by the user (Ctrl-C); the run resumes when the same command is run again."""
+
+    exit_code = 130
+
+
 def require_module(module: str, extra: str):
     """Import an optional dependency or raise MissingDependency naming the extra."""
     import importlib

@@ -30,11 +30,11 @@ step over its items (in process by default; ``flows.ray_exec.ray_map`` on Ray).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import json
 import os
-import pickle
 import shutil
 import zlib
 from typing import Callable
@@ -49,7 +49,7 @@ from curate.config import ScoreConfig
 from curate.errors import InputError
 from curate.io.shards import atomic_write, write_json
 from curate.schema import decode_embeddings
-from curate.stages import dedup
+from curate.stages import dedup, score
 
 PART_ROWS = 250_000  # images per partition and per chunk: about 1.5 GB of working memory a task
 SAMPLE_ROWS = 200_000  # scored faces in the sample
@@ -72,7 +72,10 @@ def _bucket(keys: pa.ChunkedArray | pa.Array, n: int) -> np.ndarray:
 
 
 def _scatter(t: pa.Table, key: np.ndarray, path: Callable[[int], str]) -> None:
-    """Rows of ``t`` into one file per key (path(key)), each keeping the rows' order."""
+    """Rows of ``t`` into one file per key (path(key)), each keeping the rows' order; no rows,
+    no files."""
+    if not len(key):
+        return
     order = np.argsort(key, kind="stable")
     key_sorted = key[order]
     t = t.take(pa.array(order))
@@ -242,8 +245,7 @@ def decide(w: Work, p: int, cfg: ScoreConfig, quality_rules: bool, reviews: pa.T
     if not len(t):
         return {"reasons": {}, "scored": 0, "overrides": 0}
     part = pq.read_table(w.path("a", f"p={p:05d}.parquet")).drop_columns(["_gid"])
-    with open(w.path("globals.pkl"), "rb") as f:
-        g = pickle.load(f)
+    g = _read_globals(w)
     if os.path.exists(w.path("centers.faiss")):
         g.index = __import__("faiss").read_index(w.path("centers.faiss"))
     dups_file = w.path("dups", f"p={p:05d}.parquet")
@@ -289,6 +291,19 @@ def write(w: Work, c: int, out: str, digest: str) -> dict:
     body = scores.drop_columns(EXTRA)
     atomic_write(w.path("scores", f"c={c:05d}.parquet"), lambda tmp: pq.write_table(body, tmp))
     return {"rows": len(body)}
+
+
+def _write_globals(w: Work, g: C.Globals) -> None:
+    """The globals every ``decide`` task reads, as JSON (never a pickle: a run directory is data
+    that others open); the centers' index is its own file (centers.faiss)."""
+    write_json(w.path("globals.json"), {"names": list(g.names), "thresholds": dataclasses.asdict(g.thresholds),
+                                        "into": g.into, "merge_sim": g.merge_sim})
+
+
+def _read_globals(w: Work) -> C.Globals:
+    with open(w.path("globals.json")) as f:
+        d = json.load(f)
+    return C.Globals(d["names"], None, score.Thresholds(**d["thresholds"]), d["into"], d["merge_sim"])
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -373,9 +388,7 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple[int, str]], cfg
         faiss = __import__("faiss")
         cpu = faiss.index_gpu_to_cpu(g.index) if dedup._on_gpu(faiss) else g.index
         faiss.write_index(cpu, w.path("centers.faiss"))
-    light = C.Globals(g.names, None, g.thresholds, g.into, g.merge_sim)  # centers and index: files
-    with open(w.path("globals.pkl"), "wb") as f:
-        pickle.dump(light, f)
+    _write_globals(w, g)
 
     # duplicates: edges per search group, clusters over the edges' faces
     mapper(functools.partial(duplicates, work_dir, threshold=g.thresholds.dup_cos), w.pending("duplicates", n_groups))
@@ -429,7 +442,7 @@ def stream_outputs(w: Work, scores_path: str, identities_path: str) -> None:
 
     atomic_write(scores_path, scores)
     ids = _gather(w.path("ids_final", "*.parquet"))
-    ids = ids.sort_by("identity") if len(ids) else pa.table({"identity": pa.array([], pa.string())})
+    ids = ids.sort_by("identity") if len(ids) else C.no_identities()
     atomic_write(identities_path, lambda tmp: pq.write_table(ids, tmp))
 
 

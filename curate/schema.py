@@ -60,6 +60,7 @@ INDEX = pa.schema(
         _f("source", pa.string(), "stable locator of the input: path relative to the input root, or 'file.rec#key', 'file.tsv@offset', 'file.parquet#row'", False),
         _f("identity", pa.string(), "crawl label if known at plan time (folders, manifests); else filled at read time"),
         _f("offset", pa.int64(), "byte offset of the record in a container file (.rec, .tsv), else null"),
+        _f("resolved", pa.string(), "folders: the real path of a file reached through a link, else null"),
     ]
 )
 
@@ -68,6 +69,7 @@ _IMAGE_META = [
     _f("item", pa.int64(), "position in the crawl plan", False),
     _f("identity", pa.string(), "the crawl's label, never rewritten"),
     _f("source", pa.string(), "see index.source", False),
+    _f("resolved_path", pa.string(), "the file a folder crawl's source resolved to, where a link led elsewhere; else null"),
     _f("sha1", pa.string(), "sha1 hex of the raw bytes; null when they could not be read"),
     _f("n_bytes", pa.int64(), "size of the raw bytes"),
     _f("format", pa.string(), "container format as decoded (JPEG, PNG, ...)"),

@@ -28,7 +28,10 @@ def identity_stats(ids) -> dict:
     n = len(ids)
     out = {"identities": None, "per_identity": None, "histogram": None}
     if n and ids.null_count < n:
-        counts = np.array([d["counts"] for d in pc.value_counts(ids.drop_null()).to_pylist()])
+        vc = pc.value_counts(ids.drop_null()).to_pylist()
+        counts = np.array([d["counts"] for d in vc])
+        top = int(counts.argmax())
+        out["largest"] = {"identity": str(vc[top]["values"]), "images": int(counts[top])}
         out["identities"] = int(len(counts))
         out["per_identity"] = {"min": int(counts.min()), "median": float(np.median(counts)), "mean": round(float(counts.mean()), 2),
                                "max": int(counts.max())}
@@ -72,7 +75,25 @@ def summary_lines(s: dict) -> list[str]:
         lines.append(f"unlabelled   {s['unlabelled']} items (recorded as no_identity)")
     lines.append("formats      " + ", ".join(f"{k} {v}" for k, v in list(s["formats"].items())[:8])
                  + (" (in a sample)" if s.get("formats_sampled") else ""))
-    return lines
+    if s.get("empty_identities"):
+        lines.append(f"empty        {s['empty_identities']} identity folders hold no file (no rows: nothing to curate there)")
+    return lines + [f"WARNING      {w}" for w in layout_warnings(s)]
+
+
+LARGE = 1000  # images: most of a crawl this big under one identity is a layout mistake, not a person
+ONE = 50  # images: a crawl of one identity this big is likely the same mistake
+
+
+def layout_warnings(s: dict) -> list[str]:
+    """The plan looks like a layout mistake: one identity holds most of a large crawl (a tar made
+    of the crawl's folder, ``tar -cf x.tar crawl``, files everything under 'crawl')."""
+    big = s.get("largest")
+    alone = s.get("identities") == 1 and s["items"] >= ONE
+    if not big or not (alone or (s["items"] >= LARGE and big["images"] >= 0.5 * s["items"])):
+        return []
+    return [f"identity {big['identity']!r} holds {big['images']} of the {s['items']} images: if the identity folders "
+            f"are one level down (a tar made with `tar -cf x.tar crawl`), plan from that level (`tar -C crawl -cf x.tar .`, "
+            "or the folder itself)"]
 
 
 def input_bytes(source, index: pa.Table, sample: int = 2000, seed: int = 0) -> tuple[int, bool]:
@@ -100,6 +121,7 @@ def dry_run(source, cfg, sample: int = 32, workers: int | None = None, threads: 
 
     index = source.plan()
     out = plan_summary(index)
+    out["empty_identities"] = len(source.empty_identities)
     out["bytes"], out["bytes_estimated"] = input_bytes(source, index)
     n = min(sample, len(index))
     if n:

@@ -50,10 +50,6 @@ def curate_shards(store: ShardStore, resources: dict, allow_download: bool, prog
     if progress:
         from tqdm import tqdm
 
-        from curate.survey import index_summary, summary_lines
-
-        for line in summary_lines(index_summary(store.path("index.parquet"))):
-            tqdm.write(line)
         bar = tqdm(total=total, initial=done, unit="img", desc="curate", smoothing=0.1)
     try:
         return list(run_shards(store, res, allow_download, on_images=bar.update if bar else None))

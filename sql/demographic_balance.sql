@@ -2,7 +2,7 @@
 -- images and identities in each group, its share with a Wilson confidence interval, and the
 -- share of the group's images that curation kept. Images without a value count as '(none)'.
 -- requires: scores, attributes
--- param z = 1.96: normal quantile of the confidence interval (1.96 = 95%)
+-- param z = 1.96 in 0.01..10: normal quantile of the confidence interval (1.96 = 95%)
 WITH attrs AS (SELECT DISTINCT attribute FROM attributes),
 rows AS (
     SELECT a.attribute, coalesce(v.value, '(none)') AS value, s.identity, s.keep

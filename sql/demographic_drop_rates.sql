@@ -3,8 +3,8 @@
 -- attribute. A group is flagged when it is dropped significantly MORE than the rest (a one-sided
 -- two-proportion z above z_crit): which group does cleaning remove, and by which rule?
 -- requires: scores, attributes
--- param z_crit = 3.0: z above which a group is flagged (3.0: about p < 0.0015 one-sided)
--- param min_images = 10: groups with fewer images are listed but never flagged
+-- param z_crit = 3.0 in 0..100: z above which a group is flagged (3.0: about p < 0.0015 one-sided)
+-- param min_images = 10 in 1..: groups with fewer images are listed but never flagged
 WITH rows AS (
     SELECT v.attribute, v.value, s.keep, s.reason
     FROM scores s JOIN attributes v ON v.image_id = s.image_id

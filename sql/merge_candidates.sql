@@ -1,7 +1,7 @@
 -- Identity merge candidates: identity pairs whose dominant centers are closer than the merge
 -- threshold (likely the same person under two labels). The smaller one is folded into the larger.
 -- requires: identities
--- param limit = 100: rows to return
+-- param limit = 100 in 1..: rows to return
 SELECT i.identity, i.faces, i.merge_into, t.faces AS merge_into_faces, round(i.merge_sim, 4) AS sim,
        round(i.dominant_share, 3) AS dominant_share
 FROM identities i LEFT JOIN identities t ON t.identity = i.merge_into

@@ -1,8 +1,8 @@
 -- Near-duplicate clusters: each kept representative with the images rejected as its duplicates
 -- (same bytes, or embeddings above the duplicate threshold), largest clusters first.
 -- requires: scores
--- param min_size = 2: only clusters with at least this many images (representative included)
--- param limit = 100: rows to return
+-- param min_size = 2 in 1..: only clusters with at least this many images (representative included)
+-- param limit = 100 in 1..: rows to return
 SELECT d.dup_of AS representative,
        any_value(r.identity) AS identity,
        count(*) + 1 AS size,

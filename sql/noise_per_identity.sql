@@ -1,8 +1,8 @@
 -- Label-noise rate per identity: of the faces that were embedded, the share rejected as label noise
 -- (far from the dominant sub-center, closer to another identity, or non-dominant), worst first.
 -- requires: scores, identities
--- param min_images = 1: only identities with at least this many images
--- param limit = 100: rows to return
+-- param min_images = 1 in 1..: only identities with at least this many images
+-- param limit = 100 in 1..: rows to return
 SELECT s.identity,
        count(*) AS images,
        count(s.angle_to_dominant) AS faces,

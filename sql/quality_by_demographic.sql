@@ -4,8 +4,8 @@
 -- Bonferroni 0.05 over 15 groups). This is the fairness question the MagFace paper leaves open:
 -- does norm-as-quality reject some groups more than others?
 -- requires: scores, attributes
--- param z_crit = 3.0: |z| above which a group is flagged
--- param min_images = 10: groups with fewer images are listed but never flagged
+-- param z_crit = 3.0 in 0..100: |z| above which a group is flagged
+-- param min_images = 10 in 1..: groups with fewer images are listed but never flagged
 WITH rows AS (
     SELECT v.attribute, v.value, s.keep, s.quality
     FROM scores s JOIN attributes v ON v.image_id = s.image_id

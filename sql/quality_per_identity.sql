@@ -1,8 +1,8 @@
 -- Quality per identity (norm percentile, 0-100): mean, 10th percentile and median, before and
 -- after curation; identities with the lowest kept quality first.
 -- requires: scores
--- param min_images = 1: only identities with at least this many embedded faces
--- param limit = 100: rows to return
+-- param min_images = 1 in 1..: only identities with at least this many embedded faces
+-- param limit = 100 in 1..: rows to return
 SELECT identity,
        count(quality) AS faces,
        count(quality) FILTER (WHERE keep) AS kept,

@@ -94,7 +94,7 @@ class EmbeddingCrawl:
             rng.shuffle(self.label)
         self.noise = rng.random(n) < noise
         self.true = self.label.copy()
-        self.true[self.noise] = (self.label[self.noise] + rng.integers(1, ids, int(self.noise.sum()))) % ids
+        self.true[self.noise] = (self.label[self.noise] + rng.integers(1, max(ids, 2), int(self.noise.sum()))) % ids
         self.dup = (rng.random(n) < dups) & (np.arange(n) % shard_size > 0)
         start = np.arange(n) // shard_size * shard_size
         self.src = np.where(self.dup, start + (rng.random(n) * (np.arange(n) - start)).astype(np.int64), -1)

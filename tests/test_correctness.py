@@ -39,23 +39,41 @@ def cli(*args):
 # -- every input accounted for -----------------------------------------------------------------
 
 
-def test_symlinked_identity_directories_are_followed_inside_the_root(tmp_path):
+def test_linked_identity_folders_are_followed_wherever_they_point(tmp_path):
     crawl = tmp_path / "crawl"
     for k in range(3):
         jpeg(crawl / "real_person" / f"{k}.jpg", k)
-    os.symlink(crawl / "real_person", crawl / "alias")  # a folder link inside the root: followed
+    os.symlink(crawl / "real_person", crawl / "alias")  # a folder link inside the root
     outside = tmp_path / "elsewhere"
     jpeg(outside / "x.jpg")
-    os.symlink(outside, crawl / "outside")  # outside the root: one row, with a reason
+    os.symlink(outside, crawl / "outside")  # a crawl assembled from links to folders stored elsewhere
     os.symlink(crawl, crawl / "real_person" / "loop")  # back to a folder above: one row, not a cycle
     src = FolderSource(str(crawl))
     index = src.plan()
     rows = {r["source"]: r for r in src.fetch(index, 1 << 20).to_pylist()}
-    assert sorted(rows) == ["alias/0.jpg", "alias/1.jpg", "alias/2.jpg", "alias/loop", "outside", "real_person/0.jpg",
-                            "real_person/1.jpg", "real_person/2.jpg", "real_person/loop"]
+    assert sorted(rows) == ["alias/0.jpg", "alias/1.jpg", "alias/2.jpg", "alias/loop", "outside/x.jpg",
+                            "real_person/0.jpg", "real_person/1.jpg", "real_person/2.jpg", "real_person/loop"]
     assert rows["alias/1.jpg"]["identity"] == "alias" and rows["alias/1.jpg"]["reason"] is None
-    assert rows["outside"]["reason"] == "read_error" and "outside the input root" in rows["outside"]["reason_detail"]
+    assert rows["outside/x.jpg"]["identity"] == "outside" and rows["outside/x.jpg"]["reason"] is None
+    assert rows["outside/x.jpg"]["resolved_path"] == os.path.realpath(outside / "x.jpg")  # where it really is
+    assert rows["real_person/0.jpg"]["resolved_path"] is None  # no link on the way
     assert rows["real_person/loop"]["reason"] == "read_error" and "loops back" in rows["real_person/loop"]["reason_detail"]
+    # --no-follow-links: links must stay inside the root, as before
+    strict = FolderSource(str(crawl), follow_links=False)
+    rows = {r["source"]: r for r in strict.fetch(strict.plan(), 1 << 20).to_pylist()}
+    assert "outside/x.jpg" not in rows and rows["alias/1.jpg"]["reason"] is None
+    assert rows["outside"]["reason"] == "read_error" and "outside the input root" in rows["outside"]["reason_detail"]
+
+
+def test_a_crawl_of_linked_folders_runs_from_the_command_line(tmp_path):
+    store = tmp_path / "store"
+    for k in range(3):
+        jpeg(store / "person_a" / f"{k}.jpg", k)
+    (tmp_path / "crawl").mkdir()
+    os.symlink(store / "person_a", tmp_path / "crawl" / "person_a")
+    r = cli("run", tmp_path / "crawl", "--out", tmp_path / "out", "--dry-run", "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "3 images of 1 identities" in r.output
 
 
 def test_an_empty_crawl_is_an_error_that_says_what_was_searched(tmp_path):

@@ -48,10 +48,13 @@ def test_folder_links_outside_root_and_oversized_files_are_recorded(tmp_path):
     (root / "a").mkdir(parents=True)
     os.symlink(outside, root / "a" / "link.jpg")
     (root / "a" / "big.jpg").write_bytes(b"\xff" * 5000)
-    _, got = fetch_all(FolderSource(str(root)), max_bytes=4000)
+    _, got = fetch_all(FolderSource(str(root), follow_links=False), max_bytes=4000)
     rows = {r["source"]: r for r in got.to_pylist()}
     assert rows["a/link.jpg"]["reason"] == "read_error" and "outside" in rows["a/link.jpg"]["reason_detail"]
     assert rows["a/big.jpg"]["reason"] == "too_large" and rows["a/big.jpg"]["data"] is None
+    _, got = fetch_all(FolderSource(str(root)), max_bytes=4000)  # by default the link is followed
+    rows = {r["source"]: r for r in got.to_pylist()}
+    assert rows["a/link.jpg"]["data"] == jpeg(1) and rows["a/link.jpg"]["resolved_path"] == str(outside)
 
 
 def write_insightface_rec(path, labels):

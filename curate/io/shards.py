@@ -92,18 +92,25 @@ class ShardStore:
 
     # -- planning -------------------------------------------------------------------------
     def check(self, source: Source, cfg: RunConfig) -> dict | None:
-        """Fail fast, before any work: the run already in ``out`` (if any) must be this one, and a
-        new ``out`` must be creatable. Returns the existing manifest, or None for a new run."""
+        """Fail fast, before any work (well under a second): the input's shape, the run already in
+        ``out`` (if any) must be this one, planned from an input laid out as this one is, and a new
+        ``out`` must be creatable. Returns the existing manifest, or None for a new run."""
         if self.manifest is not None:
             m = self.manifest
             diffs = config_diff(m["config"], cfg.to_dict())
             if m["input"] != source.describe():
                 diffs.insert(0, f"input: {source.describe()['path']} ({source.kind}) here, "
                                 f"{m['input']['path']} ({m['input']['kind']}) in {self.out}")
+            elif "layout" in m and m["layout"] != source.layout():
+                now = source.layout()
+                diffs.insert(0, "the input was laid out differently when it was planned (" + ", ".join(
+                    f"{k}: {now.get(k)} now, {v} then" for k, v in m["layout"].items() if now.get(k) != v)
+                    + "): the plan is stale")
             if diffs:
                 raise OutputError(f"{self.out} holds another run ({'; '.join(diffs)}); use another --out, or the "
                                   "same settings to resume it")
             return m
+        source.check()
         parent = self.out
         while not os.path.exists(parent):
             parent = os.path.dirname(parent)
@@ -141,6 +148,8 @@ class ShardStore:
             "items": n,
             "shard_size": size,
             "shards": (n + size - 1) // size,
+            "layout": source.layout(),
+            "empty_identities": len(source.empty_identities),
         }
         write_json(self._path("run.json"), self.manifest)
         return self.manifest
@@ -228,6 +237,7 @@ class ShardStore:
             "kept": kept,
             "rejected": images - kept,
             "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+            "empty_identity_folders": self.manifest.get("empty_identities", 0),
             "worker_seconds": {k: round(v, 2) for k, v in seconds.items()},
         }
         files = self.completed_files("images")
@@ -344,7 +354,14 @@ class ShardStore:
         import duckdb
 
         db = self._path("curate.duckdb")
-        con = duckdb.connect(db)
+        try:
+            con = duckdb.connect(db)
+        except duckdb.IOException as exc:  # open in someone's DuckDB shell: the views stay as they were
+            import logging
+
+            logging.getLogger(__name__).warning("%s is open in another program (%s): its views were not refreshed; "
+                                                "`curate sql` always sees the current files", db, str(exc).splitlines()[0])
+            return db
         try:
             self.create_views(con, score_digest)
         finally:

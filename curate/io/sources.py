@@ -36,6 +36,7 @@ FETCHED = pa.schema(
         ("data", pa.large_binary()),  # null when unreadable
         ("reason", pa.string()),  # null when read fine
         ("reason_detail", pa.string()),
+        ("resolved_path", pa.string()),  # where a file reached through a link resolved to
     ]
 )
 
@@ -46,7 +47,7 @@ class _Fetched:
 
     rows: dict = field(default_factory=lambda: {n: [] for n in FETCHED.names})
 
-    def add(self, item, source, identity, data=None, reason=None, detail=None):
+    def add(self, item, source, identity, data=None, reason=None, detail=None, resolved=None):
         if reason is None and (identity is None or not identity.strip()):
             # a face without a label cannot train anything: recorded, not decoded
             data, reason, detail = None, Reason.NO_IDENTITY.value, "empty identity label" if identity is not None else "no identity label"
@@ -57,12 +58,13 @@ class _Fetched:
         r["data"].append(data)
         r["reason"].append(reason)
         r["reason_detail"].append(detail)
+        r["resolved_path"].append(resolved)
 
     def table(self) -> pa.Table:
         return pa.table(self.rows, schema=FETCHED)
 
 
-def _index(sources, identities=None, offsets=None) -> pa.Table:
+def _index(sources, identities=None, offsets=None, resolved=None) -> pa.Table:
     n = len(sources)
     return pa.table(
         {
@@ -70,6 +72,7 @@ def _index(sources, identities=None, offsets=None) -> pa.Table:
             "source": pa.array(sources, pa.string()),
             "identity": pa.array(identities if identities is not None else [None] * n, pa.string()),
             "offset": pa.array(offsets if offsets is not None else [None] * n, pa.int64()),
+            "resolved": pa.array(resolved if resolved is not None else [None] * n, pa.string()),
         },
         schema=INDEX,
     )
@@ -85,6 +88,16 @@ class Source:
     def describe(self) -> dict:
         return {"kind": self.kind, "path": self.path, "options": self.options}
 
+    empty_identities: list[str] = []  # identity folders holding no file (set by plan)
+
+    def check(self) -> None:
+        """Cheap checks of the input's shape (well under a second, before anything starts):
+        InputError naming the fix."""
+
+    def layout(self) -> dict:
+        """What a plan assumed of the input's shape; a resumed run compares it with the input's."""
+        return {}
+
     def plan(self) -> pa.Table:
         raise NotImplementedError
 
@@ -95,12 +108,13 @@ class Source:
         return f"{self.path} holds no records to curate"
 
 
-def _read_file(path: str, root: str, max_bytes: int) -> tuple[bytes | None, str | None, str | None]:
-    """Read at most max_bytes of a file under root -> (data, reason, detail)."""
+def _read_file(path: str, root: str | None, max_bytes: int) -> tuple[bytes | None, str | None, str | None]:
+    """Read at most max_bytes of a file -> (data, reason, detail); with ``root``, the file must
+    resolve under it (links included)."""
     try:
         real = os.path.realpath(path)
-        if os.path.commonpath([real, os.path.realpath(root)]) != os.path.realpath(root):
-            return None, Reason.READ_ERROR.value, "link points outside the input root"
+        if root is not None and os.path.commonpath([real, os.path.realpath(root)]) != os.path.realpath(root):
+            return None, Reason.READ_ERROR.value, "link points outside the input root (links are not followed: --no-follow-links)"
         if os.path.isdir(real):
             return None, Reason.READ_ERROR.value, "a directory link that loops back to a folder above it: not followed"
         size = os.path.getsize(real)
@@ -113,19 +127,56 @@ def _read_file(path: str, root: str, max_bytes: int) -> tuple[bytes | None, str 
 
 
 class FolderSource(Source):
-    """``root/identity/.../file``: identity is the first directory under root; files directly in
-    root have no identity (recorded as no_identity). Hidden entries (names starting with '.') are
-    not inputs. Directory links are followed when they resolve inside root and do not loop back to
-    a directory above them; any other directory link gets one row, recorded as ``read_error``.
-    File links must resolve inside root."""
+    """``root/identity/.../file``: identity is the first directory under root. Hidden entries
+    (names starting with '.') are not inputs. Links, to folders or files, are followed wherever
+    they point, as ``find -L`` and torchvision's ImageFolder do (a crawl assembled from links to
+    identity folders kept elsewhere), and the path a file resolved to is recorded (``resolved``);
+    a folder link that loops back to a folder above it gets one row, recorded as ``read_error``.
+    With the option ``follow_links=False`` (``--no-follow-links``) links must resolve inside root,
+    and any other gets one ``read_error`` row.
+
+    A crawl must hold identity folders: a root holding only files is refused (``check``), and
+    files directly in a root that also holds identity folders are recorded as no_identity."""
 
     kind = "folder"
 
-    def plan(self) -> pa.Table:
-        sources, identities = [], []
-        root = os.path.realpath(self.path)
+    @property
+    def follow(self) -> bool:
+        return self.options.get("follow_links", True)
 
-        def walk(rel: str, chain: tuple[str, ...]) -> None:
+    def layout(self) -> dict:
+        """The shape of the crawl, from one listing of its root (cheap): identity folders and loose
+        files. A resumed run must see the same shape (a crawl re-laid out needs a new plan)."""
+        folders = files = 0
+        try:
+            for e in os.scandir(self.path):
+                if e.name.startswith("."):
+                    continue
+                try:
+                    is_dir = e.is_dir(follow_symlinks=True)
+                except OSError:
+                    is_dir = False
+                folders += is_dir
+                files += not is_dir
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot list the crawl: {exc.strerror or exc}") from exc
+        return {"identity folders": folders, "loose files": files}
+
+    def check(self) -> None:
+        shape = self.layout()
+        if not shape["identity folders"] and shape["loose files"]:
+            raise InputError(f"{self.path} holds {shape['loose files']} files and no identity folders: the labels come "
+                             f"from folder names, so put each person's photos in a folder of their own "
+                             f"({self.path}/<identity>/<image>), or pass a manifest (Parquet of identity, path)")
+        if not shape["identity folders"]:
+            raise InputError(f"nothing to curate: {self.empty_message()}")
+
+    def plan(self) -> pa.Table:
+        sources, identities, resolved = [], [], []
+        root = os.path.realpath(self.path)
+        files_in: dict[str, int] = {}  # identity folder -> files planned under it
+
+        def walk(rel: str, real_here: str, chain: tuple[str, ...], linked: bool) -> None:
             here = os.path.join(self.path, rel) if rel else self.path
             try:
                 entries = sorted(os.scandir(here), key=lambda e: e.name)
@@ -136,27 +187,42 @@ class FolderSource(Source):
                 if e.name.startswith("."):
                     continue
                 sub = os.path.join(rel, e.name) if rel else e.name
-                if e.is_dir(follow_symlinks=True):
-                    real = os.path.realpath(e.path)
-                    if not e.is_symlink() or (os.path.commonpath([real, root]) == root and real not in chain):
-                        follow.append((sub, real))
+                link = e.is_symlink()
+                try:
+                    is_dir = e.is_dir(follow_symlinks=True)
+                except OSError:
+                    is_dir = False
+                real = os.path.realpath(e.path) if link else os.path.join(real_here, e.name)
+                if is_dir:
+                    if not rel:
+                        files_in.setdefault(e.name, 0)
+                    inside = os.path.commonpath([real, root]) == root
+                    if real not in chain and (self.follow or not link or inside):
+                        follow.append((sub, real, linked or link))
                         continue
-                sources.append(sub)  # files, and directory links that are not followed (a reason at fetch)
-                identities.append(sub.split(os.sep)[0] if os.sep in sub else None)
-            for sub, real in follow:
-                walk(sub, (*chain, real))
+                ident = sub.split(os.sep)[0] if os.sep in sub else None
+                sources.append(sub)  # files, and folder links not followed (a reason at fetch)
+                identities.append(ident)
+                resolved.append(real if (link or linked) and not is_dir else None)
+                if ident is not None:
+                    files_in[ident] = files_in.get(ident, 0) + 1
+            for sub, real, lk in follow:
+                walk(sub, real, (*chain, real), lk)
 
-        walk("", (root,))
-        return _index(sources, identities)
+        walk("", root, (root,), False)
+        self.empty_identities = sorted(k for k, v in files_in.items() if not v)
+        return _index(sources, identities, resolved=resolved)
 
     def empty_message(self) -> str:
         return f"no files under {self.path} (hidden files and folders are skipped); expected identity/image files"
 
     def fetch(self, index: pa.Table, max_bytes: int) -> pa.Table:
         out = _Fetched()
-        for item, source, identity in zip(*(index[c].to_pylist() for c in ("item", "source", "identity"))):
-            data, reason, detail = _read_file(os.path.join(self.path, source), self.path, max_bytes)
-            out.add(item, source, identity, data, reason, detail)
+        confine = None if self.follow else self.path
+        resolved = index["resolved"].to_pylist() if "resolved" in index.column_names else [None] * len(index)
+        for item, source, identity, real in zip(*(index[c].to_pylist() for c in ("item", "source", "identity")), resolved):
+            data, reason, detail = _read_file(os.path.join(self.path, source), confine, max_bytes)
+            out.add(item, source, identity, data, reason, detail, resolved=real)
         return out.table()
 
 
@@ -177,6 +243,20 @@ class RecordIOSource(Source):
         beside = os.path.join(os.path.dirname(self.path), "labels.tsv")
         labels = options.get("labels") or (beside if os.path.exists(beside) else None)
         self.names = read_label_names(labels) if labels else {}
+
+    def check(self) -> None:
+        """The index's first line and the record it points to (not the whole file)."""
+        try:
+            with open(self.idx_path) as f:
+                first = next((ln for ln in f if ln.strip()), None)
+            if first is None:
+                raise InputError(f"nothing to curate: {self.idx_path} is empty")
+            offset = int(first.split("\t")[1])
+            with open(self.path, "rb") as f:
+                recordio.unpack(recordio.read_at(f, offset))
+        except (recordio.RecordIOError, OSError, ValueError, IndexError) as exc:
+            raise InputError(f"{self.path}: not a readable RecordIO file with its index {self.idx_path} "
+                             f"(first record: {exc})") from exc
 
     def plan(self) -> pa.Table:
         try:
@@ -269,6 +349,13 @@ class TSVSource(Source):
         return out.table()
 
 
+def _strip_dot(member: str) -> str:
+    """'./Person/img.jpg' (``tar -C crawl -cf x.tar .``) -> 'Person/img.jpg'."""
+    while member.startswith("./"):
+        member = member[2:]
+    return member
+
+
 class TarSource(Source):
     """An uncompressed tar of ``identity/.../file`` members (a crawl shipped as an archive), read
     in place by member offset: nothing is extracted to disk. Member names that are absolute or
@@ -285,7 +372,8 @@ class TarSource(Source):
                 for m in tar:
                     if m.isdir():
                         continue
-                    parts = m.name.split("/")
+                    member = _strip_dot(m.name)
+                    parts = member.split("/")
                     sources.append(f"{name}:{m.name}")
                     identities.append(parts[0] if len(parts) > 1 else None)
                     offsets.append(m.offset_data if m.isfile() else -1)
