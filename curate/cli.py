@@ -65,6 +65,21 @@ def main():
     """
 
 
+def _writer(f):
+    """The command writes the run directory OUT: it holds OUT's lock (curate.io.lock) throughout,
+    so a second writer is refused at once and readers never wait."""
+    import functools
+
+    @functools.wraps(f)
+    def wrapped(*args, **kw):
+        from curate.io.lock import run_lock
+
+        with run_lock(kw["out"]):
+            return f(*args, **kw)
+
+    return wrapped
+
+
 def _run_options(f):
     opts = [
         click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory (shards, DuckDB file)."),
@@ -464,6 +479,7 @@ def calibrate(recognizer, detector, reference, card_out, duplicates, degraded, s
 @click.option("--baseline", is_flag=True, help="Also run cleanlab's find_label_issues (the [bench] extra; AGPL).")
 @click.option("--no-sweeps", is_flag=True, help="Skip the threshold sweeps.")
 @_run_options
+@_writer
 def bench(faces, seeds, holdout, flip, distractor, duplicate, unidentifiable, nonface, split, open_set, max_photos,
           exclude, baseline, no_sweeps, **kw):
     """Benchmark the curation on real faces: build MS1MV0-style noisy crawls (label flips, open-set
@@ -521,6 +537,7 @@ def bench(faces, seeds, holdout, flip, distractor, duplicate, unidentifiable, no
 @click.option("--truth", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A benchmark truth (curate bench: seed-<s>/run/truth.parquet) to report purity per round.")
 @_run_options
+@_writer
 def loop(input_path, input_format, holdout, epochs, recipe, seed, truth, **kw):
     """Close the loop, measured: curate INPUT (round 0); train the same recipe (a projection on
     the frozen embeddings, with a margin head) on every face of the raw crawl and on the curated
@@ -752,6 +769,20 @@ def sql_cmd(out, query, sql_file, interactive, max_width, params, fmt, output, w
     from curate import audit as A
     from curate.io.shards import ShardStore
 
+    if write:  # the one writer of OUT/curate.duckdb while the statements run
+        from curate.io.lock import run_lock
+
+        with run_lock(out):
+            return _sql(out, query, sql_file, interactive, max_width, params, fmt, output, write, scores)
+    return _sql(out, query, sql_file, interactive, max_width, params, fmt, output, write, scores)
+
+
+def _sql(out, query, sql_file, interactive, max_width, params, fmt, output, write, scores):
+    import sys
+
+    from curate import audit as A
+    from curate.io.shards import ShardStore
+
     con = A.connect(out, write=write, score_digest=ShardStore.of(out).resolve_scoring(scores), saved_tables=True)
     bound = _params(params) or None
     if query == "-" or (query is None and sql_file is None and not interactive and not sys.stdin.isatty()):
@@ -814,18 +845,21 @@ def attributes(out, metadata, key, model, labels, mean, std):
     stored aligned crops. Nothing is invented where no source is given."""
     from curate import demographics
 
+    from curate.io.lock import run_lock
+
     if bool(metadata) == bool(model):
         raise click.BadParameter("give exactly one of --metadata or --model")
-    if metadata:
-        r = demographics.add_metadata(out, metadata, key)
-    else:
-        from models.attributes import OnnxAttributes
+    with run_lock(out):
+        if metadata:
+            r = demographics.add_metadata(out, metadata, key)
+        else:
+            from models.attributes import OnnxAttributes
 
-        lbl = None
-        if labels:
-            name, _, vals = labels.partition("=")
-            lbl = {name.strip(): [v.strip() for v in vals.split(",") if v.strip()]}
-        r = demographics.add_model(out, OnnxAttributes(model, lbl, mean, std))
+            lbl = None
+            if labels:
+                name, _, vals = labels.partition("=")
+                lbl = {name.strip(): [v.strip() for v in vals.split(",") if v.strip()]}
+            r = demographics.add_model(out, OnnxAttributes(model, lbl, mean, std))
     click.echo(f"attributes   {r['rows']} rows -> {r['path']}")
     for a, n in r["images"].items():
         click.echo(f"  {a:<20} {n} images")
@@ -841,6 +875,7 @@ def attributes(out, metadata, key, model, labels, mean, std):
 @click.option("--min-faces", default=2, show_default=True,
               help="Same-person matches of one evaluation identity that make a crawl identity leaked.")
 @click.option("--json", "as_json", is_flag=True, help="Print the leaked identities as JSON.")
+@_writer
 def leakage(out, against, root, min_faces, as_json):
     """Benchmark leakage: embed each evaluation set with the run's own models and report the crawl
     faces and identities that match its faces (same image, or same person above the card's
@@ -895,8 +930,10 @@ def review_import(out, file, reviewer):
     """Add the decisions in FILE (the review page's reviews.json, or a CSV with scope, key,
     action, value, reviewer, at, note) to OUT/reviews.parquet; `curate score OUT` applies them."""
     from curate import reviews as R
+    from curate.io.lock import run_lock
 
-    r = R.import_file(out, file, reviewer)
+    with run_lock(out):
+        r = R.import_file(out, file, reviewer)
     click.echo(f"reviews      {r['imported']} imported, {r['already_there']} already there, {r['total']} in all "
                f"-> {R.path(out)}; run `curate score {out}` to apply them")
 

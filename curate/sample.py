@@ -27,8 +27,10 @@ _IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
 def _insightface_image(name: str) -> Image.Image | None:
+    from models.vendor import import_vendored
+
     try:
-        import insightface
+        insightface = import_vendored("insightface")
     except ImportError:
         return None
     p = Path(insightface.__file__).parent / "data" / "images" / name

