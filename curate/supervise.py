@@ -44,7 +44,7 @@ def supervised(argv: list[str]) -> int:
             signal.signal(s, h)
     if stop:
         _release_locks(argv, child.pid)
-        print(INTERRUPTED, file=sys.stderr)
+        print(f"\n{INTERRUPTED}", file=sys.stderr)  # on a line of its own, after any progress bar
         return 130
     return rc
 

@@ -105,7 +105,7 @@ def test_every_scorer_path_survives_the_edges(name, tmp_path):
 crawls = st.fixed_dictionaries({
     "n": st.integers(1, 48), "ids": st.integers(1, 6), "seed": st.integers(0, 2**16),
     "faceless": st.floats(0, 1), "dups": st.sampled_from([0.0, 0.2]),
-    "shard_size": st.integers(1, 20), "part_rows": st.integers(1, 60),
+    "shard_size": st.integers(3, 20), "part_rows": st.integers(4, 60),
 })
 
 
