@@ -2,13 +2,5 @@
 input, RGB scaled as (x - 127.5) / 127.5, to (B, D) raw embeddings *before* L2 normalisation, so
 the feature norm (the MagFace/AdaFace quality signal) is available to heads and to the pipeline."""
 
-from models.registry import Registry
-
-BACKBONES = Registry("backbone")
-
-
-def build_backbone(name: str, embedding_size: int = 512, **kwargs):
-    return BACKBONES.build(name, embedding_size=embedding_size, **kwargs)
-
-
-from models.backbones import iresnet, mobilefacenet  # noqa: E402,F401  (registration)
+from models.backbones import iresnet, mobilefacenet  # noqa: F401  (registration)
+from models.backbones.base import BACKBONES, build_backbone  # noqa: F401

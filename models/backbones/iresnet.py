@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.backbones import BACKBONES
+from models.backbones.base import BACKBONES
 
 
 def conv3x3(cin, cout, stride=1):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.backbones import BACKBONES
+from models.backbones.base import BACKBONES
 
 
 def conv_bn(cin, cout, k=1, s=1, p=0, groups=1, act=True):

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from models.heads import HEADS, MarginHead
+from models.heads.base import HEADS, MarginHead
 
 
 class AdaFace(MarginHead):

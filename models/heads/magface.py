@@ -9,7 +9,7 @@ import warnings
 
 import torch
 
-from models.heads import HEADS, MarginHead
+from models.heads.base import HEADS, MarginHead
 
 
 def lambda_min(s: float, l_a: float, u_a: float, l_m: float, u_m: float) -> float:

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from models.heads import HEADS, MarginHead
+from models.heads.base import HEADS, MarginHead
 
 EPS = 1e-6
 

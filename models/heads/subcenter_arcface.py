@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from models.heads import HEADS, train_epoch
+from models.heads.base import HEADS, train_epoch
 from models.heads.margin import CombinedMargin
 
 
