@@ -21,7 +21,6 @@ Not a test: figures depend on the machine. Results go to stdout (markdown) and -
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -34,8 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.calibration import pair_scores, tar_at_far  # noqa: E402
-from curate.config import DecodeConfig, DetectConfig, RunConfig  # noqa: E402
+from curate.stats import pair_scores, tar_at_far  # noqa: E402
+from curate.config import DecodeConfig  # noqa: E402
 from curate.io.sources import FolderSource  # noqa: E402
 from curate.stages.decode import decode_one  # noqa: E402
 from curate.stages.detect import prominence  # noqa: E402

@@ -113,7 +113,7 @@ def main() -> None:
                     help="quality signals the exported card names (geometric mean of their percentiles)")
     args = ap.parse_args()
 
-    from curate.calibration import combined_quality
+    from curate.stats import combined_quality
     from models import quality_head
     from models.cards import builtin, file_sha256, pick_calibration
 

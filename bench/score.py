@@ -23,16 +23,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from synth import EmbeddingCrawl  # noqa: E402
+
 from curate import partitioned as P  # noqa: E402
 from curate.config import ScoreConfig  # noqa: E402
 from curate.curation import READ, score_table  # noqa: E402
-from synth import EmbeddingCrawl  # noqa: E402
 
 LABEL = ["far_from_dominant", "non_dominant_subcenter", "cross_id_conflict"]
 

@@ -258,7 +258,7 @@ def to_text(t: pa.Table, fmt: str, max_width: int = 0) -> str:
 def write_result(t: pa.Table, fmt: str, path_stem: str) -> str:
     import pyarrow.parquet as pq
 
-    from curate.io.shards import atomic_write
+    from curate.files import atomic_write
 
     path = f"{path_stem}.{ 'txt' if fmt == 'table' else fmt}"
     if fmt == "parquet":

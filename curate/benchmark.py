@@ -196,7 +196,7 @@ def build_crawl(src: str, dest: str, noise: Noise = Noise(), seed: int = 0, dete
 
 
 def write_truth(truth: pa.Table, path: str, noise: Noise, seed: int, src: str) -> None:
-    from curate.io.shards import atomic_write
+    from curate.files import atomic_write
 
     meta = {b"noise": str(asdict(noise)).encode(), b"seed": str(seed).encode(), b"faces": os.path.abspath(src).encode()}
     atomic_write(path, lambda tmp: pq.write_table(truth.replace_schema_metadata(meta), tmp))

@@ -28,189 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate import stats
 from curate.schema import decode_embeddings
-
-VERSION = 1
-GRID = (0.0, 0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9,
-        0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999, 1.0)
-NORM_GRID = tuple(np.linspace(0.0, 1.0, 101).round(4))
-
-
-def _q(x: np.ndarray, grid=GRID) -> list[float]:
-    """Quantiles as float32 values: a float32 score equal to a quantile compares equal to it."""
-    return [float(np.float32(v)) for v in np.quantile(np.asarray(x, np.float64), grid)] if len(x) else []
-
-
-def at(dist: list[float], p: float, grid=GRID) -> float:
-    """The value at probability p of a stored distribution (linear between grid points)."""
-    return float(np.interp(p, grid, dist))
-
-
-def cdf(dist: list[float], x: float | np.ndarray, grid=GRID) -> float | np.ndarray:
-    """P(X <= x) of a stored distribution (linear between grid points; flat runs of equal values
-    keep their last probability)."""
-    d = np.asarray(dist, np.float64)
-    g = np.asarray(grid, np.float64)
-    keep = np.r_[d[1:] > d[:-1], True]
-    return np.interp(x, d[keep], g[keep], left=0.0, right=1.0)
-
-
-def _angles(cos: np.ndarray) -> np.ndarray:
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(n > 0, n, 1.0)
-
-
-def loo_angles(emb: np.ndarray, codes: np.ndarray, weights: np.ndarray, n_ids: int) -> np.ndarray:
-    """(N,) degrees from each face to its identity's weighted template with the face itself left
-    out (NaN when nothing is left). In a 3-face identity a face is a third of its own template:
-    with it in, small identities look tighter than large ones; left out, they do not."""
-    tmpl = np.zeros((n_ids, emb.shape[1]), np.float64)
-    np.add.at(tmpl, codes, emb * weights[:, None])
-    rest = tmpl[codes] - emb * weights[:, None]
-    norm = np.linalg.norm(rest, axis=1)
-    cos = np.einsum("nd,nd->n", emb, rest) / np.where(norm > 1e-9, norm, 1.0)
-    out = _angles(cos)
-    out[norm <= 1e-2 * np.linalg.norm(tmpl[codes], axis=1)] = np.nan  # nothing left but float error
-    return out.astype(np.float32)
-
-
-def derive_thresholds(c: dict) -> dict:
-    """Default thresholds from the distributions, in the model's own geometry.
-
-    far_angle: the angle where the impostor share below it is 1% (a label swap is caught 99% of
-    the time), unless that cuts into more than 1% of genuine faces; then the point where the two
-    error rates are equal. Floor and ceiling: the genuine 99th and 99.9th percentiles, so a model
-    never rejects more than ~1% of clean faces by default.
-    dup_cos: the genuine-pair 99.99th percentile (pairs of byte-identical files left out).
-    merge_cos: halfway (in angle) between the different-identity center 99.95th percentile and
-    the same-person center 1st percentile.
-    """
-    g = c.get("grid", GRID)  # every distribution is stored on the grid saved with it
-    gen, imp = c["angle_to_center"]["genuine"], c["angle_to_center"]["impostor"]
-    imp_p1, gen_p99, gen_p999 = at(imp, 0.01, g), at(gen, 0.99, g), at(gen, 0.999, g)
-    if imp_p1 >= gen_p99:
-        far = imp_p1
-    else:  # overlap: equal error rate, found on a fine grid of angles
-        xs = np.linspace(0, 180, 3601)
-        far = float(xs[np.argmin(np.abs((1 - cdf(gen, xs, g)) - cdf(imp, xs, g)))])
-    far = float(np.clip(far, gen_p99, max(gen_p999, gen_p99)))
-
-    def mid_angle(lo_cos: float, hi_cos: float) -> float:
-        a, b = _angles(np.array([lo_cos, hi_cos]))
-        return float(np.cos(np.radians((a + b) / 2)))
-    # Two different photos of one person can be as close as a re-saved copy (lab sets shoot a
-    # person seconds apart), so the duplicate threshold is set by the genuine pairs' tail: a
-    # different photo is called a duplicate in at most 1 of 10,000 same-person pairs, so that in
-    # an identity of 100 photos (4,950 pairs) about 1% of its faces are flagged by mistake. Exact
-    # copies (same bytes) are duplicates whatever the threshold.
-    dup_cos = at(c["pair_cos"]["genuine"], 0.9999, g)
-    centers = c["center_cos"]
-    merge_cos = mid_angle(at(centers["different"], 0.9995, g), at(centers["same_person"], 0.01, g))
-    return {"far_angle": round(far, 2), "far_angle_floor": round(gen_p99, 2), "far_angle_ceiling": round(max(gen_p999, gen_p99), 2),
-            "dup_cos": round(dup_cos, 4), "merge_cos": round(merge_cos, 4)}
-
-
-def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float:
-    """Share of genuine scores above the threshold that lets ``far`` of impostors through."""
-    if not len(genuine) or not len(impostor):
-        return float("nan")
-    thr = np.quantile(impostor, 1.0 - far)
-    return float(np.mean(genuine > thr))
-
-
-def pair_scores(emb: np.ndarray, codes: np.ndarray, max_impostor: int = 4_000_000, seed: int = 0,
-                same_bytes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(genuine cos of every same-identity pair, impostor cos of every (or a seeded sample of)
-    cross-identity pair). ``same_bytes`` (N,) int: a file-content code; pairs of byte-identical
-    files are left out of the genuine pairs (they are copies, not two photos)."""
-    n = len(emb)
-    rng = np.random.default_rng(seed)
-    order = np.argsort(codes, kind="stable")
-    starts = np.r_[0, np.flatnonzero(np.diff(codes[order])) + 1, n]
-    gen = []
-    for a, b in zip(starts[:-1], starts[1:]):
-        if b - a > 1:
-            m = emb[order[a:b]] @ emb[order[a:b]].T
-            iu = np.triu_indices(b - a, 1)
-            if same_bytes is not None:
-                sb = same_bytes[order[a:b]]
-                iu = tuple(x[sb[iu[0]] != sb[iu[1]]] for x in iu)
-            gen.append(m[iu])
-    gen = np.concatenate(gen) if gen else np.zeros(0, np.float32)
-    if n * (n - 1) // 2 <= max_impostor:
-        i, j = np.triu_indices(n, 1)
-    else:
-        i, j = rng.integers(0, n, max_impostor), rng.integers(0, n, max_impostor)
-    cross = codes[i] != codes[j]
-    i, j = i[cross], j[cross]
-    imp = np.concatenate([np.einsum("nd,nd->n", emb[i[s : s + 1 << 20]], emb[j[s : s + 1 << 20]])
-                          for s in range(0, len(i), 1 << 20)]) if len(i) else np.zeros(0, np.float32)
-    return gen, imp
-
-
-def calibrate(emb: np.ndarray, norms: np.ndarray, labels: list[str] | np.ndarray,
-              dup_pairs: np.ndarray | None = None, seed: int = 0, cues: dict[str, np.ndarray] | None = None,
-              content: list | None = None) -> dict:
-    """emb (N, D) float unit rows, norms (N,) raw feature norms, labels (N,) identities, dup_pairs
-    (M, 2) row indices of (photo, near-duplicate copy), cues: other per-face quality signals
-    (sharpness, det_score: (N,)) whose reference quantiles are kept too, content: (N,) a hash of
-    each file's bytes (byte-identical files are not two photos) -> the calibration dict."""
-    rng = np.random.default_rng(seed)
-    emb = _unit(np.asarray(emb, np.float64))
-    norms = np.asarray(norms, np.float64)
-    names, codes = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
-    n_ids = len(names)
-    is_dup_copy = np.zeros(len(emb), bool)
-    if dup_pairs is not None and len(dup_pairs):
-        is_dup_copy[dup_pairs[:, 1]] = True
-    base = ~is_dup_copy  # copies stay out of every distribution but their own
-    e, c, w = emb[base], codes[base], norms[base]
-    _, c = np.unique(c, return_inverse=True)
-    n_ids = int(c.max()) + 1 if len(c) else 0
-    genuine = loo_angles(e, c, w, n_ids)
-    tmpl = np.zeros((n_ids, e.shape[1]))
-    np.add.at(tmpl, c, e * w[:, None])
-    tmpl = _unit(tmpl)
-    rows = rng.integers(0, len(e), min(400_000, 50 * len(e)))
-    other = (c[rows] + rng.integers(1, max(n_ids, 2), len(rows))) % max(n_ids, 1)
-    impostor = _angles(np.einsum("nd,nd->n", e[rows], tmpl[other])) if n_ids > 1 else np.zeros(0)
-    same = None
-    if content is not None:
-        same = np.unique(np.asarray(content, dtype=object)[base].astype(str), return_inverse=True)[1]
-    gen_pairs, imp_pairs = pair_scores(e, c, seed=seed, same_bytes=same)
-    # same person, two templates: random halves of identities with 4+ faces
-    halves = []
-    for k in range(n_ids):
-        members = np.flatnonzero(c == k)
-        if len(members) >= 4:
-            for _ in range(4):
-                p = rng.permutation(members)
-                h = len(p) // 2
-                a, b = _unit((e[p[:h]] * w[p[:h], None]).sum(0)), _unit((e[p[h:]] * w[p[h:], None]).sum(0))
-                halves.append(float(a @ b))
-    diff = (tmpl @ tmpl.T)[np.triu_indices(n_ids, 1)] if n_ids > 1 else np.zeros(0)
-    dup = np.einsum("nd,nd->n", emb[dup_pairs[:, 0]], emb[dup_pairs[:, 1]]) if dup_pairs is not None and len(dup_pairs) else np.zeros(0)
-    out = {
-        "version": VERSION,
-        "grid": list(GRID),
-        "reference": {"faces": int(base.sum()), "identities": n_ids, "duplicate_pairs": int(len(dup)),
-                      "genuine_pairs": int(len(gen_pairs)), "impostor_pairs": int(len(imp_pairs))},
-        "norm": {"grid": list(NORM_GRID), "quantiles": _q(w, NORM_GRID)},
-        "cues": {k: {"grid": list(NORM_GRID), "quantiles": _q(np.asarray(v, np.float64)[base], NORM_GRID)}
-                 for k, v in (cues or {}).items()},
-        "angle_to_center": {"genuine": _q(genuine[np.isfinite(genuine)]), "impostor": _q(impostor)},
-        "pair_cos": {"genuine": _q(gen_pairs), "impostor": _q(imp_pairs)},
-        "duplicate_cos": _q(dup),
-        "center_cos": {"same_person": _q(np.array(halves)), "different": _q(diff)},
-        "verification": {f"tar_at_far_{f:g}": round(tar_at_far(gen_pairs, imp_pairs, f), 4) for f in (1e-3, 1e-4)},
-    }
-    out["thresholds"] = derive_thresholds(out)
-    return out
-
+from curate.stats import calibrate, combined_quality
 
 # -- the reference set, through the real spine ----------------------------------------------------
 
@@ -256,12 +76,13 @@ def reference_rows(root: str, models, cfg, batch_size: int = 32, duplicates: int
                    seed: int = 0, on_batch=None) -> Reference:
     """Run the spine over the identity folders under ``root``, plus near-duplicate copies of up to
     ``duplicates`` of its photos and, for up to ``degraded`` photos, one copy per degradation."""
+    from PIL import Image
+
     from curate.config import Resources
     from curate.degrade import DEGRADATIONS
     from curate.io.sources import FolderSource
     from curate.pipeline import curate_batch
     from curate.stages.decode import decode_one
-    from PIL import Image
 
     src = FolderSource(root)
     index = src.plan()
@@ -318,45 +139,6 @@ QUALITY_SIGNALS = (("norm",), ("norm", "det_score"), ("norm", "sharpness"), ("no
 NORM_IS_ENOUGH = 0.95  # degraded-below-original AUC at which the norm needs no help
 
 
-def signal_percentiles(values: dict[str, np.ndarray], cal: dict) -> dict[str, np.ndarray]:
-    """Each signal (``norm``, ``det_score``, ``sharpness``) as a 0-100 percentile of its reference
-    distribution in the calibration (NaN where the value or the reference is missing)."""
-    out = {}
-    for name, v in values.items():
-        ref = cal["norm"] if name == "norm" else cal.get("cues", {}).get(name)
-        v = np.asarray(v, np.float64)
-        if not ref or not ref.get("quantiles"):
-            out[name] = np.full(len(v), np.nan)
-            continue
-        pct = 100.0 * cdf(ref["quantiles"], np.nan_to_num(v, nan=-np.inf), ref.get("grid", NORM_GRID))
-        out[name] = np.where(np.isfinite(v), pct, np.nan)
-    return out
-
-
-def combined_quality(values: dict[str, np.ndarray], cal: dict, signals=None) -> np.ndarray:
-    """(N,) 0-100: the geometric mean of the reference percentiles of the calibration's quality
-    signals (the norm alone for a model whose norm carries quality; the norm with the detector
-    score or sharpness for one whose norm is weak). Geometric, because a face is usable only when
-    every signal says so: one very low signal pulls the face down (on the benchmark's tuning seeds
-    it discards bad faces sooner than the arithmetic mean). Signals with no value are left out."""
-    signals = list(signals or cal.get("quality", {}).get("signals", ["norm"]))
-    pct = signal_percentiles({k: values[k] for k in signals if k in values}, cal)
-    stack = np.stack([pct[k] for k in signals if k in pct]) if pct else np.zeros((0, 0))
-    if not len(stack):
-        return np.full(0, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        logs = np.log(np.maximum(stack, 0.01))  # a percentile of 0 counts as 0.01, not minus infinity
-        return np.exp(np.nanmean(np.where(np.isnan(stack), np.nan, logs), axis=0))
-
-
-def _auc(orig: np.ndarray, bad: np.ndarray) -> float:
-    """Share of (photo, degraded copy) pairs where the copy scores lower (ties count half)."""
-    ok = np.isfinite(orig) & np.isfinite(bad)
-    if not ok.any():
-        return float("nan")
-    return float(np.mean((bad[ok] < orig[ok]) + 0.5 * (bad[ok] == orig[ok])))
-
-
 def quality_check(ref: Reference, cal: dict) -> dict:
     """AUC of each quality signal, and of the combinations in QUALITY_SIGNALS, for 'the degraded
     copy scores below its original', per degradation; the share of copies still found; and the
@@ -378,10 +160,10 @@ def quality_check(ref: Reference, cal: dict) -> dict:
     for combo in QUALITY_SIGNALS:
         name = "+".join(combo)
         qo, qb = combined_quality(o, cal, combo), combined_quality(b, cal, combo)
-        auc[name] = {k: round(_auc(qo[kinds == k], qb[kinds == k]), 3) for k in sorted(set(kinds))}
+        auc[name] = {k: round(stats.auc(qo[kinds == k], qb[kinds == k]), 3) for k in sorted(set(kinds))}
         auc[name]["mean"] = round(float(np.nanmean(list(auc[name].values()))), 3) if len(kinds) else float("nan")
     for name in ("det_score", "sharpness"):
-        auc[name] = {k: round(_auc(o[name][kinds == k], b[name][kinds == k]), 3) for k in sorted(set(kinds))}
+        auc[name] = {k: round(stats.auc(o[name][kinds == k], b[name][kinds == k]), 3) for k in sorted(set(kinds))}
         auc[name]["mean"] = round(float(np.nanmean(list(auc[name].values()))), 3) if len(kinds) else float("nan")
     all_kinds = np.array(d["kind"].to_pylist(), object)
     found = {k: round(float(np.mean(np.asarray(d["keep"].to_numpy(zero_copy_only=False))[all_kinds == k])), 3)
@@ -405,4 +187,74 @@ def calibrate_reference(ref: Reference, seed: int = 0) -> dict:
     cal["reference"].update({"detector": det, "recognizer": rows["model_id"][0].as_py() if len(rows) else None,
                              "date": datetime.date.today().isoformat()})
     cal["quality"] = quality_check(ref, cal)
+    return cal
+
+
+# -- a trained model, on people held out of its training ----------------------------------------
+
+
+def _crop(jpeg: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+
+
+def _held_out_rows(files: list[str], identities: set[str]) -> pa.Table | None:
+    """Kept rows with a crop of the given identities, from the shards the model was trained on."""
+    import pyarrow.parquet as pq
+
+    cols = ["identity", "crop", "keep", "sha1", "det_score", "sharpness", "detector_id"]
+    wanted = pa.array(sorted(identities), pa.string())
+    parts = []
+    for f in files:
+        t = pq.read_table(f, columns=cols)
+        ok = pc.and_(pc.and_(pc.fill_null(t["keep"], False), pc.is_valid(t["crop"])), pc.is_in(t["identity"], wanted))
+        parts.append(t.filter(ok))
+    return pa.concat_tables(parts) if parts else None
+
+
+def calibrate_held_out(embed, files: list[str], identities: list[str], seed: int = 0) -> dict | None:
+    """The calibration of a trained model on the kept crops of identities held out of its
+    training (in the Parquet shards ``files``), with re-encoded and mirrored copies as
+    near-duplicates and degraded copies to check whether its norm carries quality. ``embed``:
+    RGB uint8 crops -> (N, D) raw features (models.export.raw_features of a backbone). None when
+    fewer than 3 identities or 20 faces are held out."""
+    from PIL import Image
+
+    from curate.degrade import DEGRADATIONS
+
+    rows = _held_out_rows(files, set(identities)) if identities else None
+    if rows is None or len(rows) < 20 or len(set(rows["identity"].to_pylist())) < 3:
+        return None
+    rng = np.random.default_rng(seed)
+    imgs = [_crop(c) for c in rows["crop"].to_pylist()]
+    raw = embed(imgs)
+    pick = rng.choice(len(imgs), min(100, len(imgs)), replace=False)
+    copies = []
+    for i in pick:
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(imgs[i][:, ::-1] if rng.random() < 0.5 else imgs[i])).save(
+            buf, "JPEG", quality=int(rng.integers(30, 71)))
+        copies.append(_crop(buf.getvalue()))
+    raw_dup = embed(copies)
+    emb = np.concatenate([raw, raw_dup])
+    norms = np.linalg.norm(emb, axis=1)
+    labels = rows["identity"].to_pylist() + [rows["identity"][int(i)].as_py() for i in pick]
+    pairs = np.stack([pick, len(raw) + np.arange(len(pick))], 1)
+    pad = lambda c: np.concatenate([rows[c].to_numpy(zero_copy_only=False).astype(np.float64), np.full(len(pick), np.nan)])  # noqa: E731
+    cal = calibrate(emb / np.maximum(norms, 1e-12)[:, None], norms, labels, pairs, seed,
+                    {"sharpness": pad("sharpness"), "det_score": pad("det_score")},
+                    rows["sha1"].to_pylist() + [None] * len(pick))
+    # does the norm carry quality? degraded copies of the crops (no detector here: the crop is degraded)
+    kinds = [k for k in DEGRADATIONS if k != "extreme_crop"]
+    bad = [DEGRADATIONS[k](imgs[i], None, rng) for i in pick for k in kinds]
+    bad_norm = np.linalg.norm(embed(bad), axis=1)
+    orig = np.repeat(norms[pick], len(kinds))
+    auc = {k: round(stats.auc(orig[j::len(kinds)], bad_norm[j::len(kinds)]), 3) for j, k in enumerate(kinds)}
+    auc["mean"] = round(float(np.mean(list(auc.values()))), 3)
+    cal["quality"] = {"signals": ["norm"] if auc["mean"] >= 0.95 else ["norm", "det_score"], "auc": {"norm": auc},
+                      "note": "degraded crops of held-out identities (no detection pass)"}
+    det = rows["detector_id"][0].as_py()
+    cal["cues"]["det_score"]["detector"] = det
+    cal["reference"].update({"set": f"{len(set(labels))} identities held out of training", "detector": det})
     return cal

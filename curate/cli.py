@@ -9,11 +9,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import click
 
-from curate.config import AlignConfig, DecodeConfig, DetectConfig, EmbedConfig, Resources, RunConfig, ScoreConfig
+from curate.config import (
+    AlignConfig,
+    DecodeConfig,
+    DetectConfig,
+    EmbedConfig,
+    Resources,
+    RunConfig,
+    ScoreConfig,
+)
 from curate.errors import CurateError
 
 
@@ -188,10 +195,9 @@ def _preflight(input_path, input_format, input_options, out, cfg):
     from curate.io.sources import open_source
     from models import preflight
 
+    preflight(cfg.detect.detector, cfg.embed.recognizer)  # names first: a config error before an input error
     source = open_source(input_path, input_format, **input_options)
-    existing = ShardStore(out).check(source, cfg)
-    preflight(cfg.detect.detector, cfg.embed.recognizer)
-    return source, existing
+    return source, ShardStore(out).check(source, cfg)
 
 
 def _configs(kw: dict) -> tuple[RunConfig, Resources]:
@@ -224,7 +230,9 @@ def _curate(input_path, input_format, input_options, out, detector, recognizer, 
             for line in summary_lines(plan):
                 click.echo(line)
         from flows import quiet_prefect_errors
-        from flows.curate_flow import curate_flow  # Ray and Prefect load here, not at import
+        from flows.curate_flow import (
+            curate_flow,  # Ray and Prefect load here, not at import
+        )
 
         quiet_prefect_errors()
         summary = curate_flow(
@@ -595,7 +603,7 @@ def score_cmd(out, as_json, partition_rows, **kw):
     dominance), duplicates, merged identities, quality. Uses the stored embeddings: no model runs.
     Writes OUT/scores, OUT/identities, OUT/curated for this threshold set and updates the views.
     A scoring killed part way resumes where it stopped when run again with the same options."""
-    from curate.curation import score_run
+    from curate.partitioned import score_run
     from flows.ray_exec import ray_map
 
     s = score_run(out, _score_config(**kw), kw.get("calibration"), mapper=ray_map, part_rows=partition_rows)
@@ -764,10 +772,7 @@ def sql_cmd(out, query, sql_file, interactive, max_width, params, fmt, output, w
     Read-only by default: only queries run, and file access is confined to OUT.
     Example: curate sql OUT "SELECT reason, count(*) FROM scores GROUP BY ALL"
     """
-    import sys
 
-    from curate import audit as A
-    from curate.io.shards import ShardStore
 
     if write:  # the one writer of OUT/curate.duckdb while the statements run
         from curate.io.lock import run_lock
@@ -844,7 +849,6 @@ def attributes(out, metadata, key, model, labels, mean, std):
     crawl metadata joined on identity (or image_id / source), or an attribute model run on the
     stored aligned crops. Nothing is invented where no source is given."""
     from curate import demographics
-
     from curate.io.lock import run_lock
 
     if bool(metadata) == bool(model):

@@ -45,9 +45,10 @@ class DetectConfig:
         _check(0.0 < self.ambiguity_ratio <= 1.0, "ambiguity_ratio must be in (0, 1]")
         _check(self.det_size % 32 == 0, "det_size must be a multiple of 32")
         _check(self.upsample >= 0, "upsample must be >= 0")
-        from models import DETECTORS
-
-        DETECTORS.parse(self.detector)  # unknown names fail here, not in a worker
+        _check(self.det_size > 0, "det_size must be positive")
+        _check(self.min_face_size >= 0, "min_face_size must be >= 0")
+        _check(self.min_score is None or 0 <= self.min_score <= 1, "min_score must be in [0, 1]")
+        # the detector's name is checked by models.preflight, before any work (no model import here)
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,7 @@ class EmbedConfig:
     or 'onnx:<path.onnx>' (any [N,3,S,S] -> [N,D] model: insightface ArcFace models and models exported
     by `curate retrain` alike). See models/recognizers.py."""
 
-    recognizer: str = "edgeface_s"
-
-    def __post_init__(self):
-        from models import RECOGNIZERS
-
-        RECOGNIZERS.parse(self.recognizer)
+    recognizer: str = "edgeface_s"  # its name is checked by models.preflight, before any work
 
 
 @dataclass(frozen=True)
@@ -119,6 +115,8 @@ class ScoreConfig:
             _check(v is None or -1 <= v <= 1, "cosine thresholds must be in [-1, 1]")
         _check(all(0 <= v <= 100 for v in (self.unidentifiable_pct, self.ambiguous_pct, self.degraded_pct)),
                "percentiles in [0, 100]")
+        _check(0 <= self.min_dominant_share <= 1, "min_dominant_share must be in [0, 1]")
+        _check(0 <= self.conflict_margin <= 2, "conflict_margin must be in [0, 2] (a cosine difference)")
 
 
 @dataclass(frozen=True)
@@ -165,15 +163,3 @@ class RunConfig:
         """8 hex chars naming every output of this config: same config, same paths."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
-
-
-def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """'setting: new here, old there' for every leaf that differs between two config dicts."""
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {b!r} here, {a!r} in the run")
-    return out

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import InputError
-from curate.io.shards import ShardStore, atomic_write
+from curate.files import atomic_write
+from curate.io.shards import ShardStore
 from curate.schema import ATTRIBUTES
 from curate.stages import attributes
 

@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import InputError
-from curate.io.shards import ShardStore, atomic_write
+from curate.files import atomic_write
+from curate.io.shards import ShardStore
 from curate.schema import decode_embeddings
 from curate.stages.dedup import unit_rows
 

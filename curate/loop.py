@@ -100,7 +100,7 @@ def compare(run: str, holdout: float = 0.2, seed: int = 0, epochs: int = 30, rec
 def export_projection(proj, dest: str, run: str, held: set[str], seed: int = 0, t: pa.Table | None = None) -> dict:
     """Write ``dest`` (ONNX) and its card: the base recognizer, and a calibration of the chained
     model measured on the held-out people's faces (thresholds), with the base model's quality."""
-    from curate.calibration import calibrate
+    from curate.stats import calibrate
     from models import projection
     from models.cards import detector_name, file_sha256, pick_calibration, write_card
 

@@ -18,7 +18,7 @@ from curate.config import Resources, RunConfig
 from curate.io.shards import ShardStore
 from curate.io.sources import Source
 from curate.schema import Reason, conform, detections_schema, images_schema
-from curate.stages.align import align, crops_of
+from curate.stages.align import align
 from curate.stages.decode import decode
 from curate.stages.detect import detect, pick
 from curate.stages.embed import embed

@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import InputError
-from curate.io.shards import ShardStore, atomic_write
+from curate.files import atomic_write
+from curate.io.shards import ShardStore
 
 REVIEWS = pa.schema([("scope", pa.string()), ("key", pa.string()), ("action", pa.string()), ("value", pa.string()),
                      ("reviewer", pa.string()), ("at", pa.string()), ("note", pa.string())])

@@ -23,7 +23,8 @@ from prefect.cache_policies import NO_CACHE
 
 from curate import benchmark as B
 from curate.errors import InputError
-from curate.io.shards import ShardStore, atomic_write, write_json
+from curate.files import atomic_write, write_json
+from curate.io.shards import ShardStore
 from flows.curate_flow import curate_flow
 
 

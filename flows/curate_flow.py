@@ -14,10 +14,10 @@ import time
 from prefect import flow, task
 
 from curate.config import Resources, RunConfig, ScoreConfig
-from curate.curation import score_run
 from curate.errors import CurateError
 from curate.io.shards import ShardStore
 from curate.io.sources import open_source
+from curate.partitioned import score_run
 from curate.pipeline import load_models
 from flows.audit_flow import audit_flow
 from flows.ray_exec import ray_map, run_shards

@@ -11,7 +11,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from curate import loop as L
-from curate.io.shards import write_json
+from curate.files import write_json
 from flows.curate_flow import curate_flow
 
 

@@ -10,8 +10,10 @@ import os
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from curate.calibration import calibrate_held_out
+from models.data import shard_files
 from models.eval import evaluate_pairs, load_bin, load_pairs_txt, read_image_bytes
-from models.export import calibrate_held_out, export_onnx
+from models.export import export_onnx, raw_features
 from models.train import TrainConfig, train
 
 
@@ -37,7 +39,8 @@ def evaluate_task(result: dict, bins: list[str], pairs: list[tuple[str, str]]) -
 def export_task(result: dict, out: str, config: dict, metrics: dict, shards: str) -> dict:
     from models.cards import detector_name
 
-    cal = calibrate_held_out(result["backbone"], shards, result["held_out"], result["device"])
+    backbone, device = result["backbone"], result["device"]
+    cal = calibrate_held_out(lambda imgs: raw_features(backbone, imgs, device), shard_files(shards), result["held_out"])
     extra = {
         # the card describes the weights beside it: the config of the checkpoint that was exported
         "backbone": config["backbone"], "head": config["head"], "head_kwargs": config.get("head_kwargs", {}),

@@ -128,7 +128,7 @@ def packaged_path(card: dict) -> str:
 
 def write_card(path: str, card: dict) -> str:
     """Write a card (atomically), without the loader's private keys."""
-    from curate.io.shards import write_json
+    from curate.files import write_json
 
     write_json(path, {k: v for k, v in card.items() if not k.startswith("_")})
     return path

@@ -136,7 +136,7 @@ def read_card(path: str) -> dict:
 def with_quality_model(path: str, raw: np.ndarray, cal: dict) -> tuple[np.ndarray, dict]:
     """(learned quality norms (N,), the calibration with the head's reference added as the
     ``learned`` signal and the head card's quality signals in use)."""
-    from curate.calibration import NORM_GRID
+    from curate.stats import NORM_GRID
 
     card = read_card(path)
     q = QualityModel(path)(np.asarray(raw, np.float32))

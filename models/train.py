@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from curate.errors import ConfigError, InputError
-from curate.io.shards import atomic_write, write_json
+from curate.files import atomic_write, write_json
 from models.backbones import build_backbone
 from models.data import LowQualityAugment, ShardFaces
 from models.heads import build_head
@@ -91,8 +91,8 @@ def held_out(identities: list[str], fraction: float) -> set[str]:
 def check_resume(out: str, cfg: TrainConfig) -> None:
     """A rerun into ``out`` must be the training that is there: refuse, naming the settings that
     differ, instead of loading weights of another head or backbone."""
-    from curate.config import config_diff
     from curate.errors import OutputError
+    from curate.files import config_diff
 
     p = os.path.join(out, "history.json")
     if not os.path.exists(os.path.join(out, "checkpoint.pt")) or not os.path.exists(p):

@@ -68,9 +68,9 @@ def curate_in_process(crawl, out, models, shard_size: int = 16, batch_size: int 
     """A crawl through the spine in-process (no Ray, no Prefect), then scored with the recognizer
     card's calibration; returns the scoring summary."""
     from curate.config import Resources, RunConfig, ScoreConfig
-    from curate.curation import score_run
     from curate.io.shards import ShardStore
     from curate.io.sources import open_source
+    from curate.partitioned import score_run
     from curate.pipeline import process_shard
 
     cfg = RunConfig(shard_size=shard_size)

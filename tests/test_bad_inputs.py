@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.config import Resources, RunConfig, ScoreConfig
-from curate.curation import score_run
 from curate.errors import InputError
 from curate.io.shards import ShardStore
 from curate.io.sources import open_source
+from curate.partitioned import score_run
 from curate.pipeline import process_shard
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "data"))

@@ -5,11 +5,11 @@ on identity size, and warnings where the crawl disagrees with the card."""
 import numpy as np
 import pyarrow as pa
 import pytest
+from test_score import make
 
-from curate.calibration import at, calibrate, cdf, combined_quality, loo_angles
+from curate.stats import at, calibrate, cdf, combined_quality, loo_angles
 from curate.config import ScoreConfig
 from curate.curation import score_table
-from test_score import make
 
 
 def clusters(n_ids=30, per=20, spread=0.085, d=64, seed=0):
@@ -24,7 +24,7 @@ def clusters(n_ids=30, per=20, spread=0.085, d=64, seed=0):
 
 def test_stored_distributions_invert():
     x = np.random.default_rng(0).normal(50, 10, 100_000)
-    from curate.calibration import GRID, _q
+    from curate.stats import GRID, _q
 
     dist = _q(x)
     assert len(dist) == len(GRID)

@@ -2,7 +2,6 @@
 silently reverted, slow noisy errors, NaN embeddings that passed as faces, and thresholds set by
 the noise on small real crawls."""
 
-import json
 import os
 import subprocess
 import sys
@@ -11,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import tiny_models
 from click.testing import CliRunner
+from conftest import SHARED_DATA, curate_in_process
 from PIL import Image
 
-import tiny_models
-from conftest import SHARED_DATA, curate_in_process
 from curate.cli import main
 from curate.config import DetectConfig, EmbedConfig, Resources, RunConfig
 from curate.errors import InputError

@@ -5,11 +5,12 @@ The 10-trial version is bench/faults.py."""
 import os
 import subprocess
 
+import faults
 import pytest
 
-import faults
 from curate.errors import OutputError
-from curate.io.shards import ShardStore, atomic_write, write_json
+from curate.files import atomic_write, write_json
+from curate.io.shards import ShardStore
 
 pytestmark = pytest.mark.slow
 

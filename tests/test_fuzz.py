@@ -8,10 +8,10 @@ import os
 import subprocess
 import sys
 
+import fuzz
 import pyarrow.parquet as pq
 import pytest
 
-import fuzz
 from curate.io.shards import ShardStore
 
 pytestmark = pytest.mark.slow

@@ -58,7 +58,8 @@ def graph() -> dict[str, set[str]]:
                 if node.level:
                     parts = package.split(".")
                     base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
-                targets = [base, *(f"{base}.{a.name}" for a in node.names)]
+                # ``from pkg import sub``: the edge goes to the submodule; other names to the module
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
             else:
                 continue
             for t in targets:

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+import tiny_models
 from skimage import data
 
-import tiny_models
 from curate.errors import ConfigError, ModelError
 from curate.stages.embed import normalise
 from models import DETECTORS, RECOGNIZERS
@@ -86,6 +86,7 @@ def test_model_card_sha256_mismatch_is_an_error(tmp_path):
     import json
 
     import tiny_models
+
     from curate.errors import ModelError
     from models.cards import file_sha256
     from models.registry import RECOGNIZERS

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import tiny_models
 from PIL import Image
 
-import tiny_models
 from curate.config import DetectConfig, EmbedConfig, Resources, RunConfig
 from curate.errors import OutputError
 from curate.io import shards as shards_mod

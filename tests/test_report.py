@@ -52,7 +52,6 @@ def test_report_shows_faces_not_hashes_and_the_thresholds_in_use(scored_run, rep
     """Near-duplicate clusters and unusable images as pictures (the sample crawl has a cat, an
     exact copy and broken files); the review line of the dominant-share chart is the scoring's own."""
     import json
-    import shutil
 
     import pyarrow as pa
 

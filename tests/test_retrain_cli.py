@@ -5,10 +5,10 @@ import json
 import os
 
 import pytest
-from click.testing import CliRunner
-
 import synth
 import tiny_models
+from click.testing import CliRunner
+
 from curate.cli import main
 
 pytestmark = pytest.mark.slow

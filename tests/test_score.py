@@ -62,7 +62,7 @@ def make(n_ids=40, per=30, noise=0.3, noisy_ids=10, dups=20, merged=3, low=20, s
 
 def reference(seed=1):
     """A calibration measured on clean synthetic identities drawn like make()'s clean faces."""
-    from curate.calibration import calibrate
+    from curate.stats import calibrate
 
     t, _ = make(n_ids=40, per=40, noisy_ids=0, dups=0, merged=0, low=0, seed=seed)
     from curate.schema import decode_embeddings

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from synth import EmbeddingCrawl
+from test_partitioned import assert_same
 
 from curate import partitioned as P
 from curate import reviews as R
 from curate.config import ScoreConfig
 from curate.curation import READ, score_table
-from synth import EmbeddingCrawl
-from test_partitioned import assert_same
 
 CFG = ScoreConfig()
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from conftest import SHARED_DATA
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}

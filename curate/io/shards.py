@@ -20,51 +20,21 @@ readers (views built from markers) never see a partial shard.
 
 from __future__ import annotations
 
-import errno
 import glob
 import json
 import os
 import time
-import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.config import RunConfig, config_diff
+from curate.config import RunConfig
 from curate.errors import InputError, OutputError
+from curate.files import atomic_write, config_diff, write_json
 from curate.io.sources import Source, source_from_description
 
 KINDS = ("images", "detections")
 MIN_SHARD = 64  # images: below this, a shard's fixed costs (files, marker, task) outweigh its work
-
-
-def atomic_write(path: str, write) -> None:
-    """write(tmp_path) then rename onto path; on failure remove the temp file and say why."""
-    d, name = os.path.split(path)
-    tmp = os.path.join(d, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        if exc.errno == errno.ENOSPC:
-            raise OutputError(f"disk full writing {path}") from exc
-        if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-            raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
-        raise
-
-
-def write_json(path: str, obj) -> None:
-    def w(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-
-    atomic_write(path, w)
 
 
 class ShardStore:

@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 
 from curate import audit
 from curate.errors import ConfigError, InputError, OutputError, require_module
-from curate.io.shards import ShardStore, atomic_write
+from curate.files import atomic_write
+from curate.io.shards import ShardStore
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 KEEP_COLOR, FLAG_COLOR = "#3b7dd8", "#d8643b"

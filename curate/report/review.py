@@ -11,7 +11,8 @@ import html
 import os
 
 from curate import audit
-from curate.io.shards import ShardStore, atomic_write
+from curate.files import atomic_write
+from curate.io.shards import ShardStore
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 

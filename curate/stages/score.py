@@ -185,7 +185,7 @@ def thresholds(emb, codes, centers, cfg, cal: dict | None, cap: float = 75.0) ->
                         "this crawl, whose statistics are set by its own noise; run `curate calibrate` on a labelled "
                         "reference set, or set --far-angle/--dup-threshold/--merge-threshold")
     if cal and np.isfinite(p1):
-        from curate.calibration import GRID, at
+        from curate.stats import GRID, at
 
         ref = at(cal["angle_to_center"]["impostor"], 0.01, cal.get("grid", GRID))
         if abs(ref - p1) > 10:
