@@ -33,11 +33,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.stats import pair_scores, tar_at_far  # noqa: E402
 from curate.config import DecodeConfig  # noqa: E402
 from curate.io.sources import FolderSource  # noqa: E402
 from curate.stages.decode import decode_one  # noqa: E402
 from curate.stages.detect import prominence  # noqa: E402
+from curate.stats import pair_scores, tar_at_far  # noqa: E402
 from models import DETECTORS, RECOGNIZERS  # noqa: E402
 from models.templates import template, warp  # noqa: E402
 

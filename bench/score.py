@@ -33,8 +33,9 @@ from synth import EmbeddingCrawl  # noqa: E402
 from curate import partitioned as P  # noqa: E402
 from curate.config import ScoreConfig  # noqa: E402
 from curate.curation import READ, score_table  # noqa: E402
+from curate.reasons import LABEL_NOISE  # noqa: E402
 
-LABEL = ["far_from_dominant", "non_dominant_subcenter", "cross_id_conflict"]
+LABEL = list(LABEL_NOISE)
 
 
 def _status(pid: str) -> dict:

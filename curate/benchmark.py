@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curate import reasons
 from curate.errors import InputError
 
 TRUTH = pa.schema([
@@ -43,10 +44,10 @@ TRUTH = pa.schema([
     ("detail", pa.string()),  # the degradation, the flip's target, ...
 ])
 KINDS = ("clean", "split", "flip", "distractor", "duplicate", "unidentifiable", "nonface")
-LABEL_NOISE = ("flip", "distractor")
+LABEL_NOISE = ("flip", "distractor")  # truth kinds (the flags that catch them: LABEL_FLAGS)
+LABEL_FLAGS = reasons.LABEL_NOISE
+SCORING_REASONS = reasons.SCORING
 JUNK = ("unidentifiable", "nonface")  # not usable whatever its label
-LABEL_FLAGS = ("far_from_dominant", "cross_id_conflict", "non_dominant_subcenter")
-SCORING_REASONS = (*LABEL_FLAGS, "near_duplicate", "identity_merge_candidate", "unidentifiable")
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".pgm"}
 NON_FACES = ("chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "brick", "grass", "gravel",
              "coins", "horse", "moon", "page", "text", "retina", "colorwheel", "logo", "checkerboard", "clock")

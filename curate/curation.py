@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 from curate.config import ScoreConfig
 from curate.errors import InputError
 from curate.io.shards import ShardStore
-from curate.schema import Reason, decode_embeddings
+from curate.reasons import LABEL_NOISE, SCORING
+from curate.schema import decode_embeddings
 from curate.stages import dedup, score
 from curate.stages.select import select
 from curate.stats import NORM_GRID, combined_quality, signal_percentiles
@@ -329,13 +330,12 @@ def kept_per_identity(identities: pa.Table, scores: pa.Table) -> pa.Array:
     return pa.array([kc.get(i, 0) for i in identities["identity"].to_pylist()], pa.int64())
 
 
-LABEL_FLAGS = ("far_from_dominant", "cross_id_conflict", "non_dominant_subcenter")
 
 
 def _noise_rates(identities: pa.Table, scores: pa.Table, z: float = 1.96) -> pa.Table:
     """Per identity: faces flagged as label noise, that share of its scored faces, and a Wilson
     95% interval around it (an identity of 4 faces with 0 flagged may still be 49% noise)."""
-    flagged = pc.value_counts(scores.filter(pc.is_in(scores["reason"], pa.array(LABEL_FLAGS)))["identity"])
+    flagged = pc.value_counts(scores.filter(pc.is_in(scores["reason"], pa.array(LABEL_NOISE)))["identity"])
     fc = {d["values"]: d["counts"] for d in flagged.to_pylist()}
     k = np.array([fc.get(i, 0) for i in identities["identity"].to_pylist()], np.float64)
     n = np.maximum(identities["faces"].to_numpy().astype(np.float64), 1)
@@ -355,10 +355,9 @@ def flag_warnings(counts: dict[str, int], scored: int) -> list[str]:
     (``counts``: rows per reason)."""
     if not scored:
         return []
-    spine = set(r.value for r in Reason)
     return [f"{r} rejects {n} of {scored} scored faces ({n / scored:.0%}): more than a clean crawl would lose; "
             "look at its gallery in the report before trusting it"
-            for r, n in counts.items() if r not in spine and n > FLAG_WARN_SHARE * scored]
+            for r, n in counts.items() if r in SCORING and n > FLAG_WARN_SHARE * scored]
 
 
 def run_reference(signals: dict[str, np.ndarray]) -> dict:

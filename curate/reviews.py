@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from curate.errors import InputError
 from curate.files import atomic_write
 from curate.io.shards import ShardStore
+from curate.reasons import with_is_columns
 
 REVIEWS = pa.schema([("scope", pa.string()), ("key", pa.string()), ("action", pa.string()), ("value", pa.string()),
                      ("reviewer", pa.string()), ("at", pa.string()), ("note", pa.string())])
@@ -124,11 +125,12 @@ def apply(scores: pa.Table, reviews: pa.Table) -> pa.Table:
                 reason[i] = f"review_{r['action']}"
             note[i] = f"{r['action']}{' to ' + r['value'] if r['value'] else ''} by {r['reviewer']} at {r['at']}" + (
                 f": {r['note']}" if r["note"] else "")
-    return (base.append_column("auto_keep", scores["keep"]).append_column("auto_reason", scores["reason"])
-            .set_column(base.schema.get_field_index("keep"), "keep", pa.array(keep))
-            .set_column(base.schema.get_field_index("reason"), "reason", pa.array(reason.tolist(), pa.string()))
-            .append_column("review", pa.array(note.tolist(), pa.string()))
-            .append_column("label", pa.array(label.tolist(), pa.string())))
+    out = (base.append_column("auto_keep", scores["keep"]).append_column("auto_reason", scores["reason"])
+           .set_column(base.schema.get_field_index("keep"), "keep", pa.array(keep))
+           .set_column(base.schema.get_field_index("reason"), "reason", pa.array(reason.tolist(), pa.string()))
+           .append_column("review", pa.array(note.tolist(), pa.string()))
+           .append_column("label", pa.array(label.tolist(), pa.string())))
+    return with_is_columns(out) if "is_review_keep" in out.column_names else out  # the flags follow the reason
 
 
 def overrides(scores: pa.Table) -> int:

@@ -23,26 +23,16 @@ import enum
 import numpy as np
 import pyarrow as pa
 
+from curate import reasons as _reasons
 from curate.errors import SchemaError
 
 BBOX = pa.list_(pa.float32(), 4)  # x1, y1, x2, y2 in pixels
 LANDMARKS = pa.list_(pa.float32(), 10)  # 5 points (x, y): left eye, right eye, nose, left/right mouth
 
 
-class Reason(str, enum.Enum):
-    """Why a row is (not) kept. Stored as its string value; ``ok`` means kept."""
-
-    OK = "ok"
-    NO_IDENTITY = "no_identity"  # the crawl gives no (or an empty) identity label: unusable for training
-    READ_ERROR = "read_error"  # bytes could not be read from the source (missing, unreadable, bad offset)
-    DECODE_ERROR = "decode_error"  # not an image, truncated, corrupt
-    TOO_LARGE = "too_large"  # over the byte or pixel limit (decompression bomb guard)
-    TOO_SMALL_IMAGE = "too_small_image"  # a side below the minimum image size
-    NO_FACE = "no_face"
-    MULTI_FACE_AMBIGUOUS = "multi_face_ambiguous"
-    LOW_DET_SCORE = "low_det_score"
-    TOO_SMALL = "too_small"  # the chosen face is below the minimum face size
-    EMBED_ERROR = "embed_error"
+# Why a row is (not) kept, as stored; ``ok`` means kept. The spine's reasons, from the registry
+# (curate.reasons: stage, label noise, meaning and rule of every reason, the scoring's too).
+Reason = enum.Enum("Reason", {"OK": "ok", **{n.upper(): n for n in _reasons.SPINE}}, type=str)
 
 
 def _f(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:

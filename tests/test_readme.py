@@ -50,3 +50,10 @@ def test_every_sql_and_audit_example_in_the_readme_runs(scored_run, tmp_path):
         argv = [str(tmp_path / "checks.sql") if a == "checks.sql" else a for a in argv]
         r = CliRunner().invoke(main, argv, input="SELECT 1 AS one;\n" if len(argv) == 2 and argv[0] == "sql" else None)
         assert r.exit_code == 0, f"{line}\n{r.output}"
+
+
+def test_the_readme_reasons_table_is_the_registry():
+    from curate import reasons
+
+    m = re.search(r"<!-- reasons: generated from curate/reasons.py -->\n(.*?)\n<!-- /reasons -->", README.read_text(), re.S)
+    assert m and m.group(1) == reasons.markdown(), "README reasons table: paste `python -m curate.reasons`"

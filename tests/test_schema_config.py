@@ -53,3 +53,16 @@ def test_config_digest_is_stable_and_ignores_resources():
 def test_invalid_configs_fail_at_construction(make):
     with pytest.raises(ConfigError):
         make()
+
+
+def test_the_reason_registry_drives_selection_and_the_spine_enum():
+    import pyarrow as pa
+
+    from curate import reasons
+    from curate.schema import Reason
+
+    assert {r.value for r in Reason} == {"ok", *reasons.SPINE}
+    assert set(reasons.LABEL_NOISE) <= set(reasons.SCORING)
+    flags = dict(reasons.is_columns(pa.array(["ok", "near_duplicate", None])))
+    assert "is_ok" not in flags and flags["is_near_duplicate"].to_pylist() == [False, True, False]
+    assert len(flags) == len(reasons.REASONS) - 1

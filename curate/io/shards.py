@@ -309,7 +309,14 @@ class ShardStore:
         return {k: [f for f in v if os.path.exists(f)] for k, v in views.items()}
 
     def create_views(self, con, score_digest: str | None = None) -> list[str]:
-        """CREATE VIEW over the Parquet files in ``con`` (no data copied); returns the view names."""
+        """CREATE VIEW over the Parquet files in ``con`` (no data copied), and the ``reasons``
+        table (curate.reasons: every reason, its stage, label noise or not, meaning and rule);
+        returns the view names."""
+        from curate import reasons
+
+        con.register("_reasons", reasons.table())
+        con.execute("CREATE OR REPLACE TABLE reasons AS SELECT * FROM _reasons")
+        con.unregister("_reasons")
         names = []
         for name, files in self.view_files(score_digest).items():
             if files:

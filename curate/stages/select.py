@@ -1,11 +1,12 @@
-"""select: scores -> keep, reason, quality_rank. Pure over one table; thresholds from ScoreConfig.
+"""select: scores -> keep, reason, is_<reason>, quality_rank. Pure over one table; thresholds from
+ScoreConfig.
 
-Precedence (first that applies): the spine's own reason (decode, no face, ...), near_duplicate
-(unless its twin is under another identity and the face is far from its own: then the label flag),
-identity_merge_candidate, unidentifiable, far_from_dominant, cross_id_conflict,
-non_dominant_subcenter (only with ``drop_non_dominant``: the paper keeps such faces within the
-angle), ok. Every score behind a decision stays in the row, so any threshold can
-be re-applied in SQL later.
+Precedence (first that applies): the spine's own reason (decode, no face, ...), then the scoring
+reasons in the registry's order (curate.reasons.SCORING): near_duplicate (unless its twin is under
+another identity and the face is far from its own: then the label flag), identity_merge_candidate,
+unidentifiable, far_from_dominant, cross_id_conflict, non_dominant_subcenter (only with
+``drop_non_dominant``: the paper keeps such faces within the angle); else ok. Every score behind a
+decision stays in the row, so any threshold can be re-applied in SQL later.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.config import ScoreConfig
+from curate.reasons import SCORING, is_columns
 from curate.schema import require
 
 READS = ("image_id", "identity", "spine_reason", "dup_of", "dup_identity", "merge_into", "quality", "sharpness_pct", "det_score_pct", "face_size",
@@ -43,21 +45,22 @@ def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, quality_rules: bool 
     # a near-duplicate of a face filed under another identity, and far from its own: the copy is
     # evidence that this label is wrong, so the label flag is its reason (the twin is judged apart)
     cross_dup = np.asarray(pc.fill_null(pc.not_equal(t["dup_identity"], t["identity"]), False).to_numpy(zero_copy_only=False), bool)
-    rules = [
-        ("near_duplicate", pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False) & ~(cross_dup & (far | conflict))),
-        ("identity_merge_candidate", pc.is_valid(t["merge_into"]).to_numpy(zero_copy_only=False)),
+    rules = {
+        "near_duplicate": pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False) & ~(cross_dup & (far | conflict)),
+        "identity_merge_candidate": pc.is_valid(t["merge_into"]).to_numpy(zero_copy_only=False),
         # too poor to tell whose face it is: very low quality, or a face that looks like another
         # person's but is of low quality too (AdaFace: a hard low-quality face is no label evidence)
-        ("unidentifiable", quality_rules & degraded & ((quality <= cfg.unidentifiable_pct) | (
-            (quality <= cfg.ambiguous_pct) & (far | conflict)))),
-        ("far_from_dominant", far),
-        ("cross_id_conflict", conflict),
-    ]
-    if cfg.drop_non_dominant:
-        rules.append(("non_dominant_subcenter", ~np.asarray(t["is_dominant"].fill_null(True).to_numpy(zero_copy_only=False))))
+        "unidentifiable": quality_rules & degraded & ((quality <= cfg.unidentifiable_pct) | (
+            (quality <= cfg.ambiguous_pct) & (far | conflict))),
+        "far_from_dominant": far,
+        "cross_id_conflict": conflict,
+        "non_dominant_subcenter": cfg.drop_non_dominant
+        & ~np.asarray(t["is_dominant"].fill_null(True).to_numpy(zero_copy_only=False)),
+    }
+    assert tuple(rules) == SCORING, "every scoring reason of the registry has its rule here, in its order"
     reason = np.array(t["spine_reason"].to_pylist(), dtype=object)
     open_ = reason == "ok"
-    for name, hit in rules:
+    for name, hit in rules.items():
         hit = open_ & np.nan_to_num(hit, nan=0).astype(bool)
         reason[hit] = name
         open_ &= ~hit
@@ -68,8 +71,8 @@ def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, quality_rules: bool 
     start = np.maximum.accumulate(np.where(new_group, np.arange(len(t)), 0))
     rank = np.empty(len(t), np.int32)
     rank[order] = np.arange(len(t)) - start + 1
-    return (
-        t.append_column("keep", pa.array(reason == "ok"))
-        .append_column("reason", pa.array(reason.tolist(), pa.string()))
-        .append_column("quality_rank", pa.array(rank, pa.int32()))
-    )
+    reason = pa.array(reason.tolist(), pa.string())
+    out = t.append_column("keep", pa.array(reason.to_numpy(zero_copy_only=False) == "ok")).append_column("reason", reason)
+    for name, col in is_columns(reason):
+        out = out.append_column(name, col)
+    return out.append_column("quality_rank", pa.array(rank, pa.int32()))
