@@ -32,8 +32,9 @@ from synth import EmbeddingCrawl  # noqa: E402
 
 from curate import partitioned as P  # noqa: E402
 from curate.config import ScoreConfig  # noqa: E402
-from curate.curation import READ, score_table  # noqa: E402
+from curate.curation import READ
 from curate.reasons import LABEL_NOISE  # noqa: E402
+from curate.scoring import score_table  # noqa: E402
 
 LABEL = list(LABEL_NOISE)
 

@@ -401,8 +401,9 @@ def sweep(out: str, truth: pa.Table, cal: dict | None, base=None, grid: dict | N
     from dataclasses import replace
 
     from curate.config import ScoreConfig
-    from curate.curation import READ, score_table
+    from curate.curation import READ
     from curate.io.shards import ShardStore
+    from curate.scoring import score_table
 
     store = ShardStore.of(out)
     t = pq.ParquetDataset(store.completed_files("images")).read(columns=READ)

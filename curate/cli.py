@@ -603,7 +603,7 @@ def score_cmd(out, as_json, partition_rows, **kw):
     dominance), duplicates, merged identities, quality. Uses the stored embeddings: no model runs.
     Writes OUT/scores, OUT/identities, OUT/curated for this threshold set and updates the views.
     A scoring killed part way resumes where it stopped when run again with the same options."""
-    from curate.partitioned import score_run
+    from curate.scoring import score_run
     from flows.ray_exec import ray_map
 
     s = score_run(out, _score_config(**kw), kw.get("calibration"), mapper=ray_map, part_rows=partition_rows)
@@ -888,9 +888,9 @@ def leakage(out, against, root, min_faces, as_json):
     import pyarrow as pa
 
     from curate import leakage as L
-    from curate.curation import run_calibration
     from curate.io.shards import ShardStore
     from curate.pipeline import load_models
+    from curate.scoring import run_calibration
 
     store = ShardStore.of(out)
     cfg = store.config()

@@ -14,8 +14,6 @@ files beside the old ones and never re-runs a model.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +21,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.config import ScoreConfig
-from curate.errors import InputError
-from curate.io.shards import ShardStore
 from curate.reasons import LABEL_NOISE, SCORING
 from curate.schema import decode_embeddings
 from curate.stages import dedup, score
@@ -33,39 +29,6 @@ from curate.stats import NORM_GRID, combined_quality, signal_percentiles
 
 READ = ["image_id", "identity", "sha1", "embedding", "feat_norm", "model_id", "landmarks", "face_size", "det_score",
         "sharpness", "keep", "reason"]
-
-
-def score_digest(store: ShardStore, cfg: ScoreConfig, cal: dict | None = None, reviews: list | None = None) -> str:
-    """Names a scoring: the run, the thresholds and the calibration they were derived from, and
-    the review decisions applied on top (none: the same digest as before reviews existed)."""
-    key = {"run": store.manifest["digest"], "score": cfg.__dict__, "calibration": cal}
-    if reviews:
-        key["reviews"] = reviews
-    blob = json.dumps(key, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:8]
-
-
-def run_calibration(store: ShardStore, card_path: str | None = None) -> tuple[dict | None, str | None, list[str]]:
-    """(calibration, where it came from, warnings) for the run's recognizer and detector: the card
-    at ``card_path`` (a ``curate calibrate`` output), else the card the run recorded when it was
-    planned. A card made for another model (its sha256 differs from the run's model id) is an
-    error, not a silent mix."""
-    from models.cards import pick_calibration, read_card
-
-    if card_path:
-        card, where = read_card(card_path), card_path
-    else:
-        card, where = store.recognizer_card(), store.path("recognizer.card.json")
-    if not card:
-        return None, None, []
-    model_id = store.recognizer_id()
-    sha = card.get("model_sha256") or card.get("sha256")
-    if model_id and sha and "@" in model_id and not sha.startswith(model_id.rsplit("@", 1)[1]):
-        raise InputError(f"{where} describes a model with sha256 {sha[:12]}..., but the run was embedded by "
-                         f"{model_id}; calibrate that model (curate calibrate) or pass its own card")
-    run_card = store.recognizer_card() or {}
-    cal, warning = pick_calibration(card, run_card.get("detector_id") or store.config().detect.detector)
-    return (cal, where if cal else None, [warning] if warning else [])
 
 
 EMPTY_DUPS = dedup.dup_table(*(np.zeros(0),) * 3, *(np.zeros(0, np.int64),) * 2, np.zeros(0, np.float32))
@@ -286,37 +249,6 @@ def calibration_record(g: Globals | None, cal: dict | None, merge_angle: float, 
                                      "norm reference): it ranks faces within this run, and no face is rejected as "
                                      "unidentifiable")
     return calib
-
-
-def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None) -> tuple[pa.Table, pa.Table, dict]:
-    """Images rows (READ columns) -> (scores per image, identities, calibration in use), all in
-    memory. ``cal``: the recognizer card's calibration (curate.calibration), or None for an
-    uncalibrated model. Pure: no I/O. ``curate.partitioned`` runs the same steps partition by
-    partition, out of core."""
-    models = model_ids(t)
-    if len(models) > 1:
-        raise InputError(f"one recognizer per scoring run, found {sorted(models)}")
-    cand = candidates(t)
-    c = t.filter(pa.array(cand))
-    ref = cal or run_reference(signals_of(c))  # an uncalibrated model: percentiles of this run, with a warning
-    merge_angle = merge_angle_of(cfg, cal)
-    part, ids, centers, used, pairs = score_identities(t, cfg, cal, ref, merge_angle)
-    emb = unit_embeddings(c) if len(c) else np.zeros((0, 1), np.float32)
-    g = global_scoring(ids["identity"].to_pylist(), ids["faces"].to_numpy(), centers, emb,
-                       codes_in(ids["identity"].to_pylist(), c["identity"]), cfg, cal)
-    dups = EMPTY_DUPS
-    if len(c):
-        near = pairs[2] >= g.thresholds.dup_cos  # the within-identity pairs, found from the floor
-        edges = [dedup.knn_edges(emb, g.thresholds.dup_cos), dedup.sha_edges(c["sha1"].to_pylist()),
-                 tuple(x[near] for x in pairs)]
-        quality = part["quality"].filter(pa.array(cand)).to_numpy(zero_copy_only=False)
-        dups = dedup.dup_table(np.array(c["image_id"].to_pylist(), object), np.array(c["identity"].to_pylist(), object),
-                               quality, *(np.concatenate(e) for e in zip(*edges)))
-    scores = decide(t, part, g, dups, cfg, quality_rules=cal is not None)
-    calib = calibration_record(g if len(c) else None, cal, merge_angle, models.pop() if models else None, used)
-    calib["warnings"] += flag_warnings(reason_counts(scores), len(c))
-    identities = finish_identities(ids, g, scores, cfg) if len(ids) else no_identities()
-    return scores, identities, calib
 
 
 def reason_counts(scores: pa.Table) -> dict[str, int]:

@@ -36,7 +36,6 @@ import glob
 import json
 import os
 import shutil
-import time
 import zlib
 from typing import Callable
 
@@ -49,8 +48,6 @@ from curate import curation as C
 from curate.config import ScoreConfig
 from curate.errors import InputError
 from curate.files import atomic_write, write_json
-from curate.io.lock import run_lock
-from curate.io.shards import ShardStore
 from curate.schema import decode_embeddings
 from curate.stages import dedup, score
 
@@ -451,61 +448,3 @@ def stream_outputs(w: Work, scores_path: str, identities_path: str) -> None:
 
 def remove(w: Work) -> None:
     shutil.rmtree(w.root, ignore_errors=True)
-
-
-# -- the run's scoring ----------------------------------------------------------------------------
-def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None, mapper=None,
-              part_rows: int | None = None) -> dict:
-    """Score the run in ``out``, partition by partition; ``calibration``: a
-    model card whose calibration to use instead of the one recorded with the run; ``mapper``: runs
-    a step over its partitions (in process by default; flows pass Ray's). Holds the run's lock
-    (one writer at a time) and makes the new scoring current only once every file it names is
-    written."""
-    store = ShardStore.of(out)
-    with run_lock(store.out):
-        return _score_run(store, cfg, calibration, mapper, part_rows)
-
-
-def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, mapper, part_rows: int | None) -> dict:
-    from curate import reviews as R
-
-    out = store.out
-    shards = [s for s in range(store.manifest["shards"]) if store.is_complete(s)]
-    if not shards:
-        raise InputError(f"{out}: no completed shards to score")
-    t0 = time.perf_counter()
-    cal, cal_where, cal_warnings = C.run_calibration(store, calibration)
-    reviews = R.read(out)
-    digest = C.score_digest(store, cfg, cal, R.digest_part(out))
-    for d in ("scores", "curated"):
-        os.makedirs(os.path.join(store.out, d), exist_ok=True)
-    work, calib, overrides = score_partitioned(
-        store.path("_scoring", digest), store.out, [(s, store.shard_path("images", s)) for s in shards], cfg, cal,
-        reviews, digest, part_rows or PART_ROWS, mapper or local_map)
-    calib["card"] = cal_where
-    calib["warnings"] = cal_warnings + calib["warnings"]
-    plan = work.plan
-    stream_outputs(work, store.path("scores", f"scores-{digest}.parquet"), store.path(f"identities-{digest}.parquet"))
-    write_json(os.path.join(store.out, f"calibration-{digest}.json"), {**calib, "config": cfg.__dict__, "digest": digest})
-    remove(work)
-    seconds = time.perf_counter() - t0
-    scores = pq.read_table(store.path("scores", f"scores-{digest}.parquet"), columns=["keep", "reason"])
-    identities = pq.read_table(store.path(f"identities-{digest}.parquet"))
-    summary = {
-        "out": store.out, "score_digest": digest, "images": len(scores), "kept": int(pc.sum(scores["keep"]).as_py() or 0),
-        "reasons": dict(sorted(C.reason_counts(scores).items(), key=lambda kv: -kv[1])),
-        "review_overrides": overrides,
-        "identities": len(identities),
-        "identities_kept": int(pc.sum(pc.greater(identities["kept"], 0)).as_py() or 0),
-        "identities_review": int(pc.sum(identities["review"]).as_py() or 0),
-        "identities_merged": int(pc.sum(pc.is_valid(identities["merge_into"])).as_py() or 0),
-        "far_angle": calib["far_angle"], "dup_cos": calib.get("dup_cos"), "merge_cos": calib.get("merge_cos"),
-        "merge_angle": calib.get("merge_angle"), "threshold_source": calib.get("threshold_source"),
-        "calibrated": calib["calibrated"], "warnings": calib["warnings"], "score_seconds": round(seconds, 2),
-        "partitions": plan["partitions"],
-    }
-    summary["identities_dropped"] = summary["identities"] - summary["identities_kept"]
-    write_json(os.path.join(store.out, f"summary-{digest}.json"), summary)
-    store.set_current_scoring(digest, cfg.__dict__, calibration)  # last: every file it names exists
-    store.write_views()
-    return summary

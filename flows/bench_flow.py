@@ -56,7 +56,7 @@ def build(faces: str, crawl: str, noise: dict, seed: int, detector: str) -> str:
 
 @task(cache_policy=NO_CACHE)
 def measure(run: str, truth_path: str, seed: int, faces: str, baseline: bool, sweeps: bool) -> dict:
-    from curate.curation import run_calibration
+    from curate.scoring import run_calibration
 
     truth = pq.read_table(truth_path)
     store = ShardStore.of(run)

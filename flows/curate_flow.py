@@ -17,8 +17,8 @@ from curate.config import Resources, RunConfig, ScoreConfig
 from curate.errors import CurateError
 from curate.io.shards import ShardStore
 from curate.io.sources import open_source
-from curate.partitioned import score_run
 from curate.pipeline import load_models
+from curate.scoring import score_run
 from flows.audit_flow import audit_flow
 from flows.ray_exec import ray_map, run_shards
 

@@ -70,8 +70,8 @@ def curate_in_process(crawl, out, models, shard_size: int = 16, batch_size: int 
     from curate.config import Resources, RunConfig, ScoreConfig
     from curate.io.shards import ShardStore
     from curate.io.sources import open_source
-    from curate.partitioned import score_run
     from curate.pipeline import process_shard
+    from curate.scoring import score_run
 
     cfg = RunConfig(shard_size=shard_size)
     store = ShardStore(str(out))

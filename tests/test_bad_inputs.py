@@ -11,8 +11,8 @@ from curate.config import Resources, RunConfig, ScoreConfig
 from curate.errors import InputError
 from curate.io.shards import ShardStore
 from curate.io.sources import open_source
-from curate.partitioned import score_run
 from curate.pipeline import process_shard
+from curate.scoring import score_run
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "data"))
 import bad_inputs  # noqa: E402

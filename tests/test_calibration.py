@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 from test_score import make
 
-from curate.stats import at, calibrate, cdf, combined_quality, loo_angles
 from curate.config import ScoreConfig
-from curate.curation import score_table
+from curate.scoring import score_table
+from curate.stats import at, calibrate, cdf, combined_quality, loo_angles
 
 
 def clusters(n_ids=30, per=20, spread=0.085, d=64, seed=0):

@@ -16,7 +16,8 @@ from synth import EmbeddingCrawl
 from curate import partitioned as P
 from curate import reviews as R
 from curate.config import ScoreConfig
-from curate.curation import READ, score_table
+from curate.curation import READ
+from curate.scoring import score_table
 from curate.stages import dedup
 
 CFG = ScoreConfig()  # thresholds estimated from the run: the sample must be every face for equality

@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from curate.config import ScoreConfig  # noqa: E402
-from curate.curation import score_table  # noqa: E402
 from curate.schema import encode_embeddings  # noqa: E402
+from curate.scoring import score_table  # noqa: E402
 from models import quality_head  # noqa: E402
 
 

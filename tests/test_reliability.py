@@ -181,7 +181,7 @@ def test_a_second_writer_is_refused_and_readers_never_wait(scored_run):
 
 
 def test_scoring_json_names_only_a_complete_scoring(scored_run, monkeypatch):
-    from curate import partitioned as C
+    from curate import scoring as C
     from curate.config import ScoreConfig
 
     before = ShardStore.of(scored_run).scoring()

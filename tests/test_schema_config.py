@@ -4,7 +4,13 @@ import pytest
 
 from curate.config import DetectConfig, Resources, RunConfig
 from curate.errors import ConfigError, SchemaError
-from curate.schema import conform, decode_embeddings, encode_embeddings, images_schema, require
+from curate.schema import (
+    conform,
+    decode_embeddings,
+    encode_embeddings,
+    images_schema,
+    require,
+)
 
 
 def test_embeddings_roundtrip_float16_fixed_size_binary():

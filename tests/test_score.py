@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from curate.config import ScoreConfig
-from curate.curation import score_table
 from curate.schema import encode_embeddings
+from curate.scoring import score_table
 from curate.stages import score
 from models.templates import ARCFACE_112
 

@@ -20,7 +20,8 @@ from test_partitioned import assert_same
 from curate import partitioned as P
 from curate import reviews as R
 from curate.config import ScoreConfig
-from curate.curation import READ, score_table
+from curate.curation import READ
+from curate.scoring import score_table
 
 CFG = ScoreConfig()
 

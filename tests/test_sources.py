@@ -10,7 +10,13 @@ from PIL import Image
 
 from curate.errors import InputError
 from curate.io import recordio
-from curate.io.sources import FolderSource, ParquetSource, RecordIOSource, TSVSource, open_source
+from curate.io.sources import (
+    FolderSource,
+    ParquetSource,
+    RecordIOSource,
+    TSVSource,
+    open_source,
+)
 
 
 def jpeg(seed=0, size=32) -> bytes:
