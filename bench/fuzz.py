@@ -63,7 +63,7 @@ def main():
             rows += len(t)
             reasons.update(t["reason"].to_pylist())
         sources = sorted(s for f in store.completed_files("images") for s in pq.read_table(f, columns=["source"])["source"].to_pylist())
-        scored = len(pq.read_table(store.path("scores", f"scores-{store.current_scoring()}.parquet"), columns=["image_id"]))
+        scored = len(pq.read_table(store.scores_file(store.current_scoring()), columns=["image_id"]))
         assert sources == sorted(files), "a file is missing or twice"
     summary = {"files": len(files), "photos": len(photos), "seed": args.seed, "rc": r.returncode,
                "traceback": "Traceback" in r.stdout + r.stderr, "spine_rows": rows, "scores_rows": scored,

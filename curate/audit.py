@@ -134,12 +134,12 @@ def connect(out: str, write: bool = False, score_digest: str | None = None, save
 
     store = ShardStore.of(out)
     if write:
-        con = duckdb.connect(os.path.join(store.out, "curate.duckdb"))
+        con = duckdb.connect(store.views_db())
         store.create_views(con, score_digest)
         return con
     con = duckdb.connect(":memory:")
     store.create_views(con, score_digest)
-    db = os.path.join(store.out, "curate.duckdb")
+    db = store.views_db()
     if saved_tables and os.path.exists(db):  # tables made with --write, read-only; the fresh views come first
         try:
             con.execute(f"ATTACH {_quote(db)} AS saved (READ_ONLY)")

@@ -233,7 +233,7 @@ def joined(out: str, truth: pa.Table, scores: pa.Table | None = None, images: pa
         digest = store.current_scoring()
         if not digest:
             raise InputError(f"{out}: not scored yet")
-        scores = pq.read_table(store.path("scores", f"scores-{digest}.parquet"))
+        scores = pq.read_table(store.scores_file(digest))
     scores = scores.drop_columns([c for c in ("spine_reason",) if c in scores.column_names])
     pos = {k: i for i, k in enumerate(scores["image_id"].to_pylist())}
     take = pa.array([pos[k] for k in images["image_id"].to_pylist()], pa.int64())

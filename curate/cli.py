@@ -180,7 +180,7 @@ def _scoring_for(out: str, score_kw: dict) -> tuple[ScoreConfig, str | None, str
 
     ctx = click.get_current_context()
     given = [k for k in SCORE_OPTIONS if ctx.get_parameter_source(k) not in (None, click.core.ParameterSource.DEFAULT)]
-    current = ShardStore(out).scoring() if os.path.exists(os.path.join(out, "scoring.json")) else None
+    current = ShardStore(out).scoring()
     if not given and current and current.get("config"):
         return (ScoreConfig(**current["config"]), current.get("calibration"),
                 f"scoring    kept the current scoring {current['digest']} (pass a scoring option to score anew)")
@@ -225,7 +225,7 @@ def _curate(input_path, input_format, input_options, out, detector, recognizer, 
         store = ShardStore(out)  # planned here, before Ray and Prefect start: a bad crawl fails at once
         store.open_run(source, cfg, res.workers or max(1, (os.cpu_count() or 1) // res.threads_per_worker))
         if not as_json:
-            plan = index_summary(store.path("index.parquet"))
+            plan = index_summary(store.index_file())
             plan["empty_identities"] = store.manifest.get("empty_identities", 0)
             for line in summary_lines(plan):
                 click.echo(line)

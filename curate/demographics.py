@@ -24,7 +24,7 @@ def _store(out: str) -> ShardStore:
 
 
 def _save(store: ShardStore, name: str, table: pa.Table) -> dict:
-    d = os.path.join(store.out, "attributes")
+    d = store.attributes_dir()
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".parquet")
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))

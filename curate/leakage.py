@@ -152,7 +152,7 @@ def find(run: str, ev: dict, cal: dict | None, min_faces: int = 2, chunk: int = 
 
 def write(run: str, faces: pa.Table, identities: pa.Table, meta: dict) -> str:
     store = ShardStore.of(run)
-    d = store.path("leakage")
+    d = store.leakage_dir()
     os.makedirs(d, exist_ok=True)
     md = {k.encode(): str(v).encode() for k, v in meta.items()}
     atomic_write(os.path.join(d, "faces.parquet"), lambda tmp: pq.write_table(faces.replace_schema_metadata(md), tmp))
@@ -162,7 +162,7 @@ def write(run: str, faces: pa.Table, identities: pa.Table, meta: dict) -> str:
 
 
 def leaked_identities(run: str) -> set[str]:
-    p = ShardStore.of(run).path("leakage", "identities.parquet")
+    p = os.path.join(ShardStore.of(run).leakage_dir(), "identities.parquet")
     if not os.path.exists(p):
         raise InputError(f"{run}: no leakage check yet (run `curate leakage {run} --against ...`)")
     return set(pq.read_table(p, columns=["identity"])["identity"].to_pylist())

@@ -33,7 +33,7 @@ def faces(run: str) -> pa.Table:
         raise InputError(f"{run}: not scored yet")
     t = pq.ParquetDataset(store.completed_files("images")).read(columns=COLUMNS)
     t = t.filter(pc.and_(pc.equal(t["reason"], "ok"), pc.is_valid(t["identity"])))
-    scores = pq.read_table(store.path("scores", f"scores-{digest}.parquet"), columns=["image_id", "keep", "reason"])
+    scores = pq.read_table(store.scores_file(digest), columns=["image_id", "keep", "reason"])
     keep = dict(zip(scores["image_id"].to_pylist(), scores["keep"].to_pylist()))
     return t.append_column("keep", pa.array([bool(keep.get(i)) for i in t["image_id"].to_pylist()]))
 
@@ -133,7 +133,7 @@ def round_summary(run: str, truth: pa.Table | None = None) -> dict:
     """Kept, flags by reason and, with a benchmark truth, purity and clean retention."""
     store = ShardStore.of(run)
     digest = store.current_scoring()
-    scores = pq.read_table(store.path("scores", f"scores-{digest}.parquet"))
+    scores = pq.read_table(store.scores_file(digest))
     out = {"run": store.out, "images": len(scores), "kept": int(pc.sum(scores["keep"]).as_py() or 0),
            "reasons": {d["values"]: d["counts"] for d in pc.value_counts(scores["reason"]).to_pylist()},
            "model": (store.recognizer_card() or {}).get("model_id")}

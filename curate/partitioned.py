@@ -48,6 +48,7 @@ from curate import curation as C
 from curate.config import ScoreConfig
 from curate.errors import InputError
 from curate.files import atomic_write, write_json
+from curate.io.shards import ShardStore
 from curate.schema import decode_embeddings
 from curate.stages import dedup, score
 
@@ -286,8 +287,7 @@ def write(w: Work, c: int, out: str, digest: str) -> dict:
         for k in extra:
             spine = spine.append_column(k, rows[k])
         joined = spine.sort_by([("identity", "ascending"), ("quality_rank", "ascending")])
-        name = os.path.basename(f).rsplit("-", 1)[0] + f"-{digest}.parquet"
-        atomic_write(os.path.join(out, "curated", name), lambda tmp, j=joined: pq.write_table(j, tmp))
+        atomic_write(ShardStore(out).curated_file(shard, digest), lambda tmp, j=joined: pq.write_table(j, tmp))
     body = scores.drop_columns(EXTRA)
     atomic_write(w.path("scores", f"c={c:05d}.parquet"), lambda tmp: pq.write_table(body, tmp))
     return {"rows": len(body)}

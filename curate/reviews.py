@@ -32,7 +32,7 @@ ACTIONS = {"image": ("keep", "reject"), "identity": ("keep", "reject", "relabel"
 
 
 def path(run: str) -> str:
-    return ShardStore.of(run).path("reviews.parquet")
+    return ShardStore.of(run).reviews_file()
 
 
 def read(run: str) -> pa.Table:

@@ -51,7 +51,7 @@ def run_calibration(store: ShardStore, card_path: str | None = None) -> tuple[di
     if card_path:
         card, where = read_card(card_path), card_path
     else:
-        card, where = store.recognizer_card(), store.path("recognizer.card.json")
+        card, where = store.recognizer_card(), store.recognizer_card_file()
     if not card:
         return None, None, []
     model_id = store.recognizer_id()
@@ -72,7 +72,7 @@ def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None,
     from curate import reviews as R
 
     with tempfile.TemporaryDirectory(prefix="facecurate-score-") as d:
-        os.makedirs(os.path.join(d, "curated"))
+        os.makedirs(os.path.dirname(ShardStore(d).curated_file(0, "table")))
         f = os.path.join(d, "spine.parquet")
         pq.write_table(t, f)
         work, calib, _ = P.score_partitioned(os.path.join(d, "work"), d, [(0, f)], cfg, cal,
@@ -105,20 +105,20 @@ def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, map
     cal, cal_where, cal_warnings = run_calibration(store, calibration)
     reviews = R.read(out)
     digest = score_digest(store, cfg, cal, R.digest_part(out))
-    for d in ("scores", "curated"):
-        os.makedirs(os.path.join(store.out, d), exist_ok=True)
+    for f in (store.scores_file(digest), store.curated_file(0, digest)):
+        os.makedirs(os.path.dirname(f), exist_ok=True)
     work, calib, overrides = P.score_partitioned(
-        store.path("_scoring", digest), store.out, [(s, store.shard_path("images", s)) for s in shards], cfg, cal,
+        store.scoring_work(digest), store.out, [(s, store.shard_path("images", s)) for s in shards], cfg, cal,
         reviews, digest, part_rows or P.PART_ROWS, mapper or P.local_map)
     calib["card"] = cal_where
     calib["warnings"] = cal_warnings + calib["warnings"]
     plan = work.plan
-    P.stream_outputs(work, store.path("scores", f"scores-{digest}.parquet"), store.path(f"identities-{digest}.parquet"))
-    write_json(os.path.join(store.out, f"calibration-{digest}.json"), {**calib, "config": cfg.__dict__, "digest": digest})
+    P.stream_outputs(work, store.scores_file(digest), store.identities_file(digest))
+    write_json(store.calibration_file(digest), {**calib, "config": cfg.__dict__, "digest": digest})
     P.remove(work)
     seconds = time.perf_counter() - t0
-    scores = pq.read_table(store.path("scores", f"scores-{digest}.parquet"), columns=["keep", "reason"])
-    identities = pq.read_table(store.path(f"identities-{digest}.parquet"))
+    scores = pq.read_table(store.scores_file(digest), columns=["keep", "reason"])
+    identities = pq.read_table(store.identities_file(digest))
     summary = {
         "out": store.out, "score_digest": digest, "images": len(scores), "kept": int(pc.sum(scores["keep"]).as_py() or 0),
         "reasons": dict(sorted(C.reason_counts(scores).items(), key=lambda kv: -kv[1])),
@@ -133,7 +133,7 @@ def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, map
         "partitions": plan["partitions"],
     }
     summary["identities_dropped"] = summary["identities"] - summary["identities_kept"]
-    write_json(os.path.join(store.out, f"summary-{digest}.json"), summary)
+    write_json(store.summary_file(digest), summary)
     store.set_current_scoring(digest, cfg.__dict__, calibration)  # last: every file it names exists
     store.write_views()
     return summary

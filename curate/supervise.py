@@ -58,7 +58,8 @@ def _kill(child: subprocess.Popen) -> None:
 
 def _release_locks(argv: list[str], pid: int) -> None:
     """The killed child's run lock, where the command names the run directory."""
-    from curate.io.lock import LOCK, holder
+    from curate.io.lock import holder
+    from curate.io.shards import ShardStore
 
     for i, a in enumerate(argv):
         cands = [argv[i + 1]] if a in ("--out", "-o") and i + 1 < len(argv) else [a.split("=", 1)[1]] if a.startswith("--out=") else [a]
@@ -66,7 +67,7 @@ def _release_locks(argv: list[str], pid: int) -> None:
             for out in (d, os.path.join(d, "run")):  # demo: OUT/run
                 if os.path.isdir(out) and (holder(out) or {}).get("pid") == pid:
                     try:
-                        os.remove(os.path.join(out, LOCK))
+                        os.remove(ShardStore(out).lock_file())
                     except OSError:
                         pass
 
@@ -87,7 +88,9 @@ def crash_report(exc: BaseException, out: str | None) -> str:
     return the one line to print."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    d = os.path.join(out, "logs") if out and os.path.isdir(out) else tempfile.gettempdir()
+    from curate.io.shards import ShardStore
+
+    d = ShardStore(out).logs_dir() if out and os.path.isdir(out) else tempfile.gettempdir()
     path = os.path.join(d, f"error-{stamp}-{os.getpid()}.log" if out and os.path.isdir(out) else f"facecurate-error-{stamp}-{os.getpid()}.log")
     try:
         os.makedirs(d, exist_ok=True)

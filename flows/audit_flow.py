@@ -22,7 +22,7 @@ def run_audits(store: ShardStore, fmt: str, sql_dir: str | None, scores: str | N
     digest = store.resolve_scoring(scores)
     if not digest:
         raise InputError(f"{store.out}: not scored yet (run `curate score {store.out}`)")
-    dest = store.path(f"audit-{digest}")
+    dest = store.audit_dir(digest)
     os.makedirs(dest, exist_ok=True)
     con = A.connect(store, score_digest=digest)
     try:

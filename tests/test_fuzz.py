@@ -28,5 +28,5 @@ def test_300_fuzzed_files_give_a_row_each_and_no_crash(tmp_path, sample_crawl):
     images = [pq.read_table(f, columns=["source", "reason"]) for f in store.completed_files("images")]
     sources = [s for t in images for s in t["source"].to_pylist()]
     assert sorted(sources) == sorted(files)  # every file once
-    scores = pq.read_table(store.path("scores", f"scores-{store.current_scoring()}.parquet"), columns=["image_id"])
+    scores = pq.read_table(store.scores_file(store.current_scoring()), columns=["image_id"])
     assert len(scores) == len(files)

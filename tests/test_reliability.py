@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from curate.cli import main
-from curate.io.lock import LOCK, holder, run_lock
+from curate.io.lock import holder, run_lock
 from curate.io.shards import ShardStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +177,7 @@ def test_a_second_writer_is_refused_and_readers_never_wait(scored_run):
     assert holder(scored_run)["pid"] == p.pid  # the killed holder's lock is stale: the next writer takes it
     with run_lock(scored_run):
         assert holder(scored_run)["pid"] == os.getpid()
-    assert not os.path.exists(os.path.join(scored_run, LOCK))
+    assert not os.path.exists(ShardStore(scored_run).lock_file())
 
 
 def test_scoring_json_names_only_a_complete_scoring(scored_run, monkeypatch):
@@ -196,7 +196,7 @@ def test_scoring_json_names_only_a_complete_scoring(scored_run, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         C.score_run(scored_run, ScoreConfig(far_angle=61.0))
     assert ShardStore.of(scored_run).scoring() == before  # still the complete one
-    assert not os.path.exists(os.path.join(scored_run, LOCK))
+    assert not os.path.exists(ShardStore(scored_run).lock_file())
 
 
 # -- one line for the unexpected ---------------------------------------------------------------
@@ -236,7 +236,7 @@ def test_a_crawl_with_no_face_runs_to_the_end(tmp_path):
     assert p.returncode == 0 and "Traceback" not in out, out
     assert "curation     0 of 7 images kept" in out
     s = ShardStore.of(str(tmp_path / "out"))
-    scores = pq.read_table(s.path("scores", f"scores-{s.current_scoring()}.parquet"))
+    scores = pq.read_table(s.scores_file(s.current_scoring()))
     assert sorted(scores["reason"].to_pylist()) == ["decode_error"] + ["no_face"] * 6
     assert os.path.exists(s.path(f"report-{s.current_scoring()}.html"))
 
@@ -257,7 +257,7 @@ def test_ctrl_c_exits_at_once_in_one_line_and_the_rerun_resumes(tmp_path, sample
     assert took < 5 and p.returncode == 130, (took, text)
     assert text.strip().splitlines()[-1] == "interrupted; rerun the same command to resume"
     assert "Traceback" not in text and "Error" not in text, text
-    assert not (out / LOCK).exists()
+    assert not os.path.exists(ShardStore(str(out)).lock_file())
     time.sleep(1)
     assert not [x for x in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
                 if str(out) in x]  # nothing of it left running
@@ -276,7 +276,7 @@ def test_two_runs_into_one_out_the_second_is_refused(tmp_path, sample_crawl):
     out = tmp_path / "out"
     p = _curate("run", sample_crawl, "--out", out, "--no-score", "--no-progress")
     deadline = time.time() + 120
-    while time.time() < deadline and not (out / LOCK).exists():
+    while time.time() < deadline and not os.path.exists(ShardStore(str(out)).lock_file()):
         time.sleep(0.05)
     r = cli("run", sample_crawl, "--out", out, "--no-score", "--no-progress")
     assert r.exit_code == 8 and "another curate" in r.output, r.output

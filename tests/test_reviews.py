@@ -84,7 +84,7 @@ def test_decisions_made_on_the_review_page_are_applied(scored_run, tmp_path):
     from curate.io.shards import ShardStore
 
     store = ShardStore(str(run))
-    scores = pq.read_table(store.path("scores", f"scores-{store.current_scoring()}.parquet")).to_pylist()
+    scores = pq.read_table(store.scores_file(store.current_scoring())).to_pylist()
     face = next(d for d in made if d["scope"] == "image")
     row = next(s for s in scores if s["image_id"] == face["key"])
     assert (row["keep"], row["reason"]) == (True, "review_keep") and row["auto_keep"] is False

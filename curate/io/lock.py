@@ -16,8 +16,8 @@ import time
 from contextlib import contextmanager
 
 from curate.errors import OutputError, RunLocked
+from curate.io.shards import ShardStore
 
-LOCK = ".lock"
 _held: dict[str, int] = {}  # run directory -> depth, in this process
 
 
@@ -48,7 +48,7 @@ def _alive(holder: dict) -> bool:
 def holder(out: str) -> dict | None:
     """The lock's holder as written, or None when the run directory is not locked."""
     try:
-        with open(os.path.join(out, LOCK)) as f:
+        with open(ShardStore(out).lock_file()) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
@@ -70,7 +70,7 @@ def run_lock(out: str, command: str | None = None):
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create output directory {out}: {exc.strerror}") from exc
-    path = os.path.join(out, LOCK)
+    path = ShardStore(out).lock_file()
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _started(os.getpid()),
           "command": command or " ".join(["curate", *sys.argv[1:]]), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     for _ in range(3):

@@ -55,7 +55,7 @@ class ShardStore:
     def __init__(self, out: str):
         self.out = os.path.abspath(out)
         self.manifest: dict | None = None
-        p = os.path.join(self.out, "run.json")
+        p = self._path("run.json")
         if os.path.exists(p):
             with open(p) as f:
                 self.manifest = json.load(f)
@@ -110,7 +110,7 @@ class ShardStore:
             raise OutputError(f"output directory {self.out} is not writable")
         n = len(index)
         size = min(cfg.shard_size, max(MIN_SHARD, -(-n // (4 * max(workers, 1)))))
-        atomic_write(self._path("index.parquet"), lambda tmp: pq.write_table(index, tmp, row_group_size=size))
+        atomic_write(self.index_file(), lambda tmp: pq.write_table(index, tmp, row_group_size=size))
         self.manifest = {
             "input": source.describe(),
             "config": cfg.to_dict(),
@@ -132,7 +132,7 @@ class ShardStore:
 
     def shard_index(self, shard: int) -> pa.Table:
         """The plan rows of one shard (one Parquet row group: never the whole plan in memory)."""
-        return pq.ParquetFile(self._path("index.parquet")).read_row_group(shard)
+        return pq.ParquetFile(self.index_file()).read_row_group(shard)
 
     # -- shards ---------------------------------------------------------------------------
     def _path(self, *parts: str) -> str:
@@ -224,8 +224,8 @@ class ShardStore:
                 con.close()
             out["identities"], out["identities_kept"] = row
         digest = self.current_scoring()
-        if digest and os.path.exists(self._path(f"summary-{digest}.json")):
-            with open(self._path(f"summary-{digest}.json")) as f:
+        if digest and os.path.exists(self.summary_file(digest)):
+            with open(self.summary_file(digest)) as f:
                 out["curation"] = json.load(f)  # thresholds, their source and warnings included
         return out
 
@@ -244,12 +244,75 @@ class ShardStore:
     def completed_files(self, kind: str) -> list[str]:
         return [self.shard_path(kind, s) for s in range(self.manifest["shards"]) if self.is_complete(s)]
 
-    # -- views ----------------------------------------------------------------------------
-    def path(self, *parts: str) -> str:
-        return self._path(*parts)
+    # -- every file name under a run directory is formatted here ---------------------------
+    # (a scoring's files carry its digest <d>; the spine's its config digest, in _name)
+    def index_file(self) -> str:
+        return self._path("index.parquet")
 
-    def _json(self, name: str) -> dict | None:
-        p = self._path(name)
+    def views_db(self) -> str:
+        return self._path("curate.duckdb")
+
+    def recognizer_card_file(self) -> str:
+        return self._path("recognizer.card.json")
+
+    def scoring_file(self) -> str:
+        return self._path("scoring.json")
+
+    def scores_file(self, d: str) -> str:
+        return self._path("scores", f"scores-{d}.parquet")
+
+    def identities_file(self, d: str) -> str:
+        return self._path(f"identities-{d}.parquet")
+
+    def calibration_file(self, d: str) -> str:
+        return self._path(f"calibration-{d}.json")
+
+    def summary_file(self, d: str) -> str:
+        return self._path(f"summary-{d}.json")
+
+    def curated_file(self, shard: int, d: str) -> str:
+        return self._path("curated", f"part-{shard:06d}-{d}.parquet")
+
+    def audit_dir(self, d: str) -> str:
+        return self._path(f"audit-{d}")
+
+    def report_file(self, d: str) -> str:
+        return self._path(f"report-{d}.html")
+
+    def review_page(self, d: str) -> str:
+        return self._path(f"review-{d}.html")
+
+    def scoring_work(self, d: str) -> str:
+        return self._path("_scoring", d)
+
+    def reviews_file(self) -> str:
+        return self._path("reviews.parquet")
+
+    def leakage_dir(self) -> str:
+        return self._path("leakage")
+
+    def attributes_dir(self) -> str:
+        return self._path("attributes")
+
+    def logs_dir(self) -> str:
+        return self._path("logs")
+
+    def lock_file(self) -> str:
+        return self._path(".lock")
+
+    def truth_file(self) -> str:
+        return self._path("truth.parquet")
+
+    def bench_dir(self) -> str:
+        return self._path("bench")
+
+    def loop_file(self) -> str:
+        return self._path("loop.json")
+
+    # -- views ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _json(p: str) -> dict | None:
         if not os.path.exists(p):
             return None
         with open(p) as f:
@@ -257,7 +320,7 @@ class ShardStore:
 
     def scoring(self) -> dict | None:
         """The current scoring (``scoring.json``: digest, config, calibration card), or None."""
-        return self._json("scoring.json")
+        return self._json(self.scoring_file())
 
     def current_scoring(self) -> str | None:
         """Digest of the current scoring, or None before any."""
@@ -265,11 +328,11 @@ class ShardStore:
         return s["digest"] if s else None
 
     def set_current_scoring(self, digest: str, config: dict | None = None, calibration: str | None = None) -> None:
-        write_json(self._path("scoring.json"), {"digest": digest, "config": config, "calibration": calibration})
+        write_json(self.scoring_file(), {"digest": digest, "config": config, "calibration": calibration})
 
     def scorings(self) -> list[str]:
         """Digests of every scoring written into this run, oldest first."""
-        files = glob.glob(self._path("scores", "scores-*.parquet"))
+        files = glob.glob(self.scores_file("*"))
         return [os.path.basename(f)[7:-8] for f in sorted(files, key=os.path.getmtime)]
 
     def resolve_scoring(self, digest: str | None) -> str | None:
@@ -286,12 +349,12 @@ class ShardStore:
         """Keep the recognizer's card (with its calibrations) beside the run it embedded, and the
         detector whose landmarks aligned the crops (it picks the calibration)."""
         card = {k: v for k, v in getattr(recognizer, "card", {}).items() if not k.startswith("_")}
-        write_json(self._path("recognizer.card.json"), {
+        write_json(self.recognizer_card_file(), {
             **card, "model_id": recognizer.id, "model_sha256": getattr(recognizer, "sha256", None),
             "detector_id": getattr(detector, "id", None)})
 
     def recognizer_card(self) -> dict | None:
-        return self._json("recognizer.card.json")
+        return self._json(self.recognizer_card_file())
 
     def recognizer_id(self) -> str | None:
         return (self.recognizer_card() or {}).get("model_id")
@@ -299,13 +362,13 @@ class ShardStore:
     def view_files(self, score_digest: str | None = None) -> dict[str, list[str]]:
         """View name -> Parquet files: completed shards only; scores, identities and curated shards of
         ``score_digest`` (default: the current scoring); attributes from every attribute source."""
-        views = {"plan": [self._path("index.parquet")], **{k: self.completed_files(k) for k in KINDS}}
+        views = {"plan": [self.index_file()], **{k: self.completed_files(k) for k in KINDS}}
         digest = score_digest or self.current_scoring()
         if digest:
-            views["scores"] = [self._path("scores", f"scores-{digest}.parquet")]
-            views["identities"] = [self._path(f"identities-{digest}.parquet")]
-            views["curated"] = sorted(glob.glob(self._path("curated", f"part-*-{digest}.parquet")))
-        views["attributes"] = sorted(glob.glob(self._path("attributes", "*.parquet")))
+            views["scores"] = [self.scores_file(digest)]
+            views["identities"] = [self.identities_file(digest)]
+            views["curated"] = sorted(glob.glob(self._path("curated", f"part-*-{digest}.parquet")))  # curated_file
+        views["attributes"] = sorted(glob.glob(os.path.join(self.attributes_dir(), "*.parquet")))
         return {k: [f for f in v if os.path.exists(f)] for k, v in views.items()}
 
     def create_views(self, con, score_digest: str | None = None) -> list[str]:
@@ -330,7 +393,7 @@ class ShardStore:
         """(Re)create ``curate.duckdb`` with the views, for users who open it with DuckDB directly."""
         import duckdb
 
-        db = self._path("curate.duckdb")
+        db = self.views_db()
         try:
             con = duckdb.connect(db)
         except duckdb.IOException as exc:  # open in someone's DuckDB shell: the views stay as they were

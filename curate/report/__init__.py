@@ -189,7 +189,7 @@ def _leakage(store) -> str:
     """Crawl identities found in evaluation sets (curate leakage), when checked."""
     import pyarrow.parquet as pq
 
-    path = store.path("leakage", "identities.parquet")
+    path = os.path.join(store.leakage_dir(), "identities.parquet")
     if not os.path.exists(path):
         return ""
     t = pq.read_table(path)
@@ -203,7 +203,7 @@ def _leakage(store) -> str:
 
 def _loop(store) -> str:
     """The loop's rounds side by side and its before/after verification (curate loop), when present."""
-    path = store.path("loop.json")
+    path = store.loop_file()
     if not os.path.exists(path):
         return ""
     with open(path) as f:
@@ -224,7 +224,7 @@ def _loop(store) -> str:
 
 
 def _scoring_config(store, digest: str) -> dict:
-    path = os.path.join(store.out, f"calibration-{digest}.json")
+    path = store.calibration_file(digest)
     if not os.path.exists(path):
         return {}
     with open(path) as f:
@@ -290,7 +290,7 @@ def _unusable(con, store, limit: int = 24) -> str:
 def _offsets(store, items: list[int]) -> pa.Array:
     import pyarrow.parquet as pq
 
-    plan = pq.read_table(store.path("index.parquet"), columns=["item", "offset"])
+    plan = pq.read_table(store.index_file(), columns=["item", "offset"])
     pos = {k: i for i, k in enumerate(plan["item"].to_pylist())}
     return plan["offset"].take(pa.array([pos[i] for i in items], pa.int64()))
 
@@ -364,7 +364,7 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
     def q(name, **params):
         return audit.run_query(con, qs[name], {k: str(v) for k, v in params.items()})
 
-    with open(os.path.join(store.out, f"summary-{digest}.json")) as f:
+    with open(store.summary_file(digest)) as f:
         summary = json.load(f)
     spine = store.summary()
     reasons, quality, sizes = q("reasons"), q("quality_histogram"), q("identity_sizes")
@@ -415,7 +415,7 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             f"<title>facecurate report: {_esc(os.path.basename(store.out))}</title><style>{STYLE}</style></head>"
             f"<body>{''.join(body)}</body></html>")
-    dest = dest or os.path.join(store.out, f"report-{digest}.html")
+    dest = dest or store.report_file(digest)
 
     def w(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
@@ -425,13 +425,13 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
     con.close()
     from curate.report import review
 
-    review.build(out, digest, os.path.join(os.path.dirname(os.path.abspath(dest)), f"review-{digest}.html"))
+    review.build(out, digest, os.path.join(os.path.dirname(os.path.abspath(dest)), os.path.basename(store.review_page(digest))))
     return os.path.abspath(dest)
 
 
 def _benchmark(store, charts) -> str:
     """The benchmark's measurements of this run against its truth (curate bench), when present."""
-    d = store.path("bench")
+    d = store.bench_dir()
     if not os.path.exists(os.path.join(d, "metrics.json")):
         return ""
     import pyarrow.parquet as pq

@@ -97,7 +97,7 @@ def build(out: str, digest: str, dest: str | None = None, identities: int = 200,
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}"><title>facecurate review</title>'
             f"<style>{STYLE}</style></head><body>{body}<script>{SCRIPT}</script></body></html>")
-    dest = os.path.abspath(dest or os.path.join(store.out, f"review-{digest}.html"))
+    dest = os.path.abspath(dest or store.review_page(digest))
 
     def w(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
