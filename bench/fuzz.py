@@ -1,5 +1,5 @@
 """Fuzzing, the benchmark variant of tests/test_fuzz.py: N files (default 10,000) made from real
-photos and mutated (tests/fuzz.py: bit flips, truncations, header garbage, splices, zero runs,
+photos and mutated (curate/testing/fuzz.py: bit flips, truncations, header garbage, splices, zero runs,
 wrong extensions, absurd header dimensions, CMYK/16-bit/palette/alpha, EXIF rotations, animated
 GIF/WebP, polyglots, bombs), curated by `curate run` as a user starts it. Passes when it exits 0
 and every file has exactly one row in the spine and in the scores.
@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+import pyarrow.parquet as pq
 
-import fuzz  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+from curate.testing import fuzz
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main():

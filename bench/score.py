@@ -3,7 +3,7 @@ by partition on Ray (curate.partitioned), or all in one process (``--in-memory``
 
     .venv/bin/python bench/score.py --faces 1000000 3000000 --identities 200000 [--dir DIR]
 
-Embeddings are 512-d float16 (as shards store them), written shard by shard (tests/synth.py
+Embeddings are 512-d float16 (as shards store them), written shard by shard (curate/testing/synth.py
 EmbeddingCrawl: identities are clusters on the sphere, 10% label noise, 1% duplicates of which
 half byte-identical, shuffled over shards). Reports wall seconds per step, peak RSS of the driver
 and of the largest Ray worker, and the flags' precision and recall against the truth. Not a test.
@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,16 +24,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from synth import EmbeddingCrawl  # noqa: E402
-
-from curate import partitioned as P  # noqa: E402
-from curate.config import ScoreConfig  # noqa: E402
+from curate import partitioned as P
+from curate.config import ScoreConfig
 from curate.curation import READ
-from curate.reasons import LABEL_NOISE  # noqa: E402
-from curate.scoring import score_table  # noqa: E402
+from curate.reasons import LABEL_NOISE
+from curate.scoring import score_table
+from curate.testing.synth import EmbeddingCrawl
 
 LABEL = list(LABEL_NOISE)
 

@@ -15,17 +15,14 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.backbones import build_backbone  # noqa: E402
-from models.heads import build_head  # noqa: E402
+from models.backbones import build_backbone
+from models.heads import build_head
 
 
 def step_fn(backbone, head, opt, device, amp):

@@ -18,7 +18,6 @@ for k, v in {
 }.items():
     os.environ.setdefault(k, v)
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -35,7 +34,7 @@ def sample_crawl(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory):
-    import tiny_models
+    from curate.testing import tiny_models
 
     d = tmp_path_factory.mktemp("onnx")
     return {"det": tiny_models.scrfd(str(d / "det.onnx")), "rec": tiny_models.arcface(str(d / "rec.onnx"))}

@@ -1,8 +1,7 @@
-"""The bad-input corpus (tests/data/bad_inputs.py): every kind is recorded with a clear reason,
+"""The bad-input corpus (curate/testing/bad_inputs.py): every kind is recorded with a clear reason,
 the run finishes, and nothing vanishes."""
 
 import os
-import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -13,9 +12,7 @@ from curate.io.shards import ShardStore
 from curate.io.sources import open_source
 from curate.pipeline import process_shard
 from curate.scoring import score_run
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "data"))
-import bad_inputs  # noqa: E402
+from curate.testing import bad_inputs  # noqa: E402
 
 CFG = RunConfig(shard_size=12)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import tiny_models
 from click.testing import CliRunner
 from conftest import SHARED_DATA, curate_in_process
 from PIL import Image
@@ -21,6 +20,7 @@ from curate.errors import InputError
 from curate.io.shards import ShardStore
 from curate.io.sources import FolderSource, open_source
 from curate.pipeline import load_models, process_shard
+from curate.testing import tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
 FACES = SHARED_DATA / "faces"

@@ -5,12 +5,12 @@ The 10-trial version is bench/faults.py."""
 import os
 import subprocess
 
-import faults
 import pytest
 
 from curate.errors import OutputError
 from curate.files import atomic_write, write_json
 from curate.io.shards import ShardStore
+from curate.testing import faults
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""300 fuzzed files made from real photos (tests/fuzz.py, seeded) through `curate run` as a user
+"""300 fuzzed files made from real photos (curate/testing/fuzz.py, seeded) through `curate run` as a user
 starts it: no crash, exit code 0, one row for every file in the spine and in the scores. The
 10,000-file run is bench/fuzz.py."""
 
@@ -8,11 +8,11 @@ import os
 import subprocess
 import sys
 
-import fuzz
 import pyarrow.parquet as pq
 import pytest
 
 from curate.io.shards import ShardStore
+from curate.testing import fuzz
 
 pytestmark = pytest.mark.slow
 

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-import tiny_models
 from skimage import data
 
 from curate.errors import ConfigError, ModelError
 from curate.stages.embed import normalise
+from curate.testing import tiny_models
 from models import DETECTORS, RECOGNIZERS
 from models.templates import template, warp
 
@@ -85,9 +85,8 @@ def test_missing_models_and_unknown_names_are_clear_errors(tmp_path, monkeypatch
 def test_model_card_sha256_mismatch_is_an_error(tmp_path):
     import json
 
-    import tiny_models
-
     from curate.errors import ModelError
+    from curate.testing import tiny_models
     from models.cards import file_sha256
     from models.registry import RECOGNIZERS
 

@@ -11,7 +11,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from synth import EmbeddingCrawl
 
 from curate import partitioned as P
 from curate import reviews as R
@@ -19,6 +18,7 @@ from curate.config import ScoreConfig
 from curate.curation import READ
 from curate.scoring import score_table
 from curate.stages import dedup
+from curate.testing.synth import EmbeddingCrawl
 
 CFG = ScoreConfig()  # thresholds estimated from the run: the sample must be every face for equality
 

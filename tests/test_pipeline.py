@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import tiny_models
 from PIL import Image
 
 from curate.config import DetectConfig, EmbedConfig, Resources, RunConfig
@@ -18,6 +17,7 @@ from curate.io.shards import ShardStore
 from curate.io.sources import open_source
 from curate.pipeline import load_models, process_shard
 from curate.schema import decode_embeddings, images_schema
+from curate.testing import tiny_models
 
 CFG = RunConfig(shard_size=16)
 RES = Resources(batch_size=8)

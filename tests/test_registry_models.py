@@ -150,8 +150,8 @@ def test_external_weights_are_covered_by_the_model_id(tmp_path):
     """A model whose weights live in model.onnx.data: its id changes when only the data file
     changes, and its card catches a corrupted data file before onnxruntime loads it."""
     import onnx
-    import tiny_models
 
+    from curate.testing import tiny_models
     from models.cards import file_sha256
 
     path = tmp_path / "rec.onnx"

@@ -5,11 +5,10 @@ import json
 import os
 
 import pytest
-import synth
-import tiny_models
 from click.testing import CliRunner
 
 from curate.cli import main
+from curate.testing import synth, tiny_models
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from synth import EmbeddingCrawl
 from test_partitioned import assert_same
 
 from curate import partitioned as P
@@ -22,6 +21,7 @@ from curate import reviews as R
 from curate.config import ScoreConfig
 from curate.curation import READ
 from curate.scoring import score_table
+from curate.testing.synth import EmbeddingCrawl
 
 CFG = ScoreConfig()
 

@@ -7,9 +7,9 @@ import random
 
 import numpy as np
 import pytest
-import synth
 import torch
 
+from curate.testing import synth
 from models import RECOGNIZERS
 from models.data import LowQualityAugment, ShardFaces, decode_crop
 from models.eval import evaluate_pairs, load_bin, save_bin, tar_at_far, verify

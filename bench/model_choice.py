@@ -1,6 +1,6 @@
 """Benchmark of the face models on real labelled faces: which detector and recognizer to default to.
 
-    .venv/bin/python bench/models.py [--faces ../shared/data/faces] [--out bench-out/models.json]
+    .venv/bin/python bench/model_choice.py [--faces ../shared/data/faces] [--out bench-out/models.json]
 
 Measures, on every photo of an identity-folder tree (default ../shared/data/faces: lab sets ORL,
 Yale, Yale B, and web photos), with one onnxruntime thread per model:
@@ -24,22 +24,19 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from curate.config import DecodeConfig  # noqa: E402
-from curate.io.sources import FolderSource  # noqa: E402
-from curate.stages.decode import decode_one  # noqa: E402
-from curate.stages.detect import prominence  # noqa: E402
-from curate.stats import pair_scores, tar_at_far  # noqa: E402
-from models import DETECTORS, RECOGNIZERS  # noqa: E402
-from models.templates import template, warp  # noqa: E402
+from curate.config import DecodeConfig
+from curate.io.sources import FolderSource
+from curate.stages.decode import decode_one
+from curate.stages.detect import prominence
+from curate.stats import pair_scores, tar_at_far
+from models import DETECTORS, RECOGNIZERS
+from models.templates import template, warp
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 
