@@ -29,7 +29,7 @@ import sys
 import pyarrow as pa
 
 from curate.errors import ConfigError, InputError
-from curate.io.shards import ShardStore
+from curate.io.shards import ShardStore, sql_literal
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +142,11 @@ def connect(out: str, write: bool = False, score_digest: str | None = None, save
     db = store.views_db()
     if saved_tables and os.path.exists(db):  # tables made with --write, read-only; the fresh views come first
         try:
-            con.execute(f"ATTACH {_quote(db)} AS saved (READ_ONLY)")
+            con.execute(f"ATTACH {sql_literal(db)} AS saved (READ_ONLY)")
             con.execute("SET search_path = 'memory.main,saved.main'")
         except duckdb.Error as exc:  # another process holds it open for writing
             log.warning("%s not attached (%s): tables made with --write are not visible", db, str(exc).splitlines()[0])
-    con.execute(f"SET allowed_directories = [{_quote(store.out + os.sep)}]")
+    con.execute(f"SET allowed_directories = [{sql_literal(store.out + os.sep)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
@@ -274,5 +274,3 @@ def write_result(t: pa.Table, fmt: str, path_stem: str) -> str:
     return path
 
 
-def _quote(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"

@@ -34,6 +34,8 @@ import pyarrow.parquet as pq
 
 from curate import reasons
 from curate.errors import InputError
+from curate.io.sources import IMAGE_EXT
+from curate.stats import unit
 
 TRUTH = pa.schema([
     ("source", pa.string()),  # path under the crawl root, as images.source
@@ -48,7 +50,6 @@ LABEL_NOISE = ("flip", "distractor")  # truth kinds (the flags that catch them: 
 LABEL_FLAGS = reasons.LABEL_NOISE
 SCORING_REASONS = reasons.SCORING
 JUNK = ("unidentifiable", "nonface")  # not usable whatever its label
-IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".pgm"}
 NON_FACES = ("chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "brick", "grass", "gravel",
              "coins", "horse", "moon", "page", "text", "retina", "colorwheel", "logo", "checkerboard", "clock")
 
@@ -351,7 +352,7 @@ def edc(t: pa.Table, fmr: float = 1e-3, signals=EDC_SIGNALS, discard=DISCARD) ->
         return pa.table({"signal": pa.array([], pa.string()), "discard": pa.array([], pa.float64()),
                          "fnmr": pa.array([], pa.float64()), "faces": pa.array([], pa.int64())})
     emb = decode_embeddings(s["embedding"]).astype(np.float32)
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    unit(emb, out=emb)
     person = np.unique(np.array(s["truth_person"].to_pylist(), object).astype(str), return_inverse=True)[1]
     sim = emb @ emb.T
     iu = np.triu_indices(len(s), 1)

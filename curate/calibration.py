@@ -193,12 +193,6 @@ def calibrate_reference(ref: Reference, seed: int = 0) -> dict:
 # -- a trained model, on people held out of its training ----------------------------------------
 
 
-def _crop(jpeg: bytes) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
-
-
 def _held_out_rows(files: list[str], identities: set[str]) -> pa.Table | None:
     """Kept rows with a crop of the given identities, from the shards the model was trained on."""
     import pyarrow.parquet as pq
@@ -222,12 +216,13 @@ def calibrate_held_out(embed, files: list[str], identities: list[str], seed: int
     from PIL import Image
 
     from curate.degrade import DEGRADATIONS
+    from models.eval import decode_image
 
     rows = _held_out_rows(files, set(identities)) if identities else None
     if rows is None or len(rows) < 20 or len(set(rows["identity"].to_pylist())) < 3:
         return None
     rng = np.random.default_rng(seed)
-    imgs = [_crop(c) for c in rows["crop"].to_pylist()]
+    imgs = [decode_image(c) for c in rows["crop"].to_pylist()]
     raw = embed(imgs)
     pick = rng.choice(len(imgs), min(100, len(imgs)), replace=False)
     copies = []
@@ -235,7 +230,7 @@ def calibrate_held_out(embed, files: list[str], identities: list[str], seed: int
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(imgs[i][:, ::-1] if rng.random() < 0.5 else imgs[i])).save(
             buf, "JPEG", quality=int(rng.integers(30, 71)))
-        copies.append(_crop(buf.getvalue()))
+        copies.append(decode_image(buf.getvalue()))
     raw_dup = embed(copies)
     emb = np.concatenate([raw, raw_dup])
     norms = np.linalg.norm(emb, axis=1)

@@ -337,16 +337,20 @@ def demo(variants, out, **kw):
     click.echo(f"next         curate audit {run_dir}   |   curate export {run_dir} {os.path.join(out, 'export')} --format rec")
 
 
-def _head_args(values) -> dict:
+def _name_values(values, hint: str, typed: bool = False) -> dict:
+    """NAME=VALUE options -> {name: value}; ``typed``: numbers and true/false become such (else
+    strings, bound as they are)."""
     out = {}
     for v in values:
         k, sep, val = v.partition("=")
         if not sep:
-            raise click.BadParameter(f"{v!r}: expected NAME=VALUE", param_hint="--head-arg")
-        try:
-            out[k] = int(val) if val.lstrip("-").isdigit() else float(val)
-        except ValueError:
-            out[k] = {"true": True, "false": False}.get(val.lower(), val)
+            raise click.BadParameter(f"{v!r}: expected NAME=VALUE", param_hint=hint)
+        if typed:
+            try:
+                val = int(val) if val.lstrip("-").isdigit() else float(val)
+            except ValueError:
+                val = {"true": True, "false": False}.get(val.lower(), val)
+        out[k.strip()] = val
     return out
 
 
@@ -389,7 +393,7 @@ def retrain(shards, out, backbone, head, head_arg, embedding_size, epochs, batch
 
     from models.train import TrainConfig
 
-    cfg = TrainConfig(backbone=backbone, head=head, head_kwargs=_head_args(head_arg), embedding_size=embedding_size,
+    cfg = TrainConfig(backbone=backbone, head=head, head_kwargs=_name_values(head_arg, "--head-arg", typed=True), embedding_size=embedding_size,
                       epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, schedule=schedule,
                       warmup_epochs=warmup_epochs, sample_rate=sample_rate, kept_only=not all_rows,
                       adaface_augment=adaface_augment, drop_subcenters_at=drop_subcenters_at, compile=compile_,
@@ -676,16 +680,6 @@ def _print_audit(a: dict) -> None:
         click.echo(f"report       {a['report']}")
 
 
-def _params(values) -> dict:
-    out = {}
-    for v in values:
-        k, sep, val = v.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{v!r}: use NAME=VALUE")
-        out[k.strip()] = val
-    return out
-
-
 @main.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.option("--query", "-q", "names", multiple=True, help="Question(s) to run, by file name in sql/ (default: all).")
@@ -715,7 +709,7 @@ def audit(out, names, params, fmt, output, sql_dir, list_only, scores):
         raise CurateError(f"unknown question(s) {unknown}; see `curate audit OUT --list`")
     if fmt == "parquet" and not output:
         raise click.BadParameter("--format parquet needs --output DIR")
-    overrides = _params(params)
+    overrides = _name_values(params, "--param")
     selected = [qs[n] for n in (names or qs)]
     known = {p.name for q in selected for p in q.params}
     stray = sorted(set(overrides) - known)
@@ -789,7 +783,7 @@ def _sql(out, query, sql_file, interactive, max_width, params, fmt, output, writ
     from curate.io.shards import ShardStore
 
     con = A.connect(out, write=write, score_digest=ShardStore.of(out).resolve_scoring(scores), saved_tables=True)
-    bound = _params(params) or None
+    bound = _name_values(params, "--param") or None
     if query == "-" or (query is None and sql_file is None and not interactive and not sys.stdin.isatty()):
         query = sys.stdin.read()
     elif sql_file is not None:

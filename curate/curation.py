@@ -25,7 +25,7 @@ from curate.reasons import LABEL_NOISE, SCORING
 from curate.schema import decode_embeddings
 from curate.stages import dedup, score
 from curate.stages.select import select
-from curate.stats import NORM_GRID, combined_quality, signal_percentiles
+from curate.stats import NORM_GRID, combined_quality, signal_percentiles, unit
 
 READ = ["image_id", "identity", "sha1", "embedding", "feat_norm", "model_id", "landmarks", "face_size", "det_score",
         "sharpness", "keep", "reason"]
@@ -45,8 +45,7 @@ def candidates(t: pa.Table) -> np.ndarray:
 
 def unit_embeddings(c: pa.Table) -> np.ndarray:
     emb = decode_embeddings(c["embedding"]).astype(np.float32)  # (N, D): 2 KB a face at D = 512
-    emb /= np.maximum(np.sqrt(np.einsum("ij,ij->i", emb, emb)), 1e-12)[:, None]  # in place: no third copy
-    return emb
+    return unit(emb, out=emb)  # in place: no third copy
 
 
 def signals_of(c: pa.Table) -> dict[str, np.ndarray]:

@@ -52,8 +52,7 @@ def eval_faces(path: str, models, cfg, root: str | None = None) -> dict:
         return {"emb": unit_rows(decode_embeddings(rows["embedding"])),
                 "label": np.array(rows["identity"].to_pylist(), object), "name": rows["source"].to_pylist(),
                 "sha1": rows["sha1"].to_pylist()}
-    from models.data import decode_crop
-    from models.eval import load_bin, load_pairs_txt, read_image_bytes
+    from models.eval import decode_image, load_bin, load_pairs_txt, read_image_bytes
 
     if path.endswith(".bin"):
         images, _ = load_bin(path)
@@ -65,7 +64,7 @@ def eval_faces(path: str, models, cfg, root: str | None = None) -> dict:
         if missing:
             raise InputError(f"{path}: {len(missing)} images it names are missing (e.g. {missing[0]}); pass --root")
         images, names = [read_image_bytes(p) for p in paths], paths
-    crops = np.stack([_crop(decode_crop(b), models.recognizer.size) for b in images])
+    crops = np.stack([_crop(decode_image(b), models.recognizer.size) for b in images])
     emb = np.concatenate([models.recognizer.embed(crops[s : s + 64]) for s in range(0, len(crops), 64)])
     return {"emb": unit_rows(emb), "label": None, "name": names, "sha1": [hashlib.sha1(b).hexdigest() for b in images]}
 

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from curate.errors import InputError
 from curate.io.shards import ShardStore
 from curate.schema import decode_embeddings
+from curate.stats import unit
 
 COLUMNS = ["image_id", "identity", "sha1", "embedding", "feat_norm", "det_score", "sharpness", "reason"]
 
@@ -70,7 +71,7 @@ def compare(run: str, holdout: float = 0.2, seed: int = 0, epochs: int = 30, rec
     ids = np.array(t["identity"].to_pylist(), object)
     held = held_out_people(ids.tolist(), holdout, seed)
     emb = decode_embeddings(t["embedding"]).astype(np.float32)
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    unit(emb, out=emb)
     keep = np.asarray(t["keep"].to_numpy(zero_copy_only=False), bool)
     test = np.isin(ids, list(held)) & keep
     train_all = ~np.isin(ids, list(held))
@@ -102,7 +103,13 @@ def export_projection(proj, dest: str, run: str, held: set[str], seed: int = 0, 
     model measured on the held-out people's faces (thresholds), with the base model's quality."""
     from curate.stats import calibrate
     from models import projection
-    from models.cards import detector_name, file_sha256, pick_calibration, write_card
+    from models.cards import (
+        card_path,
+        detector_name,
+        file_sha256,
+        pick_calibration,
+        write_card,
+    )
 
     store = ShardStore.of(run)
     cfg = store.config()
@@ -110,7 +117,7 @@ def export_projection(proj, dest: str, run: str, held: set[str], seed: int = 0, 
     ids = np.array(t["identity"].to_pylist(), object)
     m = np.isin(ids, list(held))
     emb = decode_embeddings(t["embedding"]).astype(np.float32)[m]
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    unit(emb, out=emb)
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     projection.export(proj, dest, emb.shape[1])
     sub = t.filter(pa.array(m))
@@ -125,7 +132,7 @@ def export_projection(proj, dest: str, run: str, held: set[str], seed: int = 0, 
     card = {"name": "projection", "task": "recognition", "base": cfg.embed.recognizer, "sha256": file_sha256(dest),
             "input": {"template": "arcface"}, "licence": "same terms as the base model and the training data",
             "calibrations": {detector_name(base_card.get("detector_id") or cfg.detect.detector): cal}}
-    write_card(os.path.splitext(dest)[0] + ".card.json", card)
+    write_card(card_path(dest), card)
     return card
 
 

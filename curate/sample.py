@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from curate.io.sources import IMAGE_EXT
+
 # Face boxes in insightface's t1.jpg (dlib HOG, x1, y1, x2, y2).
 _T1_FACES = [(67, 283, 175, 390), (275, 176, 364, 265), (450, 295, 557, 402),
              (724, 367, 832, 474), (870, 67, 999, 196), (1118, 283, 1226, 390)]
-_IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
 def _insightface_image(name: str) -> Image.Image | None:
@@ -142,14 +143,14 @@ def _copy_shared(src: Path, root: Path, identities: int = 12, per_identity: int 
     chosen = folders[::step][:identities]
     n = 0
     for d in chosen:
-        photos = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_EXT)
+        photos = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXT)
         dest = root / f"shared_{d.name}"
         dest.mkdir(exist_ok=True)
         for p in photos[:per_identity]:
             (dest / p.name).write_bytes(p.read_bytes())
             n += 1
     if len(chosen) >= 2:
-        extra = sorted(p for p in chosen[-1].iterdir() if p.suffix.lower() in _IMAGE_EXT)
+        extra = sorted(p for p in chosen[-1].iterdir() if p.suffix.lower() in IMAGE_EXT)
         if extra:
             swap = extra[-1]
             (root / f"shared_{chosen[0].name}" / f"zz_swap_{chosen[-1].name}{swap.suffix.lower()}").write_bytes(swap.read_bytes())

@@ -36,9 +36,11 @@ def _angles(cos: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(n > 0, n, 1.0)
+def unit(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm (zero rows stay zero): the one normalisation of
+    embeddings. ``out=x`` normalises in place (no copy of a large matrix)."""
+    n = np.sqrt(np.einsum("...d,...d->...", x, x))[..., None]  # no squared temporary, unlike linalg.norm
+    return np.divide(x, np.maximum(n, 1e-12), out=out)
 
 
 def loo_angles(emb: np.ndarray, codes: np.ndarray, weights: np.ndarray, n_ids: int) -> np.ndarray:
@@ -92,11 +94,14 @@ def derive_thresholds(c: dict) -> dict:
 
 
 def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float:
-    """Share of genuine scores above the threshold that lets ``far`` of impostors through."""
+    """True-accept rate at the threshold where at most ``far`` of the impostor scores are
+    accepted: genuine scores strictly above the (k+1)-th highest impostor, k = floor(far * n)."""
     if not len(genuine) or not len(impostor):
         return float("nan")
-    thr = np.quantile(impostor, 1.0 - far)
-    return float(np.mean(genuine > thr))
+    neg = np.sort(np.asarray(impostor))[::-1]
+    k = int(np.floor(far * len(neg)))
+    thr = neg[k] if k < len(neg) else -np.inf
+    return float(np.mean(np.asarray(genuine) > thr))
 
 
 def pair_scores(emb: np.ndarray, codes: np.ndarray, max_impostor: int = 4_000_000, seed: int = 0,
@@ -137,7 +142,7 @@ def calibrate(emb: np.ndarray, norms: np.ndarray, labels: list[str] | np.ndarray
     (sharpness, det_score: (N,)) whose reference quantiles are kept too, content: (N,) a hash of
     each file's bytes (byte-identical files are not two photos) -> the calibration dict."""
     rng = np.random.default_rng(seed)
-    emb = _unit(np.asarray(emb, np.float64))
+    emb = unit(np.asarray(emb, np.float64))
     norms = np.asarray(norms, np.float64)
     names, codes = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
     n_ids = len(names)
@@ -151,7 +156,7 @@ def calibrate(emb: np.ndarray, norms: np.ndarray, labels: list[str] | np.ndarray
     genuine = loo_angles(e, c, w, n_ids)
     tmpl = np.zeros((n_ids, e.shape[1]))
     np.add.at(tmpl, c, e * w[:, None])
-    tmpl = _unit(tmpl)
+    tmpl = unit(tmpl)
     rows = rng.integers(0, len(e), min(400_000, 50 * len(e)))
     other = (c[rows] + rng.integers(1, max(n_ids, 2), len(rows))) % max(n_ids, 1)
     impostor = _angles(np.einsum("nd,nd->n", e[rows], tmpl[other])) if n_ids > 1 else np.zeros(0)
@@ -167,7 +172,7 @@ def calibrate(emb: np.ndarray, norms: np.ndarray, labels: list[str] | np.ndarray
             for _ in range(4):
                 p = rng.permutation(members)
                 h = len(p) // 2
-                a, b = _unit((e[p[:h]] * w[p[:h], None]).sum(0)), _unit((e[p[h:]] * w[p[h:], None]).sum(0))
+                a, b = unit((e[p[:h]] * w[p[:h], None]).sum(0)), unit((e[p[h:]] * w[p[h:], None]).sum(0))
                 halves.append(float(a @ b))
     diff = (tmpl @ tmpl.T)[np.triu_indices(n_ids, 1)] if n_ids > 1 else np.zeros(0)
     dup = np.einsum("nd,nd->n", emb[dup_pairs[:, 0]], emb[dup_pairs[:, 1]]) if dup_pairs is not None and len(dup_pairs) else np.zeros(0)

@@ -10,7 +10,6 @@ epoch and split across DataLoader workers; rows are shuffled within a buffer.
 from __future__ import annotations
 
 import glob
-import io
 import os
 import random
 
@@ -18,11 +17,11 @@ import cv2
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from curate.errors import InputError
+from models.eval import decode_image as decode_crop  # noqa: F401  (one decoder of stored crops)
+from models.eval import to_tensor
 
 
 def shard_files(path: str) -> list[str]:
@@ -48,14 +47,6 @@ def usable_rows(files: list[str], kept_only: bool) -> list[tuple[str, str]]:
         t = t.filter(mask)
         out += list(zip(t["image_id"].to_pylist(), t["identity"].to_pylist()))
     return out
-
-
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().sub_(127.5).div_(127.5)
-
-
-def decode_crop(jpeg: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
 
 
 class LowQualityAugment:

@@ -1,6 +1,7 @@
 """Face verification evaluation: accuracy (10-fold, best threshold, as LFW reports it) and
 TAR@FAR, on LFW ``pairs.txt`` lists or insightface ``.bin`` files (parsed safely: no object in the
-file can run code)."""
+file can run code). torch is imported only to run a backbone: reading the sets and scoring pairs
+need none (``curate leakage --against x.bin`` runs without it)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ import pickle
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from models.data import decode_crop, to_tensor
+from curate.stats import tar_at_far
 
 
 @dataclass
@@ -45,16 +44,6 @@ def _best_threshold(sims: np.ndarray, same: np.ndarray) -> float:
     return float((s[i - 1] + s[i]) / 2)
 
 
-def tar_at_far(sims: np.ndarray, same: np.ndarray, far: float) -> float:
-    """True-accept rate at the threshold where the false-accept rate among negatives is <= far."""
-    neg = np.sort(sims[~same])[::-1]
-    if len(neg) == 0 or same.sum() == 0:
-        return float("nan")
-    k = int(np.floor(far * len(neg)))
-    thr = neg[k] if k < len(neg) else -np.inf  # accept strictly above the (k+1)-th highest negative
-    return float((sims[same] > thr).mean())
-
-
 def verify(sims: np.ndarray, same: np.ndarray, folds: int = 10, fars=(1e-3, 1e-2)) -> Verification:
     """sims (P,) cosine similarities of pairs, same (P,) bool. Threshold picked on 9 folds, scored on the 10th."""
     sims, same = np.asarray(sims, np.float64), np.asarray(same, bool)
@@ -67,7 +56,7 @@ def verify(sims: np.ndarray, same: np.ndarray, folds: int = 10, fars=(1e-3, 1e-2
         accs.append(float(((sims[test] >= t) == same[test]).mean()))
         thrs.append(t)
     return Verification(float(np.mean(accs)), float(np.std(accs)), float(np.mean(thrs)),
-                        {f: tar_at_far(sims, same, f) for f in fars})
+                        {f: tar_at_far(sims[same], sims[~same], f) for f in fars})
 
 
 class _NoGlobals(pickle.Unpickler):
@@ -115,28 +104,48 @@ def load_pairs_txt(path: str, root: str) -> tuple[list[str], np.ndarray]:
     return paths, np.asarray(same, bool)
 
 
-@torch.no_grad()
-def embed_aligned(backbone: torch.nn.Module, images: list[np.ndarray], batch_size: int = 128,
+def embed_aligned(backbone, images: list[np.ndarray], batch_size: int = 128,
                   device: str = "cpu", flip: bool = True) -> np.ndarray:
-    """(N) aligned 112x112 RGB uint8 -> (N, D) unit embeddings. With ``flip``, the raw features of
-    the image and its mirror are summed before normalising (norm-weighted fusion, MagFace+ style)."""
+    """(N) aligned 112x112 RGB uint8 -> (N, D) unit embeddings of a torch ``backbone``. With
+    ``flip``, the raw features of the image and its mirror are summed before normalising
+    (norm-weighted fusion, MagFace+ style)."""
+    import torch
+    import torch.nn.functional as F
+
     backbone.eval()
     out = []
-    for s in range(0, len(images), batch_size):
-        x = torch.stack([to_tensor(im) for im in images[s : s + batch_size]]).to(device)
-        f = backbone(x)
-        if flip:
-            f = f + backbone(torch.flip(x, dims=[3]))
-        out.append(F.normalize(f.float(), dim=1).cpu())
+    with torch.no_grad():
+        for s in range(0, len(images), batch_size):
+            x = torch.stack([to_tensor(im) for im in images[s : s + batch_size]]).to(device)
+            f = backbone(x)
+            if flip:
+                f = f + backbone(torch.flip(x, dims=[3]))
+            out.append(F.normalize(f.float(), dim=1).cpu())
     return torch.cat(out).numpy()
 
 
 def evaluate_pairs(backbone, encoded: list[bytes], same: np.ndarray, device="cpu", folds=10) -> Verification:
     """Encoded aligned images (pairs consecutive) -> verification metrics."""
-    imgs = [_aligned(decode_crop(b)) for b in encoded]
+    imgs = [_aligned(decode_image(b)) for b in encoded]
     emb = embed_aligned(backbone, imgs, device=device)
     sims = (emb[0::2] * emb[1::2]).sum(1)
     return verify(sims, same, folds=folds)
+
+
+def to_tensor(rgb):
+    """(H, W, 3) RGB uint8 -> (3, H, W) float tensor, (x - 127.5) / 127.5: the backbones' input."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().sub_(127.5).div_(127.5)
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Encoded image bytes -> (H, W, 3) RGB uint8."""
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def _aligned(img: np.ndarray) -> np.ndarray:

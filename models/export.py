@@ -12,8 +12,8 @@ import os
 import numpy as np
 import torch
 
-from models.cards import file_sha256, files_sha256, write_card
-from models.data import to_tensor
+from models.cards import card_path, file_sha256, files_sha256, write_card
+from models.eval import to_tensor
 
 
 def export_onnx(backbone: torch.nn.Module, path: str, card: dict | None = None) -> dict:
@@ -40,7 +40,7 @@ def export_onnx(backbone: torch.nn.Module, path: str, card: dict | None = None) 
         "output": {"name": "fc1", "dim": dim, "normalised": False},
         **(card or {}),
     }
-    write_card(os.path.splitext(path)[0] + ".card.json", card)
+    write_card(card_path(path), card)
     return card
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from curate.errors import ModelError, require_module
+from curate.stats import unit
 
 
 def _torch():
@@ -69,7 +70,7 @@ def apply(proj, emb: np.ndarray) -> np.ndarray:
     torch = _torch()
     with torch.inference_mode():
         out = proj(torch.from_numpy(np.ascontiguousarray(emb, np.float32))).numpy()
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return unit(out)
 
 
 def export(proj, path: str, dim: int) -> None:
@@ -102,7 +103,6 @@ class ChainedRecognizer:
         raw = self.base.embed(crops)
         if len(raw) == 0:
             return raw
-        norm = np.linalg.norm(raw, axis=1, keepdims=True)
-        unit = raw / np.maximum(norm, 1e-12)
-        out = self._sess.run(None, {"embedding": unit.astype(np.float32)})[0]
-        return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12) * norm).astype(np.float32)
+        norm = np.sqrt(np.einsum("ij,ij->i", raw, raw))[:, None]
+        out = self._sess.run(None, {"embedding": unit(raw).astype(np.float32)})[0]
+        return (unit(out) * norm).astype(np.float32)

@@ -119,18 +119,20 @@ class QualityModel:
         return np.concatenate(out).reshape(-1).astype(np.float32) if out else np.zeros(0, np.float32)
 
 
-def read_card(path: str) -> dict:
-    import json
+def head_card(path: str) -> dict:
+    """The card beside a quality head (its reference quantiles): a ModelError naming the fix when
+    the head or its card is missing."""
     import os
 
-    card = os.path.splitext(path)[0] + ".card.json"
+    from models.cards import card_path, read_card
+
+    card = card_path(path)
     if not os.path.isfile(path):
         raise ModelError(f"quality model {path}: no such file")
     if not os.path.isfile(card):
         raise ModelError(f"quality model {path}: no card beside it ({card}); export it with bench/quality_head.py "
                          "--export, which writes the reference quantiles its percentiles need")
-    with open(card) as f:
-        return json.load(f)
+    return read_card(card)
 
 
 def with_quality_model(path: str, raw: np.ndarray, cal: dict) -> tuple[np.ndarray, dict]:
@@ -138,7 +140,7 @@ def with_quality_model(path: str, raw: np.ndarray, cal: dict) -> tuple[np.ndarra
     ``learned`` signal and the head card's quality signals in use)."""
     from curate.stats import NORM_GRID
 
-    card = read_card(path)
+    card = head_card(path)
     q = QualityModel(path)(np.asarray(raw, np.float32))
     out = {**cal, "cues": {**cal.get("cues", {}), "learned": {"grid": list(NORM_GRID), "quantiles": card["quantiles"]}},
            "quality": {**cal.get("quality", {}), "signals": list(card.get("signals", ["learned"])),

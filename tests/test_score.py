@@ -168,7 +168,7 @@ def test_subcenters_vectorised_match_per_identity_kmeans():
     t, _ = make(n_ids=6, per=25, dups=0, merged=0, low=0)
     from curate.schema import decode_embeddings
 
-    emb = score._unit(decode_embeddings(t["embedding"]).astype(np.float32))
+    emb = score.unit(decode_embeddings(t["embedding"]).astype(np.float32))
     codes = np.array([int(x[2:]) for x in t["identity"].to_pylist()])
     together = score.subcenters(emb, codes, 6)
     for i in range(6):

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from curate.stats import tar_at_far
 from curate.testing import synth
 from models import RECOGNIZERS
 from models.data import LowQualityAugment, ShardFaces, decode_crop
-from models.eval import evaluate_pairs, load_bin, save_bin, tar_at_far, verify
+from models.eval import evaluate_pairs, load_bin, save_bin, verify
 from models.export import export_onnx
 from models.train import TrainConfig, lr_factor, train
 
@@ -93,8 +94,8 @@ def test_verify_and_tar_at_far():
     assert abs(verify(rng.random(1000), rng.random(1000) < 0.5).accuracy - 0.5) < 0.08
     sims = np.array([0.9, 0.8, 0.7, 0.95, 0.6, 0.5, 0.4, 0.3])
     lab = np.array([True, True, True, True, False, False, False, False])
-    assert tar_at_far(sims, lab, 0.0) == 1.0  # every positive above the best negative
-    assert tar_at_far(np.array([0.5, 0.9, 0.7]), np.array([True, False, False]), 0.0) == 0.0
+    assert tar_at_far(sims[lab], sims[~lab], 0.0) == 1.0  # every positive above the best negative
+    assert tar_at_far(np.array([0.5]), np.array([0.9, 0.7]), 0.0) == 0.0
 
 
 class Exploit:

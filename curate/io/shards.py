@@ -383,7 +383,7 @@ class ShardStore:
         names = []
         for name, files in self.view_files(score_digest).items():
             if files:
-                lst = "[" + ", ".join(_sql_str(f) for f in files) + "]"
+                lst = "[" + ", ".join(sql_literal(f) for f in files) + "]"
                 union = ", union_by_name = true" if name == "attributes" else ""  # sources differ in columns
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({lst}{union})")
                 names.append(name)
@@ -409,7 +409,7 @@ class ShardStore:
         return db
 
 
-def _sql_str(s: str) -> str:
+def sql_literal(s: str) -> str:
     """A SQL string literal. DuckDB cannot bind parameters inside view definitions (DDL), so paths are
     quoted here; they come from our own directory listing, and quotes are doubled."""
     return "'" + s.replace("'", "''") + "'"

@@ -28,6 +28,10 @@ from curate.errors import InputError
 from curate.io import recordio
 from curate.schema import INDEX, Reason
 
+IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".pgm"}  # where a file list
+# must pick images out of a folder (the benchmark's and the sample crawl's sources); a crawl's own
+# folders are read whole, every file a row
+
 FETCHED = pa.schema(
     [
         ("item", pa.int64()),

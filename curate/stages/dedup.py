@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from curate.errors import require_module
+from curate.stats import unit
 
 EXACT_LIMIT = 10_000
 
@@ -24,8 +25,8 @@ CHUNK = 1 << 16
 def unit_rows(x: np.ndarray, a: int = 0, b: int | None = None) -> np.ndarray:
     """Rows a:b of ``x`` (any float dtype: a float16 view of the shards is fine) as float32 unit
     vectors: one chunk at a time, never a float32 copy of the whole."""
-    r = np.asarray(x[a:b], np.float32)
-    return r / np.maximum(np.sqrt(np.einsum("ij,ij->i", r, r)), 1e-12)[:, None]
+    r = np.array(x[a:b], np.float32)  # a copy: normalised in place
+    return unit(r, out=r)
 
 
 def _on_gpu(faiss) -> bool:

@@ -26,12 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from curate.stats import unit
+
 CHUNK = 1 << 16
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    n = np.sqrt(np.einsum("...d,...d->...", x, x))[..., None]  # no squared temporary, unlike linalg.norm
-    return x / np.where(n > 0, n, 1.0)
 
 
 def segment_sum(keys: np.ndarray, x: np.ndarray, n_keys: int, weights: np.ndarray | None = None) -> np.ndarray:
@@ -76,7 +73,7 @@ def kmeans_subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, k: int = 3
     n, d = emb.shape
     # Deterministic max-min init: the identity's mean direction, then the faces farthest from the centers so far.
     c = np.zeros((n_ids, k, d), np.float32)
-    c[:, 0] = _unit(segment_sum(codes, emb, n_ids))
+    c[:, 0] = unit(segment_sum(codes, emb, n_ids))
     best = rowdot(emb, c[:, 0], codes)
     for j in range(1, k):
         far = segment_argmin(best, codes, n_ids)
@@ -89,7 +86,7 @@ def kmeans_subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, k: int = 3
         assign = sims.argmax(1)
         sums = segment_sum(codes * k + assign, emb, n_ids * k)
         ok = np.linalg.norm(sums, axis=1) > 0
-        flat[ok] = _unit(sums[ok])  # empty sub-centers keep their place
+        flat[ok] = unit(sums[ok])  # empty sub-centers keep their place
     return assign, flat.reshape(n_ids, k, d)
 
 
@@ -132,7 +129,7 @@ def subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, norms: np.ndarray
     empty = np.linalg.norm(raw, axis=1) == 0
     raw[empty] = dom_center[empty]
     angle = loo_angle(emb, raw, codes, w)
-    tmpl = _unit(raw)
+    tmpl = unit(raw)
     share = np.bincount(codes, weights=is_dom, minlength=n_ids) / np.maximum(size, 1)
     return Subcenters(sub, is_dom, angle, tmpl, share.astype(np.float32), size)
 
