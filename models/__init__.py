@@ -1,5 +1,7 @@
-"""torch / ONNX model code: detectors, recognizers, alignment templates (and, later, backbones,
-margin heads, training). Importing the package registers every model by name."""
+"""Model code: detectors (models/detectors/, one module a family), recognizers, alignment
+templates and model cards, run with onnxruntime; backbones, margin heads, training, evaluation and
+export (torch, imported only there). Importing the package registers every detector and recognizer
+by name. It imports nothing of curate/ but the leaves (curate.errors, curate.files, curate.stats)."""
 
 from models import detectors, recognizers  # noqa: F401  (registration side effects)
 from models.registry import DETECTORS, RECOGNIZERS  # noqa: F401
@@ -18,6 +20,6 @@ def preflight(detector: str, recognizer: str) -> None:
         name, arg = registry.parse(spec)
         if arg and name != "insightface" and not os.path.isfile(arg):
             raise ModelError(f"{registry.kind} {spec!r}: no such file {arg!r}")
-        card = cards.get({"scrfd": "scrfd_500m"}.get(name, name))
+        card = cards.get(getattr(registry.factory(name), "default_card", name))
         if not arg and card and card.get("package"):
             packaged_path(card)

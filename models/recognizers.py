@@ -25,6 +25,7 @@ Others:
 from __future__ import annotations
 
 import os
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,6 +33,22 @@ from curate.errors import ModelError, require_module
 from models.cards import builtin, card_for, packaged_path, verified_sha256
 from models.detectors import insightface_model, to_input
 from models.registry import RECOGNIZERS
+
+
+@runtime_checkable
+class Recognizer(Protocol):
+    """What the pipeline needs of a recognizer; every one registered here satisfies it (a test
+    builds each and checks)."""
+
+    id: str  # name@sha256 prefix of the files it loads: names the embeddings it made
+    template: str  # the alignment template of its crops (models.templates)
+    size: int  # crop side, px
+    dim: int  # embedding dimension
+    card: dict  # its model card (preprocessing, licence, calibrations); {} for a file with none
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        """(N, size, size, 3) uint8 RGB aligned crops -> (N, dim) float32 raw features, before L2
+        normalisation (the norm is the quality signal of MagFace/AdaFace-trained models)."""
 
 
 class DlibRecognizer:

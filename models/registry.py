@@ -1,4 +1,5 @@
-"""Name -> factory registries for detectors and recognizers (and, later, backbones and heads).
+"""Name -> factory registries: detectors and recognizers here; backbones (models/backbones/base.py)
+and margin heads (models/heads/base.py) use the same class.
 
 A spec string is ``name`` or ``name:argument`` (e.g. ``dlib-hog``, ``insightface:/models/buffalo_l``,
 ``onnx:/models/w600k_r50.onnx``). Adding a model is one decorated factory; no if/elif elsewhere.
@@ -24,6 +25,9 @@ class Registry:
             return factory
 
         return deco
+
+    def factory(self, name: str) -> Callable:
+        return self._factories[name]
 
     def names(self) -> list[str]:
         return sorted(self._factories)

@@ -106,3 +106,27 @@ def test_builtin_cards_match_the_offline_dlib_models():
     for p in (frm.face_recognition_model_location(), frm.pose_predictor_model_location()):
         card, where = card_for(p)
         assert verified_sha256(p) == card["sha256"] and card["licence"]
+
+
+def test_every_recognizer_satisfies_the_protocol(tiny_onnx):
+    """The pipeline's one interface to a recognizer (models.recognizers.Recognizer): each kind built
+    here has every attribute, of its type, and embeds a batch to (N, dim) float32."""
+    import numpy as np
+
+    from models import RECOGNIZERS
+    from models.recognizers import Recognizer
+
+    specs = ["edgeface_s", "w600k_mbf", "sface", f"onnx:{tiny_onnx['rec']}"]
+    try:
+        import dlib  # noqa: F401
+
+        specs.append("dlib-resnet")
+    except ImportError:
+        pass
+    for spec in specs:
+        rec = RECOGNIZERS.build(spec)
+        assert isinstance(rec, Recognizer), spec
+        assert isinstance(rec.id, str) and "@" in rec.id and isinstance(rec.card, dict), spec
+        assert isinstance(rec.template, str) and isinstance(rec.size, int) and isinstance(rec.dim, int), spec
+        out = rec.embed(np.zeros((2, rec.size, rec.size, 3), np.uint8) + 128)
+        assert out.shape == (2, rec.dim) and out.dtype == np.float32, spec
