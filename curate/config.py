@@ -16,6 +16,13 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def option(default, help: str, flag: str | None = None, **extra):
+    """A field the command line exposes: its default and help live here, and the CLI builds its
+    option from them (curate.cli.options). ``flag``: the option's name when it is not --<field>;
+    ``extra``: ``choices``, ``path`` (an existing file), ``short`` (e.g. '-w')."""
+    return field(default=default, metadata={"help": help, "flag": flag, **extra})
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
     max_bytes: int = 64 * 2**20  # larger inputs are `too_large` without being decoded
@@ -32,12 +39,13 @@ class DetectConfig:
     """``detector``: 'yunet' (default, MIT), 'scrfd[:file.onnx]' (non-commercial weights), 'dlib-hog',
     'dlib-mmod', or 'insightface:<model.onnx | model dir | pack name>'. See models/detectors.py."""
 
-    detector: str = "yunet"
-    min_score: float | None = None  # faces below are not detected; None = the detector's own default
-    upsample: int = 1  # dlib: most pyramid upsampling, tried coarse to fine (1 finds faces down to ~40 px)
-    det_size: int = 640  # ONNX detectors: longest input side (smaller images run at their own size)
+    detector: str = option("yunet", "yunet (MIT) | scrfd[:file.onnx] (InsightFace, non-commercial) | dlib-hog | "
+                           "dlib-mmod | insightface:<model.onnx|model dir|pack name>.")
+    min_score: float | None = option(None, "Detector score threshold (default: the detector's own).", flag="--det-score")
+    upsample: int = option(1, "dlib: pyramid upsampling (1 finds faces down to ~40 px).")
+    det_size: int = option(640, "ONNX detectors: longest input side in px (smaller images run at their own size).")
     max_faces: int = 8  # keep the most prominent faces only (crowd shots)
-    min_face_size: float = 20.0  # px; the chosen face below this is `too_small`
+    min_face_size: float = option(20.0, "Chosen faces smaller than this (px) are rejected as too_small.")
     ambiguity_ratio: float = 0.8  # 2nd face prominence / 1st at or above this -> multi_face_ambiguous
 
     def __post_init__(self):
@@ -67,7 +75,9 @@ class EmbedConfig:
     or 'onnx:<path.onnx>' (any [N,3,S,S] -> [N,D] model: insightface ArcFace models and models exported
     by `curate retrain` alike). See models/recognizers.py."""
 
-    recognizer: str = "edgeface_s"  # its name is checked by models.preflight, before any work
+    recognizer: str = option("edgeface_s", "edgeface_s (BSD-3) | w600k_mbf (InsightFace, non-commercial) | sface "
+                             "(Apache-2.0) | dlib-resnet | onnx:<model.onnx> | insightface:<model dir|pack name>.")
+    # (its name is checked by models.preflight, before any work)
 
 
 @dataclass(frozen=True)
@@ -75,36 +85,46 @@ class ScoreConfig:
     """Thresholds of the scoring and selection step. Changing them never re-runs a model:
     ``curate score OUT`` recomputes scores and decisions from the stored embeddings."""
 
-    mode: str = "kmeans"  # kmeans | head (sub-center ArcFace fitted on the embeddings; needs torch)
+    mode: str = option("kmeans", "Sub-centers by spherical k-means, or by a sub-center ArcFace head fitted on the "
+                       "embeddings (torch).", choices=("kmeans", "head"))
     k: int = 3  # sub-centers per identity
     iters: int = 10  # spherical k-means iterations (also the head's initialisation)
     head_epochs: int = 3
     # Sub-centers closer than this to the dominant one are the same person; None: the card's
     # merge threshold (the same question as two identities being one person), else 45.
-    merge_angle: float | None = None
+    merge_angle: float | None = option(None, "Sub-centers this close (deg) to the dominant one are the same person "
+                                       "(default: the card's merge threshold).")
     # far_from_dominant beyond this angle to the identity's dominant center (the face left out of
     # it); None: the model card's calibrated threshold (the paper's 75 degrees is ArcFace's).
-    far_angle: float | None = None
-    min_dominant_share: float = 0.5  # identities whose dominant share is lower are flagged for review
+    far_angle: float | None = option(None, "far_from_dominant beyond this angle (deg) to the identity's dominant "
+                                     "center, the face left out (default: the recognizer card's calibrated threshold; "
+                                     "see `curate calibrate`).")
+    min_dominant_share: float = option(0.5, "Identities below this share are flagged for review.")
     # The paper's K=3->1 drops samples beyond far_angle and keeps the rest, whatever sub-center they
     # picked; is_dominant is always recorded. True also rejects non-dominant faces within the angle.
-    drop_non_dominant: bool = False
+    drop_non_dominant: bool = option(False, "Also reject faces in non-dominant sub-centers within the far angle.")
     # Cosine thresholds; None: the model card's calibrated ones (curate.calibration). A model with
     # no calibration gets estimates from the run, with a warning.
-    dup_threshold: float | None = None  # at or above: the same photo
-    merge_threshold: float | None = None  # dominant centers at or above: one person, two labels
-    conflict_margin: float = 0.05  # nearer another identity's center than its own by this (cosine)
+    dup_threshold: float | None = option(None, "Cosine at which two faces are the same photo (default: the card's; "
+                                         "byte-identical files always are).")
+    merge_threshold: float | None = option(None, "Center cosine at which two identities are one person (default: "
+                                           "the card's).")
+    conflict_margin: float = option(0.05, "Cosine by which a face must be nearer another identity.")
     # quality (a reference percentile: below 1% of a clean reference set) at or below this ...
-    unidentifiable_pct: float = 1.0
+    unidentifiable_pct: float = option(1.0, "Quality (reference percentile) at or below which, with a degradation "
+                                       "cue, a face is unidentifiable.")
     # ... or at or below this when the face is also far from its identity or nearer another one:
     # a low-quality face that does not match is more often unrecognisable than mislabelled
-    ambiguous_pct: float = 5.0
+    ambiguous_pct: float = option(5.0, "A face that is far or nearer another identity, with quality at or below "
+                                  "this and a degradation cue, is unidentifiable, not label noise.")
     degraded_pct: float = 10.0  # ... and sharpness or detector score at or below this reference percentile
     degraded_face_size: float = 32.0  # ... or a face smaller than this (px) or |yaw| above max_yaw
     max_yaw: float = 60.0
     # an exported quality head (models.quality_head): its output norm, as a percentile of its card's
     # reference, is the quality signal (with the signals its card names) instead of the recognizer's
-    quality_model: str | None = None
+    quality_model: str | None = option(None, "A quality head ONNX (bench/quality_head.py --export) run on the stored "
+                                       "raw features: its output norm, a percentile of its card's reference, is the "
+                                       "quality signal.", path=True)
 
     def __post_init__(self):
         _check(self.mode in ("kmeans", "head"), "mode must be kmeans or head")
@@ -123,10 +143,10 @@ class ScoreConfig:
 class Resources:
     """How fast, never what: excluded from the config hash."""
 
-    workers: int = 0  # Ray actors; 0 = one per CPU (per threads_per_worker CPUs)
-    threads_per_worker: int = 1  # CPUs a Ray actor reserves, and onnxruntime's threads in it
-    gpus_per_worker: float = 0.0
-    batch_size: int = 64  # images decoded/detected/embedded together inside a shard
+    workers: int = option(0, "Ray workers (0: one per CPU).", short="-w")
+    threads_per_worker: int = option(1, "CPUs (and onnxruntime threads) per Ray worker.", flag="--threads")
+    gpus_per_worker: float = option(0.0, "GPUs per worker (used only where Ray sees GPUs).", flag="--gpus")
+    batch_size: int = option(64, "Images processed together inside a shard.")
 
     def __post_init__(self):
         _check(self.workers >= 0, "workers must be >= 0")
@@ -137,7 +157,7 @@ class Resources:
 
 @dataclass(frozen=True)
 class RunConfig:
-    shard_size: int = 2000  # images per shard: the unit of work, retry and resume
+    shard_size: int = option(2000, "Images per shard (unit of work and resume).")
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     align: AlignConfig = field(default_factory=AlignConfig)

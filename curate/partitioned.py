@@ -26,6 +26,9 @@ neither is missed: 2% of re-saved copies, measured). ``mode="head"`` trains the 
 Every step writes its files under OUT/_scoring/<digest>/ and a marker last: a run killed anywhere
 resumes with the finished chunks, partitions and groups skipped. ``mapper(fn, items)`` runs a
 step over its items (in process by default; ``flows.ray_exec.ray_map`` on Ray).
+
+Longer than 400 lines because the steps read best side by side: each is a few dozen lines over
+the same work directory, and the driver that runs them is their table of contents.
 """
 
 from __future__ import annotations

@@ -27,6 +27,12 @@ _T1_FACES = [(67, 283, 175, 390), (275, 176, 364, 265), (450, 295, 557, 402),
              (724, 367, 832, 474), (870, 67, 999, 196), (1118, 283, 1226, 390)]
 
 
+def shared_faces() -> Path:
+    """``../shared/data/faces`` beside the checkout (real faces, one folder per person), or
+    $FACECURATE_FACES; it may be absent."""
+    return Path(os.environ.get("FACECURATE_FACES") or Path(__file__).resolve().parents[2] / "shared" / "data" / "faces")
+
+
 def _insightface_image(name: str) -> Image.Image | None:
     from models.vendor import import_vendored
 

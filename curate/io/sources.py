@@ -9,6 +9,9 @@
 Supported: an image-folder tree (``identity/.../image``), MXNet RecordIO (``.rec`` + ``.idx``), an
 MS-Celeb-1M TSV (identity column + base64 image column), and Parquet tables holding either image
 bytes or paths (a manifest).
+
+Longer than 400 lines because it holds one reader class per input kind (a new format is one class
+here plus its test), with the helpers they share.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ faces per identity with the reason, angle and quality behind each decision.
 
 Everything shown comes from the ``sql/`` audits and the run's views. Crawl labels are untrusted
 text: every value is HTML-escaped, and a Content-Security-Policy forbids scripts and any fetch.
+
+Longer than 400 lines because it is one page: each section is a short function, in page order.
 """
 
 from __future__ import annotations

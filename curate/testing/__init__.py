@@ -4,11 +4,4 @@ ArcFace-shaped recognizer as real ONNX files), ``bad_inputs`` (a corpus of broke
 ``fuzz`` (files made from real photos and mutated), ``faults`` (crash drills of `curate run`).
 Importable, so that bench/ needs no path tricks. Test tools only: the pipeline never imports it."""
 
-import os
-from pathlib import Path
-
-
-def shared_faces() -> Path:
-    """``../shared/data/faces`` beside the checkout (real faces for tests and benchmarks; may be
-    absent: tests that need it skip)."""
-    return Path(os.environ.get("FACECURATE_FACES") or Path(__file__).resolve().parents[3] / "shared" / "data" / "faces")
+from curate.sample import shared_faces  # noqa: F401  (real faces for tests and benchmarks; may be absent)

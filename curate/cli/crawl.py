@@ -1,0 +1,182 @@
+"""``curate run``, ``curate demo`` and ``curate score``: a crawl through the spine (planned and
+checked here, before Ray and Prefect start), and its scoring."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from curate.cli.base import main
+from curate.cli.options import (
+    SCORE_OPTIONS,
+    configs,
+    run_options,
+    score_config,
+    score_options,
+)
+from curate.cli.printing import print_curation, print_dry_run, print_summary
+from curate.config import ScoreConfig
+
+
+def scoring_for(out: str, kw: dict) -> tuple[ScoreConfig, str | None, str | None]:
+    """(score config, calibration card, note). A rerun into a run that was scored keeps that
+    scoring (``curate score`` may have set other thresholds) unless a scoring option is given."""
+    from curate.io.shards import ShardStore
+
+    ctx = click.get_current_context()
+    given = [k for k in SCORE_OPTIONS if ctx.get_parameter_source(k) not in (None, click.core.ParameterSource.DEFAULT)]
+    current = ShardStore(out).scoring()
+    if not given and current and current.get("config"):
+        return (ScoreConfig(**current["config"]), current.get("calibration"),
+                f"scoring    kept the current scoring {current['digest']} (pass a scoring option to score anew)")
+    return score_config(kw), kw.get("calibration"), None
+
+
+def preflight(input_path, input_format, input_options, out, cfg):
+    """Everything that can be checked before Prefect and Ray start, in well under a second: the
+    config (already built), the input's shape, the output directory and the run in it, the models'
+    files. -> (the source, the run's manifest or None for a new run)."""
+    from curate.io.shards import ShardStore
+    from curate.io.sources import open_source
+    from models import preflight as models_preflight
+
+    models_preflight(cfg.detect.detector, cfg.embed.recognizer)  # names first: a config error before an input error
+    source = open_source(input_path, input_format, **input_options)
+    return source, ShardStore(out).check(source, cfg)
+
+
+def curate(input_path, input_format, input_options, kw: dict) -> dict:
+    """Plan (here), then the curate flow: spine on Ray, scoring, audits; prints the summary."""
+    from curate.io.lock import run_lock
+    from curate.io.shards import ShardStore
+    from curate.survey import index_summary, summary_lines
+
+    out, as_json = kw["out"], kw["as_json"]
+    cfg, res, _ = configs(kw)
+    score_cfg, calibration, note = (None, None, None) if kw["no_score"] else scoring_for(out, kw)
+    source, existing = preflight(input_path, input_format, input_options, out, cfg)
+    with run_lock(out):
+        store = ShardStore(out)  # planned here, before Ray and Prefect start: a bad crawl fails at once
+        store.open_run(source, cfg, res.workers or max(1, (os.cpu_count() or 1) // res.threads_per_worker))
+        if not as_json:
+            plan = index_summary(store.index_file())
+            plan["empty_identities"] = store.manifest.get("empty_identities", 0)
+            for line in summary_lines(plan):
+                click.echo(line)
+        from flows import quiet_prefect_errors
+        from flows.curate_flow import (
+            curate_flow,  # Ray and Prefect load here, not at import
+        )
+
+        quiet_prefect_errors()
+        summary = curate_flow(
+            input_path=input_path, out=out, config=cfg.to_dict(), resources=res.__dict__, input_format=input_format,
+            input_options=input_options, allow_download=kw["allow_download"], progress=not kw["no_progress"],
+            score_config=None if score_cfg is None else score_cfg.__dict__, audit=not kw["no_audit"],
+            calibration=calibration,
+        )
+    if note and not as_json:
+        click.echo(note)
+    print_summary(summary, as_json)
+    return summary
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
+@click.option("--format", "input_format", type=click.Choice(["folder", "rec", "tsv", "tar", "parquet"]), default=None,
+              help="Input kind (default: guessed from INPUT).")
+@click.option("--identity-col", default=None, help="TSV: identity column index; Parquet: column name.")
+@click.option("--data-col", default=None, help="TSV: base64 image column index; Parquet: image-bytes column name.")
+@click.option("--path-col", default=None, help="Parquet manifest: column of image paths.")
+@click.option("--path-root", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Parquet manifest: absolute paths must lie under this directory (default: the manifest's own).")
+@click.option("--labels", "labels_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help=".rec: class label -> identity name ('label<TAB>name' lines, or curate export's labels.tsv, "
+                   "which is read by default when it lies beside the .rec).")
+@click.option("--no-follow-links", is_flag=True,
+              help="Folders: links must resolve inside INPUT (by default links to folders and files are followed "
+                   "wherever they point, as find -L does, with a loop check; the resolved path is recorded).")
+@click.option("--dry-run", is_flag=True,
+              help="Plan the crawl and print identities, images per identity, formats, bytes to read and an ETA "
+                   "from a short timed sample through the spine; write nothing.")
+@run_options
+def run(input_path, input_format, identity_col, data_col, path_col, path_root, labels_file, no_follow_links, dry_run,
+        **kw):
+    """Curate a crawl: INPUT is an identity/image folder tree, a .rec (with its .idx), an MS-Celeb TSV,
+    an uncompressed .tar of identity/image members, or a Parquet table of (identity, image bytes or path).
+
+    Decodes, detects, aligns (5-point ArcFace template, 112x112) and embeds every image on Ray,
+    orchestrated by a Prefect flow, into OUT/images and OUT/detections Parquet shards, with DuckDB
+    views in OUT/curate.duckdb. Rerun the same command to resume.
+    """
+    options = {}
+    kind = input_format or {".tsv": "tsv", ".parquet": "parquet", ".rec": "rec"}.get(os.path.splitext(input_path)[1].lower())
+    if labels_file:
+        if kind != "rec" and not (os.path.isdir(input_path) and any(f.endswith(".rec") for f in os.listdir(input_path))):
+            raise click.BadParameter("--labels is for .rec input", param_hint="--labels")
+        options = {"labels": os.path.abspath(labels_file)}
+    elif kind == "tsv":
+        options = {k: int(v) for k, v in (("identity_col", identity_col), ("data_col", data_col)) if v is not None}
+    elif kind == "parquet" or (kind is None and os.path.isdir(input_path)):
+        names = {"identity_col": identity_col, "image_col": data_col, "path_col": path_col,
+                 "path_root": path_root and os.path.abspath(path_root)}
+        options = {k: v for k, v in names.items() if v is not None}
+    if no_follow_links:
+        if not os.path.isdir(input_path):
+            raise click.BadParameter("--no-follow-links is for folder input", param_hint="--no-follow-links")
+        options["follow_links"] = False
+    if dry_run:
+        return dry(input_path, input_format, options, kw)
+    curate(input_path, input_format, options, kw)
+
+
+def dry(input_path, input_format, options, kw) -> None:
+    from curate.survey import dry_run
+
+    cfg, res, _ = configs(kw)
+    source, existing = preflight(input_path, input_format, options, kw["out"], cfg)
+    s = dry_run(source, cfg, workers=res.workers, threads=res.threads_per_worker)
+    if kw["as_json"]:
+        click.echo(json.dumps(s, indent=1))
+        return
+    print_dry_run(s, kw["out"], existing)
+
+
+@main.command()
+@click.option("--variants", default=6, show_default=True, help="Re-photographed variants per identity.")
+@run_options
+def demo(variants, **kw):
+    """Build a small real crawl from face photos that installed packages ship (scikit-image,
+    insightface; plus a bounded slice of ../shared/data/faces when present) and curate it like
+    `curate run`, audits and HTML report included."""
+    from curate.sample import build_sample_crawl, shared_faces
+
+    out = kw["out"]
+    crawl = os.path.join(out, "sample-crawl")
+    if not os.path.isdir(crawl):
+        n = build_sample_crawl(crawl, variants=variants, shared_data=str(shared_faces()))
+        click.echo(f"sample crawl: {n} files in {crawl}")
+    run_dir = os.path.join(out, "run")
+    curate(crawl, "folder", {}, {**kw, "out": run_dir})
+    click.echo(f"next         curate audit {run_dir}   |   curate export {run_dir} {os.path.join(out, 'export')} --format rec")
+
+
+@main.command("score")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@score_options
+@click.option("--partition-rows", type=click.IntRange(min=1000), default=None,
+              help="Images per scoring partition (default 250000, about 1.5 GB of memory a task). A run with more is "
+                   "scored partition by partition on Ray (RAY_ADDRESS joins a cluster).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def score_cmd(out, as_json, partition_rows, **kw):
+    """Score and select the run in OUT again with new thresholds: label noise (sub-center
+    dominance), duplicates, merged identities, quality. Uses the stored embeddings: no model runs.
+    Writes OUT/scores, OUT/identities, OUT/curated for this threshold set and updates the views.
+    A scoring killed part way resumes where it stopped when run again with the same options."""
+    from curate.scoring import score_run
+    from flows.ray_exec import ray_map
+
+    s = score_run(out, score_config(kw), kw.get("calibration"), mapper=ray_map, part_rows=partition_rows)
+    print_curation(s, as_json)
