@@ -132,7 +132,8 @@ def test_a_plan_from_another_layout_is_refused_on_rerun(tmp_path):
 def test_a_dry_run_refuses_what_the_real_run_refuses(tmp_path):
     crawl = tmp_path / "crawl"
     noise_jpeg(crawl / "a" / "1.jpg")
-    for opt in (("--workers", "-1"), ("--far-angle", "-5"), ("--batch-size", "0"), ("--det-size", "100")):
+    for opt in (("--workers", "-1"), ("--far-angle", "-5"), ("--batch-size", "0"), ("--det-size", "100"),
+                ("--identity-col", "2")):  # the last: an option of another kind of input
         for extra in ((), ("--dry-run",)):
             r = cli("run", crawl, "--out", tmp_path / "o", *opt, *extra)
             assert r.exit_code == 2 and "Traceback" not in r.output, (opt, extra, r.output)

@@ -12,6 +12,7 @@ from curate.cli.base import main
 from curate.cli.options import (
     SCORE_OPTIONS,
     configs,
+    input_format,
     run_options,
     score_config,
     score_options,
@@ -85,8 +86,7 @@ def curate(input_path, input_format, input_options, kw: dict) -> dict:
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
-@click.option("--format", "input_format", type=click.Choice(["folder", "rec", "tsv", "tar", "parquet"]), default=None,
-              help="Input kind (default: guessed from INPUT).")
+@input_format
 @click.option("--identity-col", default=None, help="TSV: identity column index; Parquet: column name.")
 @click.option("--data-col", default=None, help="TSV: base64 image column index; Parquet: image-bytes column name.")
 @click.option("--path-col", default=None, help="Parquet manifest: column of image paths.")
@@ -111,22 +111,11 @@ def run(input_path, input_format, identity_col, data_col, path_col, path_root, l
     orchestrated by a Prefect flow, into OUT/images and OUT/detections Parquet shards, with DuckDB
     views in OUT/curate.duckdb. Rerun the same command to resume.
     """
-    options = {}
-    kind = input_format or {".tsv": "tsv", ".parquet": "parquet", ".rec": "rec"}.get(os.path.splitext(input_path)[1].lower())
-    if labels_file:
-        if kind != "rec" and not (os.path.isdir(input_path) and any(f.endswith(".rec") for f in os.listdir(input_path))):
-            raise click.BadParameter("--labels is for .rec input", param_hint="--labels")
-        options = {"labels": os.path.abspath(labels_file)}
-    elif kind == "tsv":
-        options = {k: int(v) for k, v in (("identity_col", identity_col), ("data_col", data_col)) if v is not None}
-    elif kind == "parquet" or (kind is None and os.path.isdir(input_path)):
-        names = {"identity_col": identity_col, "image_col": data_col, "path_col": path_col,
-                 "path_root": path_root and os.path.abspath(path_root)}
-        options = {k: v for k, v in names.items() if v is not None}
-    if no_follow_links:
-        if not os.path.isdir(input_path):
-            raise click.BadParameter("--no-follow-links is for folder input", param_hint="--no-follow-links")
-        options["follow_links"] = False
+    from curate.io.sources import options_from
+
+    options = options_from(input_format, input_path, {
+        "identity_col": identity_col, "data_col": data_col, "path_col": path_col, "path_root": path_root,
+        "labels": labels_file, "no_follow_links": no_follow_links})
     if dry_run:
         return dry(input_path, input_format, options, kw)
     curate(input_path, input_format, options, kw)

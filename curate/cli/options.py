@@ -20,6 +20,14 @@ from curate.config import (
 )
 
 
+def input_format(fn):
+    """--format: the input kinds (curate.io.sources.SOURCES: a new reader is a new choice)."""
+    from curate.io.sources import SOURCES
+
+    return click.option("--format", "input_format", type=click.Choice(sorted(SOURCES)), default=None,
+                        help="Input kind (default: guessed from INPUT).")(fn)
+
+
 def exposed(cls) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
 

@@ -10,7 +10,7 @@ import click
 
 from curate.cli.base import main, name_values, writer
 from curate.cli.crawl import preflight
-from curate.cli.options import configs, run_options
+from curate.cli.options import configs, input_format, run_options
 from curate.config import DetectConfig, EmbedConfig, RunConfig
 from curate.errors import CurateError
 from curate.sample import shared_faces
@@ -135,8 +135,7 @@ def calibrate(recognizer, detector, reference, card_out, duplicates, degraded, s
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
-@click.option("--format", "input_format", type=click.Choice(["folder", "rec", "tsv", "tar", "parquet"]), default=None,
-              help="Input kind (default: guessed from INPUT).")
+@input_format
 @click.option("--holdout", default=0.2, show_default=True, help="Share of the identities held out of training, to verify on.")
 @click.option("--epochs", default=30, show_default=True, help="Epochs of the projection on frozen embeddings.")
 @click.option("--recipe", type=click.Choice(["curated", "k3"]), default="curated", show_default=True,

@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.errors import InputError
+from curate.errors import ConfigError, InputError
 from curate.io import recordio
 from curate.schema import INDEX, Reason
 
@@ -85,8 +85,18 @@ def _index(sources, identities=None, offsets=None, resolved=None) -> pa.Table:
     )
 
 
+def _int(name: str):
+    def conv(v):
+        try:
+            return name, int(v)
+        except ValueError:
+            raise ConfigError(f"--{name.replace('_', '-')} {v!r}: a column index (an integer)") from None
+    return conv
+
+
 class Source:
     kind: str = ""
+    CLI: dict = {}  # command-line option -> (this reader's option, value), see options_from
 
     def __init__(self, path: str, **options):
         self.path = os.path.abspath(path)
@@ -146,6 +156,7 @@ class FolderSource(Source):
     files directly in a root that also holds identity folders are recorded as no_identity."""
 
     kind = "folder"
+    CLI = {"no_follow_links": lambda v: ("follow_links", False)}
 
     @property
     def follow(self) -> bool:
@@ -240,6 +251,7 @@ class RecordIOSource(Source):
     integer label itself."""
 
     kind = "rec"
+    CLI = {"labels": lambda v: ("labels", os.path.abspath(v))}
 
     def __init__(self, path: str, **options):
         super().__init__(path, **options)
@@ -312,6 +324,7 @@ class TSVSource(Source):
     the Freebase MID), base64 image in column ``data_col`` (default -1, the last)."""
 
     kind = "tsv"
+    CLI = {"identity_col": _int("identity_col"), "data_col": _int("data_col")}
 
     def plan(self) -> pa.Table:
         offsets = []
@@ -425,6 +438,8 @@ class ParquetSource(Source):
     the manifest's directory)."""
 
     kind = "parquet"
+    CLI = {"identity_col": lambda v: ("identity_col", v), "data_col": lambda v: ("image_col", v),
+           "path_col": lambda v: ("path_col", v), "path_root": lambda v: ("path_root", os.path.abspath(v))}
 
     def _files(self) -> list[str]:
         if os.path.isdir(self.path):
@@ -518,27 +533,48 @@ def _read_manifest_path(path: str, base: str, max_bytes: int, root: str | None =
 SOURCES = {cls.kind: cls for cls in (FolderSource, RecordIOSource, TSVSource, TarSource, ParquetSource)}
 
 
-def open_source(path: str, kind: str | None = None, **options) -> Source:
-    """Pick the reader from ``kind`` or from what ``path`` looks like."""
+def guess(path: str) -> tuple[str, str]:
+    """(kind, the path its reader opens) from what ``path`` looks like: a folder holding a .rec with
+    its .idx is that .rec; a folder of .parquet files and no sub-folder is Parquet; any other
+    folder is a folder crawl; a file by its extension."""
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or directory")
+    p = Path(path)
+    if p.is_dir():
+        recs = sorted(p.glob("*.rec"))
+        if recs and recs[0].with_suffix(".idx").exists():
+            return "rec", str(recs[0])
+        if not any(q.is_dir() for q in p.iterdir()) and any(p.glob("*.parquet")):
+            return "parquet", path
+        return "folder", path
+    kind = {".rec": "rec", ".tsv": "tsv", ".parquet": "parquet", ".tar": "tar"}.get(p.suffix.lower())
     if kind is None:
-        p = Path(path)
-        suffix = p.suffix.lower()
-        if p.is_dir():
-            recs = sorted(p.glob("*.rec"))
-            if recs and recs[0].with_suffix(".idx").exists():
-                return RecordIOSource(str(recs[0]), **options)
-            has_images = any(q.is_dir() for q in p.iterdir())
-            if not has_images and any(p.glob("*.parquet")):
-                return ParquetSource(path, **options)
-            return FolderSource(path, **options)
-        kind = {".rec": "rec", ".tsv": "tsv", ".parquet": "parquet", ".tar": "tar"}.get(suffix)
-        if kind is None:
-            raise InputError(f"{path}: cannot tell the input format; pass --format")
+        raise InputError(f"{path}: cannot tell the input format; pass --format")
+    return kind, path
+
+
+def open_source(path: str, kind: str | None = None, **options) -> Source:
+    """The reader of ``kind``, or of what ``path`` looks like (``guess``)."""
+    if kind is None:
+        kind, path = guess(path)
+    elif not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory")
     if kind not in SOURCES:
         raise InputError(f"unknown input format {kind!r}; one of {sorted(SOURCES)}")
     return SOURCES[kind](path, **options)
+
+
+def options_from(kind: str | None, path: str, given: dict) -> dict:
+    """A reader's options from the command line's (``given``: option name -> value, None or False
+    when not set): each reader declares the ones it takes (``CLI``); one set for another kind of
+    input is a ConfigError naming it."""
+    cls = SOURCES[kind or guess(path)[0]]
+    set_ = {k: v for k, v in given.items() if v is not None and v is not False}
+    stray = sorted(set(set_) - set(cls.CLI))
+    if stray:
+        raise ConfigError(f"--{stray[0].replace('_', '-')} is not an option of {cls.kind} input "
+                          f"(it takes {', '.join('--' + k.replace('_', '-') for k in cls.CLI) or 'none'})")
+    return dict(cls.CLI[k](v) for k, v in set_.items())
 
 
 def source_from_description(d: dict) -> Source:
