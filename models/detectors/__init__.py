@@ -14,7 +14,9 @@ image (see ``input_plan``): a 92x112 lab crop is not blown up to 640 px, where i
 larger than the detector's biggest anchors, and a face that fills its image gets a margin.
 """
 
-from models.detectors import dlib, insightface, scrfd, yunet  # noqa: F401  (registration)
+import importlib
+import pkgutil
+
 from models.detectors.base import (  # noqa: F401
     Detector,
     Faces,
@@ -27,3 +29,6 @@ from models.detectors.dlib import five_from_68  # noqa: F401
 from models.detectors.insightface import insightface_model  # noqa: F401
 from models.detectors.scrfd import decode_scrfd  # noqa: F401
 from models.detectors.yunet import decode_yunet  # noqa: F401
+
+for _m in pkgutil.iter_modules(__path__):  # every family registers itself: a new one is a new module
+    importlib.import_module(f"{__name__}.{_m.name}")
