@@ -79,7 +79,7 @@ def test_decode_table_keeps_every_row_and_fetch_reasons():
     good = encode(Image.new("RGB", (32, 32), (1, 2, 3)))
     t = pa.table({"item": [0, 1, 2], "source": ["a.png", "b.png", "c.png"], "identity": ["x", "x", "y"],
                   "data": [good, None, b"junk"], "reason": [None, "read_error", None],
-                  "reason_detail": [None, "gone", None]}, schema=FETCHED)
+                  "reason_detail": [None, "gone", None], "resolved_path": [None] * 3}, schema=FETCHED)
     out = decode(t, CFG)
     assert out["reason"].to_pylist() == [None, "read_error", "decode_error"]
     assert out["reason_detail"].to_pylist()[1] == "gone"
