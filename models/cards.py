@@ -19,6 +19,9 @@ import glob
 import hashlib
 import json
 import os
+import types
+import typing
+from typing import TypedDict
 
 from curate.errors import ModelError
 
@@ -43,12 +46,57 @@ def files_sha256(files: list[str]) -> str:
     return h.hexdigest()
 
 
-def read_card(p: str) -> dict:
+class ModelCard(TypedDict, total=False):
+    """A model card's fields, typed. Cards are JSON documents (shipped in models/cards/, written
+    beside a model by `curate retrain` / `calibrate` / `loop`, edited by users), so they stay dicts;
+    ``read_card`` and ``write_card`` (the one reader and writer) check these types, and fields not
+    listed here are kept as they are."""
+
+    name: str
+    task: str  # detection | recognition | landmarks | quality
+    description: str
+    family: str  # detectors: the registry family
+    file: str  # the model file's name
+    sha256: str  # of that file
+    external: dict  # external-data file name -> sha256
+    model_sha256: str  # over every file the model loads
+    bytes: int
+    package: str  # registry models: the package, its version and the path in it
+    version: str
+    path: str
+    source: str
+    input: dict | str  # geometry and preprocessing (size, mean, std, color, template, ...)
+    output: dict
+    output_dim: int | None
+    defaults: dict  # detectors: min_score, nms_iou
+    licence: str
+    commercial_use: bool
+    base: str  # chain:/projections: the base recognizer's spec
+    calibrations: dict  # detector name -> calibration (curate.calibration)
+
+
+def check_card(card: dict, where: str) -> dict:
+    """``card`` when every field of ModelCard it has is of its type, else a ModelError naming it."""
+    if not isinstance(card, dict):
+        raise ModelError(f"{where}: a model card is a JSON object, not {type(card).__name__}")
+    for key, hint in typing.get_type_hints(ModelCard).items():
+        if key in card:
+            allowed = tuple(type(None) if a is type(None) else typing.get_origin(a) or a
+                            for a in (typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType)
+                                      else (hint,)))
+            if not isinstance(card[key], allowed) or (isinstance(card[key], bool) and bool not in allowed):
+                raise ModelError(f"{where}: card field {key!r} is {type(card[key]).__name__}, expected "
+                                 f"{' or '.join(a.__name__ for a in allowed)}")
+    return card
+
+
+def read_card(p: str) -> ModelCard:
     try:
         with open(p, encoding="utf-8") as f:
-            return json.load(f)
+            card = json.load(f)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{p}: unreadable model card: {exc}") from exc
+    return check_card(card, p)
 
 
 @functools.cache
@@ -127,10 +175,10 @@ def packaged_path(card: dict) -> str:
 
 
 def write_card(path: str, card: dict) -> str:
-    """Write a card (atomically), without the loader's private keys."""
+    """Write a card (atomically, its fields checked), without the loader's private keys."""
     from curate.files import write_json
 
-    write_json(path, {k: v for k, v in card.items() if not k.startswith("_")})
+    write_json(path, check_card({k: v for k, v in card.items() if not k.startswith("_")}, path))
     return path
 
 

@@ -168,3 +168,18 @@ def test_external_weights_are_covered_by_the_model_id(tmp_path):
     (tmp_path / "rec.onnx.data").write_bytes(bytes(raw))
     with pytest.raises(ModelError, match="rec.onnx.data: sha256 does not match"):
         RECOGNIZERS.build(f"onnx:{path}")
+
+
+def test_cards_are_typed_and_checked_where_they_are_read_and_written(tmp_path):
+    import json
+
+    from models.cards import builtin_cards, read_card, write_card
+
+    assert len(builtin_cards()) >= 8  # every shipped card reads, typed
+    bad = tmp_path / "bad.card.json"
+    bad.write_text(json.dumps({"name": "x", "sha256": 12}))
+    with pytest.raises(ModelError, match="card field 'sha256' is int, expected str"):
+        read_card(str(bad))
+    with pytest.raises(ModelError, match="'commercial_use' is str"):
+        write_card(str(tmp_path / "w.card.json"), {"name": "x", "commercial_use": "yes"})
+    assert read_card(write_card(str(tmp_path / "ok.card.json"), {"name": "x", "my_note": [1]}))["my_note"] == [1]
