@@ -19,4 +19,5 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee "$out/nvidia-smi.txt"
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the project, where it is not installed (the GPU machine)
 timeout 570 $py bench/gpu.py --out "$out/gpu.json" "${@:2}" 2>&1 | tee "$out/gpu.log"
