@@ -384,7 +384,9 @@ class ShardStore:
         for name, files in self.view_files(score_digest).items():
             if files:
                 lst = "[" + ", ".join(sql_literal(f) for f in files) + "]"
-                union = ", union_by_name = true" if name == "attributes" else ""  # sources differ in columns
+                # attribute sources differ in columns; shards of a run resumed across a release that added a
+                # column (images.resolved_path) do too
+                union = ", union_by_name = true" if name in ("attributes", "images", "curated") else ""
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({lst}{union})")
                 names.append(name)
         return names
