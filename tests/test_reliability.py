@@ -275,3 +275,17 @@ def test_a_second_run_is_refused_ctrl_c_exits_at_once_and_the_rerun_resumes(tmp_
     images = ShardStore.of(str(out)).completed_files("images")
     items = [i for f in images for i in pq.read_table(f, columns=["item"])["item"].to_pylist()]
     assert sorted(items) == list(range(summary["items_planned"]))  # no gap, no duplicate
+
+
+def test_scoring_again_keeps_the_thresholds_it_was_given(scored_run, tmp_path):
+    """`curate score OUT` with no scoring option (the README's step after `review import`) keeps the
+    current scoring's thresholds instead of reverting to the card's."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    assert cli("score", run, "--far-angle", "70").exit_code == 0
+    r = cli("score", run)
+    assert r.exit_code == 0 and "the thresholds of the current scoring" in r.output, r.output
+    assert "far angle 70.0 deg (config)" in r.output
+    assert ShardStore.of(str(run)).scoring()["config"]["far_angle"] == 70.0

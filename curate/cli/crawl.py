@@ -31,7 +31,8 @@ def scoring_for(out: str, kw: dict) -> tuple[ScoreConfig, str | None, str | None
     current = ShardStore(out).scoring()
     if not given and current and current.get("config"):
         return (ScoreConfig(**current["config"]), current.get("calibration"),
-                f"scoring    kept the current scoring {current['digest']} (pass a scoring option to score anew)")
+                f"scoring    the thresholds of the current scoring {current['digest']} (pass a scoring option to "
+                "change them; reviews imported since are applied)")
     return score_config(kw), kw.get("calibration"), None
 
 
@@ -163,9 +164,14 @@ def score_cmd(out, as_json, partition_rows, **kw):
     """Score and select the run in OUT again with new thresholds: label noise (sub-center
     dominance), duplicates, merged identities, quality. Uses the stored embeddings: no model runs.
     Writes OUT/scores, OUT/identities, OUT/curated for this threshold set and updates the views.
-    A scoring killed part way resumes where it stopped when run again with the same options."""
+    Without a scoring option it scores again with the current scoring's thresholds (after a
+    `review import`, say): nothing reverts silently. A scoring killed part way resumes where it
+    stopped when run again with the same options."""
     from curate.scoring import score_run
     from flows.ray_exec import ray_map
 
-    s = score_run(out, score_config(kw), kw.get("calibration"), mapper=ray_map, part_rows=partition_rows)
+    cfg, calibration, note = scoring_for(out, kw)
+    if note and not as_json:
+        click.echo(note)
+    s = score_run(out, cfg, calibration, mapper=ray_map, part_rows=partition_rows)
     print_curation(s, as_json)
