@@ -261,8 +261,6 @@ def kept_per_identity(identities: pa.Table, scores: pa.Table) -> pa.Array:
     return pa.array([kc.get(i, 0) for i in identities["identity"].to_pylist()], pa.int64())
 
 
-
-
 def _noise_rates(identities: pa.Table, scores: pa.Table, z: float = 1.96) -> pa.Table:
     """Per identity: faces flagged as label noise, that share of its scored faces, and a Wilson
     95% interval around it (an identity of 4 faces with 0 flagged may still be 49% noise)."""

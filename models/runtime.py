@@ -89,7 +89,6 @@ def session(model: str | bytes, threads: int = 0, gpu: bool = False, name: str =
         raise ModelError(f"{name or model}: onnxruntime cannot load it: {exc}") from exc
 
 
-
 def batched_session(path: str, threads: int = 0, gpu: bool = False, spatial: bool = False,
                     probe: tuple[int, ...] = (3, 112, 112)):
     """(session, batch limit): the batchable graph when two random inputs run together give what

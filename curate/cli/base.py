@@ -36,6 +36,7 @@ class _Command(click.Command):
             click.echo(crash_report(exc, os.path.abspath(out) if out else None), err=True)
             sys.exit(1)
 
+
 class _Group(click.Group):
     command_class = _Command
     group_class = type
@@ -47,6 +48,7 @@ class _Group(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
 
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="facecurate")
 def main():
@@ -55,6 +57,7 @@ def main():
     Every input image ends up in the output shards with `keep` and a `reason`; runs resume
     where they stopped.
     """
+
 
 def writer(f):
     """The command writes the run directory OUT: it holds OUT's lock (curate.io.lock) throughout,
@@ -69,6 +72,7 @@ def writer(f):
             return f(*args, **kw)
 
     return wrapped
+
 
 def name_values(values, hint: str, typed: bool = False) -> dict:
     """NAME=VALUE options -> {name: value}; ``typed``: numbers and true/false become such (else

@@ -111,7 +111,6 @@ def sql_cmd(out, query, sql_file, interactive, max_width, params, fmt, output, w
     Example: curate sql OUT "SELECT reason, count(*) FROM scores GROUP BY ALL"
     """
 
-
     if write:  # the one writer of OUT/curate.duckdb while the statements run
         from curate.io.lock import run_lock
 

@@ -28,6 +28,7 @@ def print_curation(s: dict, as_json: bool) -> None:
     for w in s.get("warnings", []):
         click.secho(f"WARNING      {w}", fg="yellow", err=True)
 
+
 def print_summary(s: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(s, indent=1))
@@ -50,6 +51,7 @@ def print_summary(s: dict, as_json: bool) -> None:
         print_curation(s["curation"], False)
     if "audit" in s:
         print_audit(s["audit"])
+
 
 def print_audit(a: dict) -> None:
     click.echo(f"audits       {len(a['written'])} questions -> {a['dir']}")

@@ -135,7 +135,6 @@ def cat(boxes, kps, scores):
     return np.concatenate(boxes), np.concatenate(kps), np.concatenate(scores)
 
 
-
 class OnnxDetector(Detector):
     """An ONNX detector family in onnxruntime (one subclass a family, in a module of its own: its
     name, built-in card, input defaults, output check and decoding). Images are placed per
