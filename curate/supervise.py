@@ -57,19 +57,19 @@ def _kill(child: subprocess.Popen) -> None:
 
 
 def _release_locks(argv: list[str], pid: int) -> None:
-    """The killed child's run lock, where the command names the run directory."""
+    """The killed child's run lock: in any directory the arguments name (``OUT``, ``--out=OUT``,
+    and the demo's ``OUT/run``) whose lock the child holds."""
     from curate.io.lock import holder
     from curate.io.shards import ShardStore
 
-    for i, a in enumerate(argv):
-        cands = [argv[i + 1]] if a in ("--out", "-o") and i + 1 < len(argv) else [a.split("=", 1)[1]] if a.startswith("--out=") else [a]
-        for d in cands:
-            for out in (d, os.path.join(d, "run")):  # demo: OUT/run
-                if os.path.isdir(out) and (holder(out) or {}).get("pid") == pid:
-                    try:
-                        os.remove(ShardStore(out).lock_file())
-                    except OSError:
-                        pass
+    for a in argv:
+        d = a.split("=", 1)[-1]
+        for out in (d, os.path.join(d, "run")):
+            if os.path.isdir(out) and (holder(out) or {}).get("pid") == pid:
+                try:
+                    os.remove(ShardStore(out).lock_file())
+                except OSError:
+                    pass
 
 
 def _step(tb) -> str:

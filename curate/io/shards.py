@@ -71,8 +71,7 @@ class ShardStore:
             if m["input"] != source.describe():
                 diffs.insert(0, f"input: {source.describe()['path']} ({source.kind}) here, "
                                 f"{m['input']['path']} ({m['input']['kind']}) in {self.out}")
-            elif "layout" in m and m["layout"] != source.layout():
-                now = source.layout()
+            elif "layout" in m and m["layout"] != (now := source.layout()):
                 diffs.insert(0, "the input was laid out differently when it was planned (" + ", ".join(
                     f"{k}: {now.get(k)} now, {v} then" for k, v in m["layout"].items() if now.get(k) != v)
                     + "): the plan is stale")
@@ -270,8 +269,9 @@ class ShardStore:
     def summary_file(self, d: str) -> str:
         return self._path(f"summary-{d}.json")
 
-    def curated_file(self, shard: int, d: str) -> str:
-        return self._path("curated", f"part-{shard:06d}-{d}.parquet")
+    def curated_file(self, shard: int | str, d: str) -> str:
+        """A curated shard (``shard="*"``: the glob of a scoring's curated shards)."""
+        return self._path("curated", f"part-{shard if isinstance(shard, str) else f'{shard:06d}'}-{d}.parquet")
 
     def audit_dir(self, d: str) -> str:
         return self._path(f"audit-{d}")
@@ -367,7 +367,7 @@ class ShardStore:
         if digest:
             views["scores"] = [self.scores_file(digest)]
             views["identities"] = [self.identities_file(digest)]
-            views["curated"] = sorted(glob.glob(self._path("curated", f"part-*-{digest}.parquet")))  # curated_file
+            views["curated"] = sorted(glob.glob(self.curated_file("*", digest)))
         views["attributes"] = sorted(glob.glob(os.path.join(self.attributes_dir(), "*.parquet")))
         return {k: [f for f in v if os.path.exists(f)] for k, v in views.items()}
 

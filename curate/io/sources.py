@@ -163,8 +163,14 @@ class FolderSource(Source):
         return self.options.get("follow_links", True)
 
     def layout(self) -> dict:
-        """The shape of the crawl, from one listing of its root (cheap): identity folders and loose
-        files. A resumed run must see the same shape (a crawl re-laid out needs a new plan)."""
+        """The shape of the crawl, from one listing of its root, once per reader (the check and the
+        plan of one command ask for it): identity folders and loose files. A resumed run must see
+        the same shape (a crawl re-laid out needs a new plan)."""
+        if getattr(self, "_layout", None) is None:
+            self._layout = self._list_root()
+        return self._layout
+
+    def _list_root(self) -> dict:
         folders = files = 0
         try:
             for e in os.scandir(self.path):

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.config import ScoreConfig
-from curate.reasons import SCORING, is_columns
+from curate.reasons import SCORING, with_is_columns
 from curate.schema import require
 
 READS = ("image_id", "identity", "spine_reason", "dup_of", "dup_identity", "merge_into", "quality", "sharpness_pct", "det_score_pct", "face_size",
@@ -73,6 +73,4 @@ def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, quality_rules: bool 
     rank[order] = np.arange(len(t)) - start + 1
     reason = pa.array(reason.tolist(), pa.string())
     out = t.append_column("keep", pa.array(reason.to_numpy(zero_copy_only=False) == "ok")).append_column("reason", reason)
-    for name, col in is_columns(reason):
-        out = out.append_column(name, col)
-    return out.append_column("quality_rank", pa.array(rank, pa.int32()))
+    return with_is_columns(out).append_column("quality_rank", pa.array(rank, pa.int32()))

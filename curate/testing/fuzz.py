@@ -69,23 +69,28 @@ def absurd_jpeg_size(b: bytes, rng) -> bytes:
 BYTE_MUTATIONS = (bitflip, truncate, header_garbage, zero_run, absurd_jpeg_size)
 
 
+# kind -> (conversion, container, extension, save options): the photo re-saved as crawls hold them
+RESAVED = {
+    0: ({"mode": "CMYK"}, "JPEG", ".jpg", {"quality": 85}),
+    1: ({"mode": "I;16"}, "PNG", ".png", {}),
+    2: ({"mode": "P", "palette": Image.ADAPTIVE}, "PNG", ".png", {}),
+    3: ({"mode": "RGBA"}, "PNG", ".png", {}),
+    4: ({"mode": "1"}, "PNG", ".png", {}),
+    5: ({"mode": "LA"}, "PNG", ".png", {}),
+    9: ({"mode": "RGB"}, "TIFF", ".tif", {}),
+    10: ({"mode": "RGB"}, "BMP", ".bmp", {}),
+    11: ({"mode": "RGB"}, "WEBP", ".webp", {}),
+}
+
+
 # -- whole files --------------------------------------------------------------------------------
 def made(photo: Image.Image, other: Image.Image, rng) -> tuple[bytes, str]:
     """One file made from real photos: (bytes, extension)."""
     kind = int(rng.integers(0, 22))
     small = photo.resize((max(8, photo.width // 2), max(8, photo.height // 2)))
-    if kind == 0:
-        return _jpeg(photo.convert("CMYK")), ".jpg"
-    if kind == 1:
-        return _save(photo.convert("I;16"), "PNG"), ".png"
-    if kind == 2:
-        return _save(photo.convert("P", palette=Image.ADAPTIVE), "PNG"), ".png"
-    if kind == 3:
-        return _save(photo.convert("RGBA"), "PNG"), ".png"
-    if kind == 4:
-        return _save(photo.convert("1"), "PNG"), ".png"
-    if kind == 5:
-        return _save(photo.convert("LA"), "PNG"), ".png"
+    if kind in RESAVED:  # the photo in another mode or container
+        conversion, fmt, ext, kw = RESAVED[kind]
+        return _save(photo.convert(**conversion), fmt, **kw), ext
     if kind == 6:  # EXIF orientation 0..9 (1-8 valid)
         exif = Image.Exif()
         exif[0x0112] = int(rng.integers(0, 10))
@@ -96,12 +101,6 @@ def made(photo: Image.Image, other: Image.Image, rng) -> tuple[bytes, str]:
     if kind == 8:
         frames = [small.convert("RGB"), other.resize(small.size).convert("RGB")]
         return _save(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100), ".webp"
-    if kind == 9:
-        return _save(photo.convert("RGB"), "TIFF"), ".tif"
-    if kind == 10:
-        return _save(photo.convert("RGB"), "BMP"), ".bmp"
-    if kind == 11:
-        return _save(photo.convert("RGB"), "WEBP"), ".webp"
     if kind == 12:  # a JPEG with a ZIP appended (a polyglot)
         z = io.BytesIO()
         with zipfile.ZipFile(z, "w") as f:
