@@ -279,7 +279,7 @@ def write(w: Work, c: int, out: str, digest: str) -> dict:
     scores = scores.sort_by([("_shard", "ascending"), ("_row", "ascending")])
     shard_of = scores["_shard"].to_numpy()
     extra = [k for k in scores.column_names if k not in ("image_id", "identity", "sharpness", "det_score", "face_size", *EXTRA)]
-    start = 0
+    start, store = 0, ShardStore(out)
     for shard, f in w.plan["chunks"][c]:
         n = int(np.searchsorted(shard_of, shard, side="right")) - start
         rows = scores.slice(start, n)
@@ -290,7 +290,7 @@ def write(w: Work, c: int, out: str, digest: str) -> dict:
         for k in extra:
             spine = spine.append_column(k, rows[k])
         joined = spine.sort_by([("identity", "ascending"), ("quality_rank", "ascending")])
-        atomic_write(ShardStore(out).curated_file(shard, digest), lambda tmp, j=joined: pq.write_table(j, tmp))
+        atomic_write(store.curated_file(shard, digest), lambda tmp, j=joined: pq.write_table(j, tmp))
     body = scores.drop_columns(EXTRA)
     atomic_write(w.path("scores", f"c={c:05d}.parquet"), lambda tmp: pq.write_table(body, tmp))
     return {"rows": len(body)}

@@ -58,7 +58,7 @@ def curate(input_path, input_format, input_options, kw: dict) -> dict:
     out, as_json = kw["out"], kw["as_json"]
     cfg, res, _ = configs(kw)
     score_cfg, calibration, note = (None, None, None) if kw["no_score"] else scoring_for(out, kw)
-    source, existing = preflight(input_path, input_format, input_options, out, cfg)
+    source, _ = preflight(input_path, input_format, input_options, out, cfg)
     with run_lock(out):
         store = ShardStore(out)  # planned here, before Ray and Prefect start: a bad crawl fails at once
         store.open_run(source, cfg, res.workers or max(1, (os.cpu_count() or 1) // res.threads_per_worker))
@@ -68,9 +68,7 @@ def curate(input_path, input_format, input_options, kw: dict) -> dict:
             for line in summary_lines(plan):
                 click.echo(line)
         from flows import quiet_prefect_errors
-        from flows.curate_flow import (
-            curate_flow,  # Ray and Prefect load here, not at import
-        )
+        from flows.curate_flow import curate_flow  # noqa: I001  (Ray and Prefect load here, not at import)
 
         quiet_prefect_errors()
         summary = curate_flow(
