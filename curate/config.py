@@ -109,6 +109,9 @@ class ScoreConfig:
                                          "byte-identical files always are).")
     merge_threshold: float | None = option(None, "Center cosine at which two identities are one person (default: "
                                            "the card's).")
+    merge: str = option("relabel", "One person under several labels (merge candidates): relabel the smaller labels as "
+                        "the largest (kept, trained as one class), flag them (kept apart, listed) or reject them.",
+                        choices=("relabel", "flag", "reject"))
     conflict_margin: float = option(0.05, "Cosine by which a face must be nearer another identity.")
     # quality (a reference percentile: below 1% of a clean reference set) at or below this ...
     unidentifiable_pct: float = option(1.0, "Quality (reference percentile) at or below which, with a degradation "
@@ -128,6 +131,7 @@ class ScoreConfig:
 
     def __post_init__(self):
         _check(self.mode in ("kmeans", "head"), "mode must be kmeans or head")
+        _check(self.merge in ("relabel", "flag", "reject"), "merge must be relabel, flag or reject")
         _check(self.k >= 1 and self.iters >= 1, "k and iters must be >= 1")
         _check(self.far_angle is None or 0 < self.far_angle <= 180, "far_angle must be in (0, 180]")
         _check(self.merge_angle is None or 0 < self.merge_angle <= 180, "merge_angle must be in (0, 180]")

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from curate.config import ScoreConfig
 from curate.reasons import LABEL_NOISE, SCORING
@@ -165,6 +167,13 @@ class Globals:
     def codes(self, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return codes_in(self.names, identity)
 
+    def groups(self) -> np.ndarray:
+        """(I,) the code of the identity each identity merges into (its own where none)."""
+        group = np.arange(len(self.names))
+        if self.into:
+            group[self.codes(pa.array(list(self.into)))] = self.codes(pa.array(list(self.into.values())))
+        return group
+
 
 def codes_in(names: list, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """(N,) position of each row's identity in ``names`` (sorted, as identity_codes sorts them)."""
@@ -178,13 +187,28 @@ def global_scoring(names: list, sizes: np.ndarray, centers: np.ndarray, emb: np.
     th = score.thresholds(emb, codes, centers, cfg, cal)
     index = dedup.center_index(centers)
     merges = dedup.merge_candidates(centers, th.merge_cos, index)
-    into, best = {}, {}
-    for a, b, sim in merges:  # the smaller identity of a merge pair is folded into the larger one
-        small, big = (a, b) if sizes[a] < sizes[b] or (sizes[a] == sizes[b] and a > b) else (b, a)
-        into.setdefault(names[small], names[big])
+    best = {}
+    for a, b, sim in merges:
         for i in (a, b):
             best[names[i]] = max(best.get(names[i], -1.0), sim)
-    return Globals(names, centers, th, into, best, index)
+    return Globals(names, centers, th, merge_groups(names, sizes, merges), best, index)
+
+
+def merge_groups(names: list, sizes: np.ndarray, merges: list[tuple[int, int, float]]) -> dict:
+    """identity -> the identity it merges into: the merge pairs' connected components (a chain of
+    three labels of one person is one group), each folded into its largest identity (ties: the
+    first name). Roots are not keys."""
+    if not merges:
+        return {}
+    a, b = np.array([m[0] for m in merges]), np.array([m[1] for m in merges])
+    n = len(names)
+    _, comp = connected_components(sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)), directed=False)
+    linked = np.unique(np.r_[a, b])
+    order = linked[np.lexsort((linked, -np.asarray(sizes)[linked]))]  # largest first, then by name
+    root = {}
+    for i in order:
+        root.setdefault(comp[i], i)
+    return {names[i]: names[root[comp[i]]] for i in linked.tolist() if root[comp[i]] != i}
 
 
 def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreConfig, quality_rules: bool) -> pa.Table:
@@ -197,7 +221,8 @@ def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreCo
     if len(idx):
         c = t.take(pa.array(idx))
         # a float16 view of the shards: searched (and normalised) chunk by chunk
-        other, s = dedup.nearest_other_identity(decode_embeddings(c["embedding"]), g.codes(c["identity"]), g.index)
+        other, s = dedup.nearest_other_identity(decode_embeddings(c["embedding"]), g.codes(c["identity"]), g.index,
+                                                g.groups())
         other_name[idx] = np.where(other >= 0, np.array(g.names + [None], dtype=object)[other], None)
         osim[idx] = s
     at = pc.index_in(t["image_id"], value_set=dups["image_id"])
@@ -213,7 +238,11 @@ def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreCo
         scores = scores.add_column(at_own, name, col)
     scores = (scores.append_column("other_sim", pa.array(osim, mask=np.isnan(osim)))
               .append_column("dup_identity", dups["dup_identity"].take(at)))
-    return select(scores, cfg, g.thresholds.far_angle, quality_rules=quality_rules).drop_columns(["dup_identity"])
+    out = select(scores, cfg, g.thresholds.far_angle, quality_rules=quality_rules).drop_columns(["dup_identity"])
+    # one person under several labels: trained as the group's largest label (--merge relabel)
+    merged = pc.is_valid(into) if cfg.merge == "relabel" else pa.array(np.zeros(n, bool))
+    return (out.append_column("label", pc.if_else(merged, into, t["identity"]))
+            .append_column("merged_from", pc.if_else(merged, t["identity"], pa.nulls(n, pa.string()))))
 
 
 def finish_identities(ids: pa.Table, g: Globals, scores: pa.Table, cfg: ScoreConfig) -> pa.Table:
@@ -222,6 +251,8 @@ def finish_identities(ids: pa.Table, g: Globals, scores: pa.Table, cfg: ScoreCon
     out = ids.append_column("review", pc.less(ids["dominant_share"], cfg.min_dominant_share))
     out = out.append_column("merge_into", pa.array([g.into.get(x) for x in names], pa.string()))
     out = out.append_column("merge_sim", pa.array([g.merge_sim.get(x) for x in names], pa.float64()))
+    relabel = cfg.merge == "relabel"
+    out = out.append_column("label", pa.array([g.into.get(x, x) if relabel else x for x in names], pa.string()))
     return _noise_rates(out.append_column("kept", kept_per_identity(out, scores)), scores)
 
 

@@ -46,7 +46,8 @@ REASONS = (
            "identical bytes, or an embedding cosine at or above the duplicate threshold (except a copy of a face "
            "filed under another identity and far from its own: then the label flag)"),
     Reason("identity_merge_candidate", "score", False, "this identity looks like another label of one person",
-           "dominant centers at or above the merge cosine; the smaller identity is marked"),
+           "only with --merge reject: dominant centers at or above the merge cosine, every label of the person but "
+           "the largest (by default, --merge relabel, they are kept and exported as the largest: label, merged_from)"),
     Reason("unidentifiable", "score", False, "too poor to tell whose face it is",
            "quality at or below unidentifiable_pct with a degradation cue, or at or below ambiguous_pct and far "
            "or nearer another identity"),

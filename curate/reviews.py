@@ -95,14 +95,15 @@ def digest_part(run: str) -> list:
 def apply(scores: pa.Table, reviews: pa.Table) -> pa.Table:
     """The scores with the latest review decisions on top (module doc). Pure."""
     n = len(scores)
+    auto_label = scores["label"] if "label" in scores.column_names else scores["identity"]  # a merge's, else the crawl's
     base = scores.drop_columns([c for c in ("auto_keep", "auto_reason", "review", "label") if c in scores.column_names])
     if not len(reviews):  # the usual case, and a hot path at 10M rows: no Python over the rows
         return (base.append_column("auto_keep", base["keep"]).append_column("auto_reason", base["reason"])
-                .append_column("review", pa.nulls(n, pa.string())).append_column("label", base["identity"]))
+                .append_column("review", pa.nulls(n, pa.string())).append_column("label", auto_label))
     keep = np.asarray(scores["keep"].to_numpy(zero_copy_only=False), bool).copy()
     reason = np.array(scores["reason"].to_pylist(), object)
     spine = np.array(scores["spine_reason"].to_pylist(), object)
-    label = np.array(scores["identity"].to_pylist(), object)
+    label = np.array(auto_label.to_pylist(), object)
     note = np.full(n, None, object)
     latest: dict[tuple[str, str], dict] = {}
     for r in sorted(reviews.to_pylist(), key=lambda r: r["at"] or ""):

@@ -127,6 +127,7 @@ def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, map
         "identities_kept": int(pc.sum(pc.greater(identities["kept"], 0)).as_py() or 0),
         "identities_review": int(pc.sum(identities["review"]).as_py() or 0),
         "identities_merged": int(pc.sum(pc.is_valid(identities["merge_into"])).as_py() or 0),
+        "persons": len(pc.unique(identities["label"])), "merge": cfg.merge,
         "far_angle": calib["far_angle"], "dup_cos": calib.get("dup_cos"), "merge_cos": calib.get("merge_cos"),
         "merge_angle": calib.get("merge_angle"), "threshold_source": calib.get("threshold_source"),
         "calibrated": calib["calibrated"], "warnings": calib["warnings"], "score_seconds": round(seconds, 2),

@@ -24,7 +24,8 @@ def print_curation(s: dict, as_json: bool) -> None:
     for reason, n in s["reasons"].items():
         click.echo(f"  {reason:<26} {n}")
     click.echo(f"identities   {s['identities']} scored, {s['identities_kept']} kept, {s['identities_dropped']} dropped, "
-               f"{s['identities_review']} for review, {s['identities_merged']} merge candidates")
+               f"{s['identities_review']} for review, {s['identities_merged']} merge candidates"
+               + (f" ({s['merge']}: {s['persons']} persons)" if s.get("identities_merged") else ""))
     for w in s.get("warnings", []):
         click.secho(f"WARNING      {w}", fg="yellow", err=True)
 

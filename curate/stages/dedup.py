@@ -196,16 +196,23 @@ def dup_table(image_id: np.ndarray, identity: np.ndarray, quality: np.ndarray, r
                      "dup_identity": pa.array(np.where(is_rep, None, ident[rep_of]).tolist(), pa.string())})
 
 
-def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index) -> tuple[np.ndarray, np.ndarray]:
-    """For each face: the closest identity center other than its own, and that cosine (``index``:
-    center_index of the centers; None for fewer than two identities)."""
+def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index,
+                           group: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For each face: the closest identity center outside its own identity's group, and that
+    cosine (``index``: center_index of the centers; None for fewer than two identities; ``group``:
+    (I,) group of each identity, e.g. the merge group of one person under several labels, whose
+    labels are never each other's conflict; default: each identity its own)."""
     if index is None:
         return np.full(len(emb), -1, np.int64), np.full(len(emb), -1.0, np.float32)
-    sims, ids = search(index, emb, 2)
-    own_first = ids[:, 0] == codes
-    other = np.where(own_first, ids[:, 1], ids[:, 0])
-    sim = np.where(own_first, sims[:, 1], sims[:, 0]).astype(np.float32)
-    return other.astype(np.int64), sim
+    group = np.arange(index.ntotal) if group is None else np.asarray(group)
+    k = min(index.ntotal, 2 + int(np.bincount(group).max()) - 1)
+    sims, ids = search(index, emb, k)
+    other = (ids >= 0) & (group[np.maximum(ids, 0)] != group[codes][:, None])
+    first = np.where(other.any(1), other.argmax(1), -1)
+    rows = np.arange(len(emb))
+    out = np.where(first >= 0, ids[rows, np.maximum(first, 0)], -1)
+    sim = np.where(first >= 0, sims[rows, np.maximum(first, 0)], -1.0).astype(np.float32)
+    return out.astype(np.int64), sim
 
 
 def merge_candidates(centers: np.ndarray, threshold: float, index=None) -> list[tuple[int, int, float]]:

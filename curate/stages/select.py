@@ -47,7 +47,7 @@ def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, quality_rules: bool 
     cross_dup = np.asarray(pc.fill_null(pc.not_equal(t["dup_identity"], t["identity"]), False).to_numpy(zero_copy_only=False), bool)
     rules = {
         "near_duplicate": pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False) & ~(cross_dup & (far | conflict)),
-        "identity_merge_candidate": pc.is_valid(t["merge_into"]).to_numpy(zero_copy_only=False),
+        "identity_merge_candidate": (cfg.merge == "reject") & pc.is_valid(t["merge_into"]).to_numpy(zero_copy_only=False),
         # too poor to tell whose face it is: very low quality, or a face that looks like another
         # person's but is of low quality too (AdaFace: a hard low-quality face is no label evidence)
         "unidentifiable": quality_rules & degraded & ((quality <= cfg.unidentifiable_pct) | (
