@@ -146,7 +146,7 @@ def split(w: Work, c: int) -> dict:
     plan = w.plan
     files = plan["chunks"][c]
     tables = []
-    for shard, f in files:
+    for shard, f, *_ in files:
         t = pq.read_table(f, columns=C.READ)
         n = len(t)
         tables.append(t.append_column("_chunk", pa.array(np.full(n, c, np.int32)))
@@ -154,6 +154,8 @@ def split(w: Work, c: int) -> dict:
                       .append_column("_row", pa.array(np.arange(n, dtype=np.int32))))
     t = pa.concat_tables(tables)
     _scatter(t, _bucket(t["identity"], plan["partitions"]), lambda p: w.path("in", f"p={p:05d}", f"c={c:05d}.parquet"))
+    faces = _group_faces(t, [e[2] for e in files if len(e) > 2 and e[2] and os.path.exists(e[2])], plan.get("min_face_size", 20.0))
+    _scatter(faces, _bucket(faces["identity"], plan["partitions"]), lambda p: w.path("det", f"p={p:05d}", f"c={c:05d}.parquet"))
     cand = t.filter(pa.array(C.candidates(t)))
     rate = plan["sample_rate"]
     if rate < 1:  # uniform and the same on every rerun: by a hash of the image id
@@ -163,12 +165,41 @@ def split(w: Work, c: int) -> dict:
     return {"rows": len(t), "models": sorted(C.model_ids(t))}
 
 
+def _group_faces(t: pa.Table, det_files: list[str], min_face_size: float) -> pa.Table:
+    """The detected faces of ``t``'s photos with several faces (those scoring may re-pick), at
+    least ``min_face_size`` px, with their photo's identity."""
+    cols = ["image_id", "face_idx", *C.FACE]
+    n_faces = pc.fill_null(t["n_faces"], 0) if "n_faces" in t.column_names else pa.array(np.zeros(len(t), np.int16))
+    photos = t["image_id"].filter(pc.and_(pc.greater(n_faces, 1), pc.is_in(t["reason"], pa.array(["ok", "multi_face_ambiguous"]))))
+    parts = []
+    for f in det_files if len(photos) else []:
+        have = set(pq.ParquetFile(f).schema_arrow.names)
+        d = pq.read_table(f, columns=[k for k in cols if k in have])
+        for k in cols:  # a run made before detections had the crop's cues
+            if k not in have:
+                d = d.append_column(k, pa.nulls(len(d), pa.float32()))
+        d = d.select(cols).filter(pc.and_(pc.is_in(d["image_id"], value_set=photos), pc.greater_equal(d["face_size"], min_face_size)))
+        parts.append(d)
+    d = pa.concat_tables(parts) if parts else None
+    if d is None or not len(d):
+        return pa.table({"image_id": pa.array([], pa.string()), "identity": pa.array([], pa.string())})
+    return d.append_column("identity", t["identity"].take(pc.index_in(d["image_id"], value_set=t["image_id"])))
+
+
 @step("identities")
 def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, merge_angle: float) -> dict:
     plan = w.plan
     t = _gather(w.path("in", f"p={p:05d}", "*.parquet"))
     if not len(t):
         return {"rows": 0, "signals": None}
+    faces = _gather(w.path("det", f"p={p:05d}", "*.parquet"))
+    if len(faces):  # group photos: the labelled person's face, by the label's template from its other photos
+        mine = t.filter(pc.is_in(t["identity"], value_set=pc.unique(faces["identity"])))
+        _, named, templates, _, _ = C.score_identities(mine, cfg, cal, ref, merge_angle)
+        far = cfg.far_angle or (cal or {}).get("thresholds", {}).get("far_angle") or 75.0
+        t, picks = C.pick_faces(t, faces, named["identity"].to_pylist(), templates, cal, far)
+        atomic_write(w.path("picks", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(picks, tmp))
+        atomic_write(w.path("picked", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(t, tmp))
     part, ids, centers, used, (r, c, s) = C.score_identities(t, cfg, cal, ref, merge_angle)
     part = part.append_column("_gid", pa.array((np.int64(p) << 32) + np.arange(len(t), dtype=np.int64)))
     atomic_write(w.path("a", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(part, tmp))
@@ -202,6 +233,9 @@ def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, m
         atomic_write(w.path("dupout", f"p={p:05d}-pairs-edges.parquet"), lambda tmp: pq.write_table(
             pa.table({"r": gid[r], "c": gid[c], "s": s}), tmp))
     hashed = faces.filter(pc.is_valid(faces["sha1"])).select(["gid", "image_id", "identity", "quality", "sha1"])
+    if "face_idx" in t.column_names and len(hashed):  # one group photo under two labels: two faces, not a copy
+        fi = pc.fill_null(t["face_idx"].filter(cand), 0).take(pc.index_in(hashed["gid"], value_set=faces["gid"]))
+        hashed = hashed.set_column(4, "sha1", pc.binary_join_element_wise(hashed["sha1"], pc.cast(fi, pa.string()), ":"))
     if len(hashed):
         _scatter(hashed, _bucket(hashed["sha1"], groups), lambda g: w.path("sha", f"g={g:05d}", f"p={p:05d}.parquet"))
     return {"rows": len(t), "signals": used}
@@ -245,10 +279,18 @@ def duplicates(w: Work, g: int, threshold: float) -> dict:
 def decide(w: Work, p: int, cfg: ScoreConfig, quality_rules: bool, reviews: pa.Table) -> dict:
     from curate import reviews as R
 
-    t = _gather(w.path("in", f"p={p:05d}", "*.parquet"))
+    picked = w.path("picked", f"p={p:05d}.parquet")
+    t = pq.read_table(picked) if os.path.exists(picked) else _gather(w.path("in", f"p={p:05d}", "*.parquet"))
     if not len(t):
         return {"reasons": {}, "scored": 0, "overrides": 0}
     part = pq.read_table(w.path("a", f"p={p:05d}.parquet")).drop_columns(["_gid"])
+    picks = w.path("picks", f"p={p:05d}.parquet")
+    if os.path.exists(picks):
+        picks = pq.read_table(picks)
+        at = pc.index_in(t["image_id"], value_set=picks["image_id"])
+        part = part.append_column("group_pick", picks["detail"].take(at))
+    else:
+        part = part.append_column("group_pick", pa.nulls(len(t), pa.string()))
     g = _read_globals(w)
     if os.path.exists(w.path("centers.faiss")):
         g.index = __import__("faiss").read_index(w.path("centers.faiss"))
@@ -278,15 +320,17 @@ def write(w: Work, c: int, out: str, digest: str) -> dict:
         return {"rows": 0}
     scores = scores.sort_by([("_shard", "ascending"), ("_row", "ascending")])
     shard_of = scores["_shard"].to_numpy()
-    extra = [k for k in scores.column_names if k not in ("image_id", "identity", "sharpness", "det_score", "face_size", *EXTRA)]
+    extra = [k for k in scores.column_names if k not in ("image_id", "identity", "sharpness", "det_score", "face_size",
+                                                         "face_idx", *EXTRA)]
     start, store = 0, ShardStore(out)
-    for shard, f in w.plan["chunks"][c]:
+    for shard, f, *det in w.plan["chunks"][c]:
         n = int(np.searchsorted(shard_of, shard, side="right")) - start
         rows = scores.slice(start, n)
         start += n
         spine = pq.read_table(f).drop_columns(["keep", "reason"])
         if len(spine) != n or rows["image_id"] != spine["image_id"]:
             raise RuntimeError(f"{f}: scores do not line up with the shard ({n} vs {len(spine)} rows)")
+        spine = _with_picked_faces(spine, rows, det[0] if det else None)
         for k in extra:
             spine = spine.append_column(k, rows[k])
         joined = spine.sort_by([("identity", "ascending"), ("quality_rank", "ascending")])
@@ -294,6 +338,30 @@ def write(w: Work, c: int, out: str, digest: str) -> dict:
     body = scores.drop_columns(EXTRA)
     atomic_write(w.path("scores", f"c={c:05d}.parquet"), lambda tmp: pq.write_table(body, tmp))
     return {"rows": len(body)}
+
+
+PICKED = ["face_idx", "det_score", "bbox", "landmarks", "face_size", "crop", "sharpness", "brightness", "contrast",
+          "embedding", "feat_norm"]
+
+
+def _with_picked_faces(spine: pa.Table, scores: pa.Table, det_file: str | None) -> pa.Table:
+    """The spine's rows with, where scoring picked another face of a group photo (scores.face_idx),
+    that face's box, crop, cues and embedding from the detections shard."""
+    if "face_idx" not in scores.column_names or det_file is None:
+        return spine
+    moved = pc.fill_null(pc.not_equal(scores["face_idx"], spine["face_idx"]), False)
+    if not pc.any(moved).as_py():
+        return spine
+    det = pq.read_table(det_file)
+    key = pc.binary_join_element_wise(det["image_id"], pc.cast(det["face_idx"], pa.string()), "#")
+    want = pc.binary_join_element_wise(spine["image_id"], pc.cast(scores["face_idx"], pa.string()), "#")
+    at = pc.index_in(want, value_set=key)
+    moved = pc.and_(moved, pc.is_valid(at))
+    for col in PICKED:
+        if col in det.column_names:
+            i = spine.schema.get_field_index(col)
+            spine = spine.set_column(i, col, pc.if_else(moved, det[col].take(at).cast(spine.schema.field(col).type), spine[col]))
+    return spine
 
 
 def _write_globals(w: Work, g: C.Globals) -> None:
@@ -314,24 +382,25 @@ def local_map(fn, items: list) -> list:
     return [fn(i) for i in items]
 
 
-def plan_work(w: Work, files: list[tuple[int, str]], part_rows: int) -> dict:
+def plan_work(w: Work, files: list[tuple], part_rows: int, min_face_size: float = 20.0) -> dict:
     """Chunks of spine shards of about ``part_rows`` images, partitions, search groups. Kept on
     disk: a resumed scoring uses the plan it started with."""
     p = w.path("plan.json")
     if os.path.exists(p):
         return w.plan
-    counts = [pq.ParquetFile(f).metadata.num_rows for _, f in files]
+    counts = [pq.ParquetFile(e[1]).metadata.num_rows for e in files]
     rows = sum(counts)
     chunks, cur, size = [], [], 0
-    for (shard, f), k in zip(files, counts):
+    for e, k in zip(files, counts):
         if cur and size + k > part_rows:
             chunks.append(cur)
             cur, size = [], 0
-        cur.append((shard, f))
+        cur.append(tuple(e))
         size += k
     chunks.append(cur)
     plan = {"rows": rows, "chunks": chunks, "partitions": max(1, -(-rows // part_rows)),
-            "groups": max(1, -(-rows // GROUP_ROWS)), "sample_rate": min(1.0, SAMPLE_ROWS / max(rows, 1))}
+            "groups": max(1, -(-rows // GROUP_ROWS)), "sample_rate": min(1.0, SAMPLE_ROWS / max(rows, 1)),
+            "min_face_size": min_face_size}
     write_json(p, plan)
     return plan
 
@@ -352,13 +421,15 @@ def search_cells(sample_emb: np.ndarray, groups: int) -> dict:
     return {"centroids": km.centroids.astype(np.float32), "group": group}
 
 
-def score_partitioned(work_dir: str, out: str, files: list[tuple[int, str]], cfg: ScoreConfig, cal: dict | None,
-                      reviews: pa.Table, digest: str, part_rows: int = PART_ROWS, mapper=local_map):
-    """-> (the work directory, the calibration record, review overrides). Writes the curated
-    shards and, per chunk, the scores and identities that ``stream_outputs`` joins; the caller
-    removes the work directory (``remove``) once they are written."""
+def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreConfig, cal: dict | None,
+                      reviews: pa.Table, digest: str, part_rows: int = PART_ROWS, mapper=local_map,
+                      min_face_size: float = 20.0):
+    """-> (the work directory, the calibration record, review overrides). ``files``: (shard, its
+    images file[, its detections file]). Writes the curated shards and, per chunk, the scores and
+    identities that ``stream_outputs`` joins; the caller removes the work directory (``remove``)
+    once they are written. ``min_face_size``: the run's, for the faces of group photos."""
     w = Work(work_dir)
-    plan = plan_work(w, files, part_rows)
+    plan = plan_work(w, files, part_rows, min_face_size)
     n_chunks, n_parts, n_groups = len(plan["chunks"]), plan["partitions"], plan["groups"]
     mapper(functools.partial(split, work_dir), w.pending("split", n_chunks))
     models = set().union(*(r["models"] for r in w.results("split", n_chunks)))

@@ -83,19 +83,25 @@ def curate_batch(fetched: pa.Table, models: Models, cfg: RunConfig, res: Resourc
 
 def _assemble(images: pa.Table, faces: pa.Table, cfg: RunConfig, models: Models) -> tuple[pa.Table, pa.Table]:
     dim = models.recognizer.dim
+    size, q = cfg.align.size, cfg.align.jpeg_quality
+    # every face's cues; a JPEG crop for the chosen face, and for each face of a group photo (scoring
+    # may pick another one there)
+    raw = faces["crop"].to_pylist()
+    cues = np.array([pixel_cues(c, size) for c in raw], np.float32).reshape(-1, 3)
+    n_of = {k: n for k, n in zip(images["image_id"].to_pylist(), images["n_faces"].to_pylist())}
+    group = np.array([(n_of.get(k) or 0) > 1 for k in faces["image_id"].to_pylist()], bool)
+    selected = np.asarray(faces["selected"].to_numpy(zero_copy_only=False), bool)
+    jpegs = pa.array([_jpeg(c, size, q) if (s or g) else None for c, s, g in zip(raw, selected, group)], pa.binary())
+    faces = faces.drop_columns(["crop"]).append_column("crop", jpegs)
+    for j, col in enumerate(("sharpness", "brightness", "contrast")):
+        faces = faces.append_column(col, pa.array(cues[:, j], pa.float32()))
     chosen = faces.filter(faces["selected"])
     pos = {k: i for i, k in enumerate(chosen["image_id"].to_pylist())}
     take = pa.array([pos.get(k) for k in images["image_id"].to_pylist()], pa.int64())
-    size, q = cfg.align.size, cfg.align.jpeg_quality
-    raw = chosen["crop"].to_pylist()
-    jpegs = pa.array([_jpeg(c, size, q) for c in raw], pa.binary())
-    cues = np.array([pixel_cues(c, size) for c in raw], np.float32).reshape(-1, 3)
     out = images.drop_columns(["pixels"])
-    for col in ("det_score", "bbox", "landmarks", "face_size", "embedding", "feat_norm", "model_id"):
+    for col in ("det_score", "bbox", "landmarks", "face_size", "embedding", "feat_norm", "model_id", "crop",
+                "sharpness", "brightness", "contrast"):
         out = out.append_column(col, chosen[col].take(take))
-    out = out.append_column("crop", jpegs.take(take))
-    for j, col in enumerate(("sharpness", "brightness", "contrast")):
-        out = out.append_column(col, pa.array(cues[:, j], pa.float32()).take(take))
     out = out.append_column("detector_id", pa.array([models.detector.id] * len(out), pa.string()))
     # a chosen face whose embedding came out non-finite: the model, not the image, failed
     broken = pc.and_(pc.is_null(out["reason"]), pc.and_(pc.is_valid(out["face_idx"]), pc.is_null(out["embedding"])))
@@ -108,6 +114,8 @@ def _assemble(images: pa.Table, faces: pa.Table, cfg: RunConfig, models: Models)
     keep = pc.is_null(out["reason"])
     out = out.append_column("keep", keep)
     out = out.set_column(out.schema.get_field_index("reason"), "reason", pc.fill_null(out["reason"], Reason.OK.value))
+    faces = faces.set_column(faces.schema.get_field_index("crop"), "crop",
+                             pc.if_else(pa.array(group), faces["crop"], pa.nulls(len(faces), pa.binary())))
     return conform(out, images_schema(dim)), conform(faces, detections_schema(dim))
 
 

@@ -38,7 +38,8 @@ REASONS = (
     Reason("too_small_image", "decode", False, "a side below the minimum image size", "min_side"),
     Reason("no_face", "detect", False, "no face found", "the detector finds none above its score"),
     Reason("multi_face_ambiguous", "detect", False, "several faces, none clearly the labelled one",
-           "the second face's prominence is at least ambiguity_ratio of the first's"),
+           "the second face's prominence is at least ambiguity_ratio of the first's, and scoring finds no face "
+           "within the far angle of the label's template that is the person at 100:1 odds against the runner-up"),
     Reason("low_det_score", "detect", False, "the chosen face's detector score is low", "below min_score"),
     Reason("too_small", "detect", False, "the chosen face is small", "below --min-face-size px"),
     Reason("embed_error", "embed", False, "the recognizer returned a NaN, Inf or zero feature", "a non-finite embedding"),

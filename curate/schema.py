@@ -8,7 +8,8 @@ Tables
                 item has exactly one row here, whatever happened to it.
 ``attributes``  one row per image and demographic attribute (long form), from metadata or a model.
 ``detections``  one row per detected face (all faces, not only the chosen one), with its embedding,
-                so later stages can re-pick the labelled face by identity similarity.
+                cues and, in group photos, its crop: scoring re-picks the labelled face of a group
+                photo by its identity's template.
 
 Stages also pass two in-memory columns that never reach a shard: ``data`` (the raw input bytes)
 and ``pixels`` (decoded RGB, uint8, row-major HxWx3, shape given by ``width``/``height``).
@@ -115,8 +116,15 @@ def detections_schema(dim: int) -> pa.Schema:
             _f("face_idx", pa.int16(), "0..n_faces-1, by decreasing prominence", False),
         ]
         + _FACE_COLUMNS
-        + [_f("selected", pa.bool_(), "is this the face chosen as the labelled one", False)]
+        + [_f("selected", pa.bool_(), "is this the face the spine chose (the most prominent); scoring may pick "
+              "another face of a group photo (scores.face_idx)", False)]
         + _embedding_columns(dim)
+        + [
+            _f("crop", pa.binary(), "aligned crop of the face, JPEG bytes, for photos with more than one face; else null"),
+            _f("sharpness", pa.float32(), "see images.sharpness"),
+            _f("brightness", pa.float32(), "see images.brightness"),
+            _f("contrast", pa.float32(), "see images.contrast"),
+        ]
     )
 
 

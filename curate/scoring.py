@@ -64,18 +64,28 @@ def run_calibration(store: ShardStore, card_path: str | None = None) -> tuple[di
     return (cal, where if cal else None, [warning] if warning else [])
 
 
-def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None,
-                reviews: pa.Table | None = None) -> tuple[pa.Table, pa.Table, dict]:
+def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None, reviews: pa.Table | None = None,
+                detections: pa.Table | None = None) -> tuple[pa.Table, pa.Table, dict]:
     """Spine rows (curate.curation.READ columns) -> (scores per row in its order, identities,
     calibration in use): the driver over one partition, in a temporary directory. ``cal``: the
-    recognizer card's calibration (curate.calibration), or None for an uncalibrated model."""
+    recognizer card's calibration (curate.calibration), or None for an uncalibrated model;
+    ``detections``: the faces of the group photos among the rows (scoring picks the labelled one)."""
     from curate import reviews as R
 
     with tempfile.TemporaryDirectory(prefix="facecurate-score-") as d:
         os.makedirs(os.path.dirname(ShardStore(d).curated_file(0, "table")))
-        f = os.path.join(d, "spine.parquet")
+        f, det = os.path.join(d, "spine.parquet"), None
+        if "n_faces" not in t.column_names:  # rows from elsewhere: one face per row that has an embedding
+            face = pc.is_valid(t["embedding"])
+            t = t.append_column("n_faces", pc.cast(face, pa.int16()))
+        if "face_idx" not in t.column_names:
+            t = t.append_column("face_idx", pc.if_else(pc.greater(t["n_faces"], 0), pa.scalar(0, pa.int16()),
+                                                       pa.scalar(None, pa.int16())))
         pq.write_table(t, f)
-        work, calib, _ = P.score_partitioned(os.path.join(d, "work"), d, [(0, f)], cfg, cal,
+        if detections is not None:
+            det = os.path.join(d, "detections.parquet")
+            pq.write_table(detections, det)
+        work, calib, _ = P.score_partitioned(os.path.join(d, "work"), d, [(0, f, det)], cfg, cal,
                                              R.REVIEWS.empty_table() if reviews is None else reviews, "table",
                                              part_rows=max(len(t), 1))
         P.stream_outputs(work, os.path.join(d, "scores.parquet"), os.path.join(d, "identities.parquet"))
@@ -108,8 +118,9 @@ def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, map
     for f in (store.scores_file(digest), store.curated_file(0, digest)):
         os.makedirs(os.path.dirname(f), exist_ok=True)
     work, calib, overrides = P.score_partitioned(
-        store.scoring_work(digest), store.out, [(s, store.shard_path("images", s)) for s in shards], cfg, cal,
-        reviews, digest, part_rows or P.PART_ROWS, mapper or P.local_map)
+        store.scoring_work(digest), store.out,
+        [(s, store.shard_path("images", s), store.shard_path("detections", s)) for s in shards], cfg, cal,
+        reviews, digest, part_rows or P.PART_ROWS, mapper or P.local_map, store.config().detect.min_face_size)
     calib["card"] = cal_where
     calib["warnings"] = cal_warnings + calib["warnings"]
     plan = work.plan

@@ -55,7 +55,8 @@ def make(n_ids=40, per=30, noise=0.3, noisy_ids=10, dups=20, merged=3, low=20, s
         "landmarks": pa.array(lm.tolist(), pa.list_(pa.float32(), 10)),
         "face_size": pa.array([100.0] * len(rows), pa.float32()), "det_score": pa.array([0.9] * len(rows), pa.float32()),
         "sharpness": pa.array([r["sharp"] for r in rows], pa.float32()), "keep": [True] * len(rows),
-        "reason": ["ok"] * len(rows),
+        "reason": ["ok"] * len(rows), "n_faces": pa.array([1] * len(rows), pa.int16()),
+        "face_idx": pa.array([0] * len(rows), pa.int16()),
     })
     return t, np.array([r["truth"] for r in rows])
 
@@ -218,3 +219,36 @@ def test_pose_from_landmarks():
     turned = ARCFACE_112.copy()
     turned[2, 0] += 15  # nose towards the right eye: a turned head
     assert score.pose(turned.reshape(1, 10))[0][0] > 30
+
+
+def test_a_group_photo_gets_the_face_nearest_its_labels_template():
+    """pick_faces on synthetic faces: the label's face is taken when it is clearly nearer than the
+    runner-up; two faces equally near (or none near) leave the photo ambiguous."""
+    from curate.curation import pick_faces
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, D))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+
+    def near(c, scale=0.05):
+        v = centers[c] + rng.normal(scale=scale, size=D)
+        return v / np.linalg.norm(v)
+
+    photos = {"p0": [near(1), near(0)], "p1": [near(0, 0.06), near(0, 0.06)], "p2": [near(1), near(2)]}
+    t = pa.table({"image_id": list(photos), "identity": ["id0"] * 3, "embedding": encode_embeddings(np.zeros((3, D))),
+                  "feat_norm": pa.array([1.0] * 3, pa.float32()), "landmarks": pa.array([[0.0] * 10] * 3, pa.list_(pa.float32(), 10)),
+                  "face_size": pa.array([50.0] * 3, pa.float32()), "det_score": pa.array([0.9] * 3, pa.float32()),
+                  "sharpness": pa.array([100.0] * 3, pa.float32()), "keep": [False] * 3,
+                  "reason": ["multi_face_ambiguous"] * 3, "n_faces": pa.array([2] * 3, pa.int16()),
+                  "face_idx": pa.array([0] * 3, pa.int16())})
+    ids = [p for p, fs in photos.items() for _ in fs]
+    emb = np.array([e for fs in photos.values() for e in fs])
+    faces = pa.table({"image_id": ids, "face_idx": pa.array([0, 1] * 3, pa.int16()), "embedding": encode_embeddings(emb),
+                      "feat_norm": pa.array(np.arange(6, dtype=np.float32) + 10), "landmarks": pa.array([[1.0] * 10] * 6, pa.list_(pa.float32(), 10)),
+                      "face_size": pa.array([60.0] * 6, pa.float32()), "det_score": pa.array([0.8] * 6, pa.float32()),
+                      "sharpness": pa.array([50.0] * 6, pa.float32())})
+    out, picks = pick_faces(t, faces, ["id0", "id1", "id2"], centers.astype(np.float32), None, 75.0)
+    assert picks["face_idx"].to_pylist() == [1, None, None]
+    assert out["reason"].to_pylist() == ["ok", "multi_face_ambiguous", "multi_face_ambiguous"]
+    assert out["keep"].to_pylist() == [True, False, False] and out["face_idx"].to_pylist() == [1, 0, 0]
+    assert out["feat_norm"].to_pylist()[0] == 11.0 and out["feat_norm"].to_pylist()[1] == 1.0  # the picked face's columns

@@ -139,4 +139,6 @@ class EmbeddingCrawl:
             "sharpness": pa.array(rng.uniform(20, 400, m).astype(np.float32)),
             "keep": pa.array(~no_face),
             "reason": pa.array(np.where(no_face, "no_face", "ok").tolist()),
+            "n_faces": pa.array((~no_face).astype(np.int16)),
+            "face_idx": pa.array(np.zeros(m, np.int16), mask=no_face),
         })
