@@ -267,17 +267,8 @@ def _unusable(con, store, limit: int = 24) -> str:
     total = con.execute("SELECT count(*) FROM images WHERE reason NOT IN ('ok', 'multi_face_ambiguous', 'too_small')").fetchone()[0]
     if not len(t):
         return '<p class="none">none</p>'
-    thumbs = {}
     show = t.filter(pc.is_in(t["reason"], pa.array(["no_face", "no_identity", "too_small_image", "embed_error"])))
-    try:  # the original bytes, read again through the run's own source reader (never a too_large one)
-        src = store.source()
-        index = pa.table({"item": show["item"], "source": show["source"], "identity": show["identity"],
-                          "offset": _offsets(store, show["item"].to_pylist())})
-        fetched = src.fetch(index, 32 << 20)
-        for item, data in zip(fetched["item"].to_pylist(), fetched["data"].to_pylist()):
-            thumbs[item] = _thumbnail(data)
-    except Exception:  # noqa: BLE001 - a report never fails on an input that moved or broke
-        pass
+    thumbs = {k: _thumbnail(v) for k, v in _originals(store, show).items()}
     tiles = []
     for r in t.to_pylist():
         img = thumbs.get(r["item"])
@@ -289,6 +280,45 @@ def _unusable(con, store, limit: int = 24) -> str:
     return f'<div class="tiles">{"".join(tiles)}</div>{note}'
 
 
+def _originals(store, t: pa.Table) -> dict[int, bytes]:
+    """item -> the original bytes of ``t``'s rows (item, source, identity), read again through the
+    run's own source reader (never a too_large one); what cannot be read is left out."""
+    try:
+        index = pa.table({"item": t["item"], "source": t["source"], "identity": t["identity"],
+                          "offset": _offsets(store, t["item"].to_pylist())})
+        fetched = store.source().fetch(index, 32 << 20)
+        return {k: v for k, v in zip(fetched["item"].to_pylist(), fetched["data"].to_pylist()) if v}
+    except Exception:  # noqa: BLE001 - a report never fails on an input that moved or broke
+        return {}
+
+
+def _group_photos(con, store, limit: int = 24) -> str:
+    """Photos with several faces where scoring picked the labelled person's (another face than the
+    most prominent one first), and those it left ambiguous: the photo with the picked box drawn."""
+    cols = {r[0] for r in con.execute("DESCRIBE curated").fetchall()}
+    if "group_pick" not in cols:
+        return '<p class="none">this scoring predates group-photo picks</p>'
+    where = "group_pick IS NOT NULL AND (face_idx > 0 OR reason = 'multi_face_ambiguous')"
+    t = con.sql(f"""SELECT item, source, identity, reason, face_idx, n_faces, bbox, group_pick FROM curated
+                    WHERE {where} ORDER BY reason = 'multi_face_ambiguous', identity, item LIMIT $n""",
+                params={"n": limit}).to_arrow_table()
+    picked, total = con.execute(f"SELECT count(*) FILTER (WHERE reason <> 'multi_face_ambiguous'), count(*) "
+                                f"FROM curated WHERE {where}").fetchone()
+    if not len(t):
+        return '<p class="none">none</p>'
+    originals = _originals(store, t)
+    tiles = []
+    for r in t.to_pylist():
+        img = _thumbnail(originals.get(r["item"]), r["bbox"] if r["reason"] != "multi_face_ambiguous" else None, 224)
+        pic = (f'<img style="width:224px" alt="{_esc(r["source"])}" src="data:image/jpeg;base64,{img}">' if img
+               else '<div class="noface">cannot show</div>')
+        cap = f"{_esc(r['identity'])}<br>{_esc(r['reason'])}: {_esc(r['group_pick'])}"
+        tiles.append(f'<figure style="width:224px" title="{_esc(r["source"])}">{pic}<figcaption>{cap}</figcaption></figure>')
+    return (f'<p class="note">{picked} photos got a face other than the most prominent one, '
+            f'{total - picked} stayed ambiguous; {len(t)} shown, the picked face boxed in red</p>'
+            f'<div class="tiles">{"".join(tiles)}</div>')
+
+
 def _offsets(store, items: list[int]) -> pa.Array:
     import pyarrow.parquet as pq
 
@@ -297,16 +327,21 @@ def _offsets(store, items: list[int]) -> pa.Array:
     return plan["offset"].take(pa.array([pos[i] for i in items], pa.int64()))
 
 
-def _thumbnail(data: bytes | None) -> str | None:
+def _thumbnail(data: bytes | None, box: list | None = None, size: int = 112) -> str | None:
+    """A base64 JPEG thumbnail of an original photo, with ``box`` (x1, y1, x2, y2 in its pixels)
+    drawn when given."""
     if not data:
         return None
     try:
-        from PIL import Image
+        from PIL import Image, ImageDraw, ImageOps
 
         with Image.open(io.BytesIO(data)) as im:
-            im.draft("RGB", (224, 224))  # JPEG: decode at a fraction of the size
-            im = im.convert("RGB")
-            im.thumbnail((112, 112))
+            if box is None:
+                im.draft("RGB", (2 * size, 2 * size))  # JPEG: decode at a fraction of the size
+            im = ImageOps.exif_transpose(im).convert("RGB") if box is not None else im.convert("RGB")
+            if box is not None:  # boxes are in the EXIF-oriented full-size image
+                ImageDraw.Draw(im).rectangle(box, outline=(220, 30, 30), width=max(2, im.width // 120))
+            im.thumbnail((size, size))
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=80)
         return base64.b64encode(buf.getvalue()).decode()
@@ -404,6 +439,7 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
         "<h2>Merge candidates</h2>" + _table(q("merge_candidates", limit=20)),
         "<h2>Near-duplicate clusters</h2>" + _clusters(con, q("near_duplicate_clusters", limit=20)),
         "<h2>Images with no usable face</h2>" + _unusable(con, store),
+        "<h2>Group photos</h2>" + _group_photos(con, store),
         "<h2>Demographics</h2>" + _demographics(q, have, charts, qs),
         _benchmark(store, charts),
         _loop(store),
