@@ -84,7 +84,7 @@ def flags(crawl: EmbeddingCrawl, reason: np.ndarray, dup_sim: np.ndarray, dup_co
     return {"label_precision": round(float((flag & noisy).sum() / max(flag.sum(), 1)), 4),
             "label_recall": round(float((flag & noisy).sum() / max(noisy.sum(), 1)), 4),
             "dup_recall": round(float((found & copies).sum() / max(copies.sum(), 1)), 4),
-            "near_duplicate_flags": int((reason == "near_duplicate").sum())}
+            "duplicate_flags": int((reason == "duplicate").sum())}
 
 
 def run_one(n: int, ids: int, base: Path, in_memory: bool, keep: bool) -> dict:

@@ -8,7 +8,7 @@ all but the one-identity crawls, files one photo of another person under the fir
 crawl goes through `curate run` exactly as a user runs it (defaults, --json), and the result is
 scored against the truth:
 
-  clean rejected   clean faces the curation's *scoring* rejected (near_duplicate, far_from_dominant,
+  clean rejected   clean faces the curation's *scoring* rejected (duplicate, far_from_dominant,
                    cross_id_conflict, unidentifiable, identity_merge_candidate), over clean faces
                    that reached scoring (a face was found and embedded)
   swap caught      planted swaps rejected as far_from_dominant or cross_id_conflict
@@ -34,7 +34,7 @@ import numpy as np
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 WEB = ("lfw__", "opencvcourse__", "sportsceleb__", "deepface__", "facerec__")
-SCORING = {"near_duplicate", "far_from_dominant", "cross_id_conflict", "unidentifiable", "identity_merge_candidate",
+SCORING = {"duplicate", "far_from_dominant", "cross_id_conflict", "unidentifiable", "identity_merge_candidate",
            "non_dominant_subcenter"}
 
 

@@ -8,7 +8,10 @@ returns the truth (schema ``TRUTH``), one row per written file:
 - ``split``           a person's own photo under a second label (one person crawled twice);
 - ``flip``            another in-set person's photo (closed-set label noise);
 - ``distractor``      a photo of someone kept out of the set (open-set label noise);
-- ``duplicate``       a re-saved copy (re-encoded, resized, cropped, mirrored) of a clean photo;
+- ``duplicate``       a copy of a clean photo, of one kind (``detail``, COPY_KINDS): re-encoded,
+                      resized, mirrored, cropped or captioned;
+- ``group``           a group photo: a clean photo of the labelled person pasted beside 1-3 photos of
+                      other people at varied sizes (``detail``: the person's box, x1,y1,x2,y2);
 - ``unidentifiable``  a degraded copy (curate.degrade) of a clean photo;
 - ``nonface``         a photo with no face (scikit-image's sample images, cropped).
 
@@ -48,7 +51,8 @@ TRUTH = pa.schema([
     ("original", pa.string()),  # duplicate / unidentifiable: the source of the photo it copies
     ("detail", pa.string()),  # the degradation, the flip's target, ...
 ])
-KINDS = ("clean", "split", "flip", "distractor", "duplicate", "unidentifiable", "nonface")
+KINDS = ("clean", "split", "flip", "distractor", "duplicate", "group", "unidentifiable", "nonface")
+COPY_KINDS = ("reencode", "resize", "mirror", "crop", "caption")
 LABEL_NOISE = ("flip", "distractor")  # truth kinds (the flags that catch them: LABEL_FLAGS)
 LABEL_FLAGS = reasons.LABEL_NOISE
 SCORING_REASONS = reasons.SCORING
@@ -64,6 +68,7 @@ class Noise:
     flip: float = 0.05
     distractor: float = 0.03
     duplicate: float = 0.05
+    group: float = 0.03
     unidentifiable: float = 0.03
     nonface: float = 0.01
     split: int = 2
@@ -76,7 +81,7 @@ class Noise:
         from curate.errors import ConfigError
 
         object.__setattr__(self, "exclude", tuple(self.exclude))  # a list from JSON parameters
-        for k in ("flip", "distractor", "duplicate", "unidentifiable", "nonface", "open_set"):
+        for k in ("flip", "distractor", "duplicate", "group", "unidentifiable", "nonface", "open_set"):
             if not 0 <= getattr(self, k) < 1:
                 raise ConfigError(f"noise rate {k} must be in [0, 1)")
         if self.split < 0 or self.min_photos < 3 or self.max_photos < self.min_photos:
@@ -106,12 +111,66 @@ def _non_faces(n: int, rng: np.random.Generator) -> list[bytes]:
     return out
 
 
+def copy_photo(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
+    """A copy of a photo as crawls hold them, of one kind: re-encoded (JPEG q30-90), resized
+    (0.3-0.9, then JPEG q85), mirrored, cropped (up to 10% a side) or captioned (a text band over
+    the bottom 12%)."""
+    from PIL import Image, ImageDraw, ImageOps
+
+    img = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    w, h = img.size
+    q = int(rng.integers(30, 91)) if kind == "reencode" else 85
+    if kind == "resize":
+        s = rng.uniform(0.3, 0.9)
+        img = img.resize((max(int(w * s), 16), max(int(h * s), 16)), Image.BICUBIC)
+    elif kind == "mirror":
+        img = ImageOps.mirror(img)
+    elif kind == "crop":
+        m = rng.uniform(0, 0.10, 4)
+        img = img.crop((int(w * m[0]), int(h * m[1]), int(w * (1 - m[2])), int(h * (1 - m[3]))))
+    elif kind == "caption":
+        band = max(int(h * 0.12), 8)
+        ImageDraw.Draw(img).rectangle([0, h - band, w, h], fill=(20, 20, 20))
+        ImageDraw.Draw(img).text((4, h - band + 1), "(c) photo agency www.example.com", fill=(255, 255, 255))
+    elif kind != "reencode":
+        raise ValueError(f"copy kind {kind!r}: one of {COPY_KINDS}")
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=q)
+    return buf.getvalue()
+
+
+def group_photo(label_photo: bytes, others: list[bytes], rng: np.random.Generator) -> tuple[bytes, tuple]:
+    """The labelled person's photo pasted among ``others`` (left to right in random order, each
+    scaled to 55-100% of the canvas height) -> (JPEG bytes, the person's box x1, y1, x2, y2)."""
+    from PIL import Image, ImageOps
+
+    height = 300
+    ims = [ImageOps.exif_transpose(Image.open(io.BytesIO(b))).convert("RGB") for b in [label_photo, *others]]
+    order = rng.permutation(len(ims))
+    placed, x = [], 0
+    for k in order:
+        im = ims[k]
+        hh = int(height * rng.uniform(0.55, 1.0))
+        im = im.resize((max(int(im.width * hh / im.height), 8), hh), Image.BICUBIC)
+        y = int(rng.integers(0, height - hh + 1))
+        placed.append((k, im, x, y))
+        x += im.width + int(rng.integers(0, 20))
+    canvas = Image.new("RGB", (x, height), (128, 128, 128))
+    box = None
+    for k, im, px, py in placed:
+        canvas.paste(im, (px, py))
+        if k == 0:
+            box = (px, py, px + im.width, py + im.height)
+    buf = io.BytesIO()
+    canvas.save(buf, "JPEG", quality=90)
+    return buf.getvalue(), box
+
+
 def build_crawl(src: str, dest: str, noise: Noise = Noise(), seed: int = 0, detector=None) -> pa.Table:
     """Write the noisy crawl under ``dest`` (which must not exist) and return its truth.
     ``detector`` (optional, a models.detectors detector) places occlusions and crops on the face."""
     from PIL import Image
 
-    from curate.calibration import near_duplicate
     from curate.config import DecodeConfig
     from curate.degrade import DEGRADATIONS
     from curate.stages.decode import decode_one
@@ -150,6 +209,16 @@ def build_crawl(src: str, dest: str, noise: Noise = Noise(), seed: int = 0, dete
         donor = donors[int(rng.integers(len(donors)))]
         target = [p for p in photos if p != donor][int(rng.integers(len(photos) - 1))]
         flips.append((donor, photos[donor].pop(), target))
+    # group photos: a photo taken from its owner (who keeps 3 or more), among other people's photos
+    groups = []
+    for _ in range(round(noise.group * total)):
+        donors = [p for p, v in photos.items() if len(v) > 3]
+        if not donors or len(photos) < 3:
+            break
+        who = donors[int(rng.integers(len(donors)))]
+        others = [p for p in photos if p != who and len(photos[p]) > 3]
+        picks = [others[i] for i in rng.permutation(len(others))[: int(rng.integers(1, 4))]]
+        groups.append((who, photos[who].pop(), [photos[p].pop() for p in picks]))
     # split: half of a person's photos under a second label
     splittable = [p for p, v in photos.items() if len(v) >= 6]
     split = {p: f"{p}~2" for p in [splittable[i] for i in rng.permutation(len(splittable))][: noise.split]}
@@ -162,6 +231,10 @@ def build_crawl(src: str, dest: str, noise: Noise = Noise(), seed: int = 0, dete
                     detail=split.get(person) if kind == "split" else None)
             clean_sources.append((s, f))
     labels = sorted({r["label"] for r in rows})
+    for k, (who, f, others) in enumerate(groups):
+        data, box = group_photo(f.read_bytes(), [o.read_bytes() for o in others], rng)
+        put(who, f"zz_group{k}_{f.stem}.jpg", data, person=who, kind="group", original=None,
+            detail=",".join(str(int(v)) for v in box))
     for k, (donor, f, target) in enumerate(flips):
         put(target, f"zz_flip{k}_{f.name}", f.read_bytes(), person=donor, kind="flip", original=None, detail=target)
     pool = [f for d in open_set for f in _photos(d)]
@@ -176,8 +249,9 @@ def build_crawl(src: str, dest: str, noise: Noise = Noise(), seed: int = 0, dete
     for k, i in enumerate(picks[:n_dup]):
         s, f = clean_sources[i]
         label = s.split("/")[0]
-        put(label, f"zz_dup{k}_{Path(f.name).stem}.jpg", near_duplicate(f.read_bytes(), rng),
-            person=next(r["person"] for r in rows if r["source"] == s), kind="duplicate", original=s, detail=None)
+        how = COPY_KINDS[k % len(COPY_KINDS)]
+        put(label, f"zz_dup{k}_{how}_{Path(f.name).stem}.jpg", copy_photo(f.read_bytes(), how, rng),
+            person=next(r["person"] for r in rows if r["source"] == s), kind="duplicate", original=s, detail=how)
     kinds = list(DEGRADATIONS)
     for k, i in enumerate(picks[n_dup : n_dup + n_bad]):
         s, f = clean_sources[i]
@@ -245,6 +319,11 @@ def joined(out: str, truth: pa.Table, scores: pa.Table | None = None, images: pa
     for c in scores.column_names:
         if c not in ("image_id",):
             t = t.append_column(c, scores[c].take(take))
+    current = store.current_scoring()
+    curated = store.view_files(current).get("curated") if current else None
+    if curated and "bbox" not in t.column_names:  # the face the scoring chose (a group photo's may not be the spine's)
+        boxes = pa.concat_tables([pq.read_table(f, columns=["image_id", "bbox"]) for f in curated])
+        t = t.append_column("bbox", boxes["bbox"].take(pc.index_in(t["image_id"], value_set=boxes["image_id"])))
     tpos = {k: i for i, k in enumerate(truth["source"].to_pylist())}
     missing = [s for s in t["source"].to_pylist() if s not in tpos]
     if missing:
@@ -286,6 +365,9 @@ def evaluate(t: pa.Table, identities: pa.Table | None = None) -> dict:
                                                          / max((kind == "unidentifiable").sum(), 1)), 4)
     out["nonface_rejected"] = round(float((~keep & (kind == "nonface")).sum() / max((kind == "nonface").sum(), 1)), 4)
     out["duplicates"] = duplicate_pairs(t)
+    out["distinct_pairs_called_duplicate"] = distinct_pairs_called_duplicate(t)
+    if "bbox" in t.column_names and (kind == "group").any():
+        out["groups"] = group_picks(t)
     if identities is not None:
         out["merges"] = merge_links(t, identities)
     return out
@@ -293,7 +375,7 @@ def evaluate(t: pa.Table, identities: pa.Table | None = None) -> dict:
 
 def duplicate_pairs(t: pa.Table) -> dict:
     """Pairs (original, re-saved copy) both embedded: caught when one of the two is rejected as
-    near_duplicate of the other. Precision: near_duplicate rows whose kept twin is their true pair,
+    duplicate of the other. Precision: duplicate rows whose kept twin is their true pair,
     or a byte-identical file (the source sets hold some)."""
     src = t["source"].to_pylist()
     ids = t["image_id"].to_pylist()
@@ -311,15 +393,67 @@ def duplicate_pairs(t: pa.Table) -> dict:
     pairs = [(i, row[orig[i]]) for i in range(len(t)) if kind[i] == "duplicate" and orig[i] in row
              and spine[i] == "ok" and spine[row[orig[i]]] == "ok"]
 
-    def rep(x):  # the face a near_duplicate points to, else the face itself
-        return by_id.get(dup_of[x], x) if reason[x] == "near_duplicate" else x
+    def rep(x):  # the face a duplicate points to, else the face itself
+        return by_id.get(dup_of[x], x) if reason[x] == "duplicate" else x
 
-    hits = sum(1 for a, b in pairs if "near_duplicate" in (reason[a], reason[b]) and rep(a) == rep(b))
-    flagged = [i for i, r in enumerate(reason) if r == "near_duplicate"]
+    caught = [("duplicate" in (reason[a], reason[b]) and rep(a) == rep(b)) for a, b in pairs]
+    hits = sum(caught)
+    how = t["truth_detail"].to_pylist()
+    per_kind = {}
+    for (a, _), c in zip(pairs, caught):
+        k = per_kind.setdefault(how[a] or "copy", {"pairs": 0, "caught": 0})
+        k["pairs"] += 1
+        k["caught"] += int(c)
+    for k in per_kind.values():
+        k["recall"] = round(k["caught"] / k["pairs"], 4)
+    flagged = [i for i, r in enumerate(reason) if r == "duplicate"]
     right = sum(1 for i in flagged if dup_of[i] in by_id and (twin.get(i) == by_id[dup_of[i]]
                                                               or (sha[i] and sha[i] == sha[by_id[dup_of[i]]])))
     return {"pairs": len(pairs), "pairs_caught": hits, "recall": round(hits / len(pairs), 4) if pairs else None,
-            "flagged": len(flagged), "precision": round(right / len(flagged), 4) if flagged else None}
+            "flagged": len(flagged), "precision": round(right / len(flagged), 4) if flagged else None,
+            "per_kind": dict(sorted(per_kind.items()))}
+
+
+def distinct_pairs_called_duplicate(t: pa.Table) -> dict:
+    """Pairs of distinct clean photos of one person (a split person's two labels included) that the scoring called a
+    duplicate (one rejected as the other's copy, their bytes differing), as a share of all such
+    pairs: web photos and lab sittings (ORL, Yale, Yale B) apart."""
+    rows = t.select(["image_id", "truth_kind", "truth_person", "reason", "dup_of", "sha1"]).to_pylist()
+    by_id = {r["image_id"]: r for r in rows}
+    clean = [r for r in rows if r["truth_kind"] in ("clean", "split") and r["truth_person"]]
+    count: dict[str, int] = {}
+    for r in clean:
+        count[r["truth_person"]] = count.get(r["truth_person"], 0) + 1
+    out = {}
+    for side in ("web", "lab"):
+        people = [p for p in count if p.startswith(("orl", "yale")) == (side == "lab")]
+        n = sum(count[p] * (count[p] - 1) // 2 for p in people)
+        called = sum(1 for r in clean if r["reason"] == "duplicate" and r["truth_person"] in people
+                     and (twin := by_id.get(r["dup_of"])) is not None and twin["truth_kind"] in ("clean", "split")
+                     and twin["sha1"] != r["sha1"])
+        out[side] = {"pairs": n, "called": called, "share": round(called / n, 5) if n else None}
+    return out
+
+
+def group_picks(t: pa.Table) -> dict:
+    """Group photos with a face found: the share where a face was chosen (not left
+    multi_face_ambiguous), and, of those kept, the share that keep the labelled person's face (its
+    box's center inside the person's pasted photo). A chosen face that is someone else's (the
+    person's own face went undetected) should be rejected as label noise, not kept."""
+    rows = [r for r in t.select(["truth_kind", "spine_reason", "reason", "keep", "bbox", "truth_detail"]).to_pylist()
+            if r["truth_kind"] == "group" and r["spine_reason"] in ("ok", "multi_face_ambiguous")]
+    chosen = [r for r in rows if r["reason"] != "multi_face_ambiguous" and r["bbox"]]
+    kept = [r for r in chosen if r["keep"]]
+
+    def inside(r):
+        x1, y1, x2, y2 = (float(v) for v in r["truth_detail"].split(","))
+        b = r["bbox"]
+        return x1 <= (b[0] + b[2]) / 2 <= x2 and y1 <= (b[1] + b[3]) / 2 <= y2
+
+    right = sum(1 for r in kept if inside(r))
+    return {"photos": len(rows), "chosen": len(chosen), "chosen_share": round(len(chosen) / len(rows), 4) if rows else None,
+            "kept": len(kept), "kept_right": right, "right_share": round(right / len(kept), 4) if kept else None,
+            "chosen_right": sum(1 for r in chosen if inside(r))}
 
 
 def merge_links(t: pa.Table, identities: pa.Table) -> dict:
@@ -456,3 +590,51 @@ def cleanlab_baseline(t: pa.Table, min_faces: int = 3, seed: int = 0) -> dict:
     ours = np.isin(np.array(s["reason"].to_pylist(), object), LABEL_FLAGS)
     return {"faces": len(s), "cleanlab": _pr(np.asarray(issues, bool), truth), "ours_same_faces": _pr(ours, truth)}
 
+
+
+def phash_baseline(crawl: str, t: pa.Table, max_distance: int = 10) -> dict:
+    """The whole-photo perceptual hash alone, as imagededup's ``PHash().find_duplicates`` uses it
+    (64-bit pHash, Hamming distance <= 10, its default), on the same crawl: recall of each copy
+    kind, and the share of pairs of distinct clean photos of one person it calls duplicates, web
+    photos and lab sittings apart. (imagededup itself cannot be imported here: it imports
+    torchvision, whose registry wheel is built against CUDA torch, not the pinned CPU build.)"""
+    import imagehash
+    from PIL import Image, ImageOps
+
+    src = t["source"].to_pylist()
+    kind, orig, detail = (t[c].to_pylist() for c in ("truth_kind", "truth_original", "truth_detail"))
+    person = t["truth_person"].to_pylist()
+    bits = {}
+    for s in src:
+        try:
+            with Image.open(os.path.join(crawl, s)) as im:
+                bits[s] = imagehash.phash(ImageOps.exif_transpose(im).convert("L")).hash.ravel()
+        except Exception:  # noqa: BLE001 - undecodable files are no one's duplicate
+            pass
+
+    def close(a, b):
+        return a in bits and b in bits and int((bits[a] != bits[b]).sum()) <= max_distance
+
+    per_kind: dict[str, dict] = {}
+    for s, k, o, d in zip(src, kind, orig, detail):
+        if k == "duplicate" and o in bits and s in bits:
+            e = per_kind.setdefault(d or "copy", {"pairs": 0, "caught": 0})
+            e["pairs"] += 1
+            e["caught"] += int(close(s, o))
+    for e in per_kind.values():
+        e["recall"] = round(e["caught"] / e["pairs"], 4)
+    clean: dict[str, list] = {}
+    for s, k, p in zip(src, kind, person):
+        if k in ("clean", "split") and s in bits:
+            clean.setdefault(p, []).append(s)
+    pairs = {"web": [0, 0], "lab": [0, 0]}
+    for p, files in clean.items():
+        side = pairs["lab" if p.startswith(("orl", "yale")) else "web"]
+        for i in range(len(files)):
+            for j in range(i + 1, len(files)):
+                side[0] += 1
+                side[1] += int(close(files[i], files[j]))
+    return {"method": f"whole-photo pHash, Hamming <= {max_distance} (imagededup's PHash default)",
+            "per_kind": dict(sorted(per_kind.items())),
+            "distinct_pairs_called_duplicate": {k: {"pairs": n, "called": c, "share": round(c / n, 4) if n else None}
+                                                for k, (n, c) in pairs.items()}}

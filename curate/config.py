@@ -105,8 +105,11 @@ class ScoreConfig:
     drop_non_dominant: bool = option(False, "Also reject faces in non-dominant sub-centers within the far angle.")
     # Cosine thresholds; None: the model card's calibrated ones (curate.calibration). A model with
     # no calibration gets estimates from the run, with a warning.
-    dup_threshold: float | None = option(None, "Cosine at which two faces are the same photo (default: the card's; "
-                                         "byte-identical files always are).")
+    dup_threshold: float | None = option(None, "Embedding cosine at which two distinct shots are near-identical "
+                                         "(default: the card's). Copies are found by their perceptual hashes.")
+    drop_near_identical: bool = option(False, "Keep only the best of each group of near-identical shots (bursts, "
+                                       "video frames, lab sittings); by default they are kept and marked "
+                                       "(near_identical_of).")
     merge_threshold: float | None = option(None, "Center cosine at which two identities are one person (default: "
                                            "the card's).")
     merge: str = option("relabel", "One person under several labels (merge candidates): relabel the smaller labels as "

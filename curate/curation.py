@@ -30,15 +30,21 @@ from curate.stages.select import select
 from curate.stats import NORM_GRID, combined_quality, signal_percentiles, unit
 
 READ = ["image_id", "identity", "sha1", "embedding", "feat_norm", "model_id", "landmarks", "face_size", "det_score",
-        "sharpness", "keep", "reason", "n_faces", "face_idx"]
-FACE = ["embedding", "feat_norm", "landmarks", "face_size", "det_score", "sharpness"]  # what a picked face replaces
-PICK_ODDS = 100.0  # a group photo's face is taken when it is the labelled person at these odds against the runner-up
-PICK_MARGIN = 15.0  # degrees: the same, for a model with no calibrated angle distributions
+        "sharpness", "keep", "reason", "n_faces", "face_idx", "image_hash"]
+LATER = {"image_hash": pa.binary(80)}  # READ columns a run made before them lacks (null)
+COPY_COS = 0.7  # a copy of a photo is the same face: its hashes are looked at from this cosine on
 
 
 EMPTY_DUPS = dedup.dup_table(*(np.zeros(0),) * 3, *(np.zeros(0, np.int64),) * 2, np.zeros(0, np.float32))
 SCORED = ("angle_to_dominant", "quality", "own_sim", "dominant_share", "yaw", "pitch", "roll", "sharpness_pct",
           "det_score_pct", "norm_pct")  # float columns of score_identities, null where a row is not scored
+
+
+def hashes_of(t: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(image_hash (N, WIDTH) uint8, (N,) present) of the rows of ``t``."""
+    from curate.stages.phash import as_bytes
+
+    return as_bytes(t["image_hash"])
 
 
 def candidates(t: pa.Table) -> np.ndarray:
@@ -86,7 +92,8 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
     run's, or one partition's: an identity is never split). -> (one row per row of ``t``: the
     sub-center, angle, quality, pose and cue columns; one row per identity, sorted by name;
     (I, D) dominant centers in that order; the quality signals in use; the exact duplicate pairs
-    within identities from ``pair_floor`` on, as (r, c, cosine) over the candidate rows).
+    within identities from ``pair_floor`` on, and the copies by their hashes, as (r, c, cosine,
+    copy) over the candidate rows).
     ``ref``: the quality reference (the card's calibration, or run_reference for an uncalibrated
     model). Pure."""
     n = len(t)
@@ -98,7 +105,7 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
     ids = pa.table({"identity": pa.array(names, pa.string()), "faces": pa.array([], pa.int64()),
                     "dominant_share": pa.array([], pa.float32())}) if not len(idx) else None
     centers, used = np.zeros((0, 1), np.float32), list(ref.get("quality", {}).get("signals", ["norm"]))
-    pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool))
     if len(idx):
         emb, n_ids = unit_embeddings(c), len(names)
         signals = signals_of(c)
@@ -126,7 +133,7 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
             cols[k][idx] = v
         sub_col[idx], dom_col[idx] = sc.subcenter, sc.is_dominant
         centers = sc.centers
-        pairs = dedup.identity_pairs(emb, codes, pair_floor(cfg, cal))
+        pairs = dedup.identity_pairs(emb, codes, pair_floor(cfg, cal), hashes_of(c), COPY_COS)
         ids = pa.table({"identity": pa.array(names, pa.string()), "faces": pa.array(sc.size, pa.int64()),
                         "dominant_share": pa.array(sc.share, pa.float32())})
     cand = np.zeros(n, bool)
@@ -143,94 +150,6 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
     if "face_idx" in t.column_names:  # the face the row stands for (scoring may pick another one of a group photo)
         part = part.append_column("face_idx", t["face_idx"].cast(pa.int16()))
     return part, ids, centers, used, pairs
-
-
-def _log_density(dist: list, x: np.ndarray, grid, h: float = 2.5) -> np.ndarray:
-    """log of a stored angle distribution's density at x (deg), from its CDF over +-h degrees;
-    floored at 1e-6 a degree in the tails."""
-    from curate.stats import cdf
-
-    return np.log(np.maximum((cdf(dist, x + h, grid) - cdf(dist, x - h, grid)) / (2 * h), 1e-6))
-
-
-def pick_faces(t: pa.Table, faces: pa.Table, names: list, centers: np.ndarray, cal: dict | None,
-               far_angle: float) -> tuple[pa.Table, pa.Table]:
-    """The labelled person's face in each photo with several faces. ``faces``: the detections of
-    those photos (image_id, face_idx and the FACE columns); ``names``/``centers``: identity
-    templates from the unambiguous faces. A face is taken when it is within ``far_angle`` of its
-    label's template and, against the runner-up, the likelihood ratio of the card's genuine and
-    impostor angle distributions (this face is the person and the other a stranger, versus the
-    reverse) is at least PICK_ODDS; with no calibration, when it is PICK_MARGIN degrees nearer.
-    -> (``t`` with the picked faces' columns in their rows, spine reason ``ok``; one row per photo
-    with several faces: image_id, picked face_idx or null, its angle, the runner-up's, detail)."""
-    n_faces = pc.fill_null(t["n_faces"], 0).to_numpy(zero_copy_only=False)
-    spine = np.array(t["reason"].to_pylist(), object)
-    rows = np.flatnonzero((n_faces > 1) & np.isin(spine, ("ok", "multi_face_ambiguous")) & pc.is_valid(t["identity"]).to_numpy(zero_copy_only=False))
-    empty = pa.table({"image_id": pa.array([], pa.string()), "face_idx": pa.array([], pa.int16()),
-                      "angle": pa.array([], pa.float32()), "runner_up": pa.array([], pa.float32()),
-                      "detail": pa.array([], pa.string())})
-    if not len(rows) or not len(faces) or not len(names):
-        return t, empty
-    photo = t["image_id"].take(pa.array(rows))
-    f = faces.filter(pc.and_(pc.is_in(faces["image_id"], value_set=photo), pc.is_valid(faces["embedding"])))
-    gi = pc.index_in(f["image_id"], value_set=photo).to_numpy()  # the photo (position in rows) of each face
-    ident = t["identity"].take(pa.array(rows))
-    code = codes_in(names, ident)  # an identity with no unambiguous face has no template
-    known = (code < len(names)) & (np.asarray(names, object)[np.minimum(code, len(names) - 1)]
-                                   == np.asarray(ident.to_pylist(), object))
-    emb = unit_embeddings(f)
-    fc = np.where(known[gi], code[gi], 0)
-    ang = np.degrees(np.arccos(np.clip(score.rowdot(emb, centers, fc), -1, 1))).astype(np.float32)
-    ang[~known[gi]] = np.nan
-    order = np.lexsort((np.nan_to_num(ang, nan=999.0), gi))
-    g_sorted = gi[order]
-    first = np.r_[True, g_sorted[1:] != g_sorted[:-1]]
-    best = order[first]  # the nearest face of each photo (photos with a face)
-    has = g_sorted[first]
-    second = np.full(len(rows), -1, np.int64)
-    nxt = np.flatnonzero(first) + 1
-    ok2 = (nxt < len(order)) & (np.r_[g_sorted, -1][np.minimum(nxt, len(order))] == has)
-    second[has[ok2]] = order[nxt[ok2]]
-    a1 = np.full(len(rows), np.nan, np.float32)
-    a1[has] = ang[best]
-    a2 = np.where(second >= 0, ang[np.maximum(second, 0)], np.nan).astype(np.float32)
-    bi = np.full(len(rows), -1, np.int64)
-    bi[has] = best
-    if cal and "angle_to_center" in cal:
-        from curate.stats import GRID
-
-        grid, dist = cal.get("grid", GRID), cal["angle_to_center"]
-        lr = (_log_density(dist["genuine"], a1, grid) + _log_density(dist["impostor"], a2, grid)
-              - _log_density(dist["impostor"], a1, grid) - _log_density(dist["genuine"], a2, grid))
-        clear = np.where(np.isnan(a2), True, lr >= np.log(PICK_ODDS))
-    else:
-        clear = np.where(np.isnan(a2), True, a2 - a1 >= PICK_MARGIN)
-    take = (a1 <= far_angle) & clear & (bi >= 0)
-    fidx = f["face_idx"].to_numpy()
-    picked = np.where(take, fidx[np.maximum(bi, 0)], -1)
-    detail = [f"face {p} of {n}: {x:.1f} deg, runner-up {y:.1f}" if p >= 0 else
-              (f"no face within {far_angle:.1f} deg or none clearly nearer: {x:.1f} vs {y:.1f} deg" if np.isfinite(x)
-               else "no template for the label") for p, n, x, y in zip(picked, n_faces[rows], a1, a2)]
-    picks = pa.table({"image_id": photo, "face_idx": pa.array(picked, pa.int16(), mask=picked < 0),
-                      "angle": pa.array(a1, mask=np.isnan(a1)), "runner_up": pa.array(a2, mask=np.isnan(a2)),
-                      "detail": pa.array(detail, pa.string())})
-    # the picked faces' columns into their rows; a photo with no clear pick keeps its spine face and reason
-    src = np.full(len(t), -1, np.int64)
-    src[rows[take]] = bi[take]
-    changed = src >= 0
-    at = pa.array(np.maximum(src, 0))
-    out = t
-    for col in FACE:
-        i = out.schema.get_field_index(col)
-        new = f[col].take(at).cast(out.schema.field(col).type)
-        out = out.set_column(i, col, pc.if_else(pa.array(changed), new, out[col]))
-    fi = out.schema.get_field_index("face_idx")
-    out = out.set_column(fi, "face_idx", pc.if_else(pa.array(changed), pa.array(fidx[np.maximum(src, 0)], pa.int16()),
-                                                    out["face_idx"].cast(pa.int16())))
-    for col, val in (("reason", "ok"), ("keep", True)):
-        i = out.schema.get_field_index(col)
-        out = out.set_column(i, col, pc.if_else(pa.array(changed), pa.scalar(val, out.schema.field(col).type), out[col]))
-    return out, picks
 
 
 def identity_codes(identity: pa.ChunkedArray | pa.Array) -> tuple[list[str], np.ndarray]:
@@ -304,9 +223,12 @@ def merge_groups(names: list, sizes: np.ndarray, merges: list[tuple[int, int, fl
     return {names[i]: names[root[comp[i]]] for i in linked.tolist() if root[comp[i]] != i}
 
 
-def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreConfig, quality_rules: bool) -> pa.Table:
+def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreConfig, quality_rules: bool,
+           near: pa.Table | None = None) -> pa.Table:
     """Rows of ``t`` with their ``score_identities`` columns (``part``), the run's globals and the
-    duplicate clusters touching them -> the scores with keep, reason, quality_rank. Pure."""
+    duplicate (copy) and near-identical clusters touching them -> the scores with keep, reason,
+    quality_rank. Pure."""
+    near = EMPTY_DUPS if near is None else near
     n = len(t)
     cand = candidates(t)
     idx = np.flatnonzero(cand)
@@ -329,7 +251,10 @@ def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreCo
                                ("merge_into", pc.if_else(pa.array(cand), into, pa.nulls(n, pa.string()))),
                                ("nearest_other_identity", pa.array(other_name.tolist(), pa.string()))]):
         scores = scores.add_column(at_own, name, col)
+    at_near = pc.index_in(t["image_id"], value_set=near["image_id"])
     scores = (scores.append_column("other_sim", pa.array(osim, mask=np.isnan(osim)))
+              .append_column("near_identical_of", near["dup_of"].take(at_near))
+              .append_column("near_sim", near["dup_sim"].take(at_near))
               .append_column("dup_identity", dups["dup_identity"].take(at)))
     out = select(scores, cfg, g.thresholds.far_angle, quality_rules=quality_rules).drop_columns(["dup_identity"])
     # one person under several labels: trained as the group's largest label (--merge relabel)

@@ -10,7 +10,9 @@ process ever holds more than one partition of a crawl (issue 11: a 10M-face craw
                                  nearest cells' duplicate-search groups, and by sha1
     driver     globals: every identity's dominant center -> thresholds, merge candidates
     duplicates (per search group)  near-duplicate and identical-bytes edges
-    driver     duplicate clusters (connected components over the edges' faces only)
+    driver     duplicate clusters (connected components over the edges' faces only): copies (identical
+               bytes, or a copy by the perceptual hashes), and near-identical photos (distinct shots whose
+               embeddings are above the duplicate cosine)
     decide     (per partition)  nearest other identity, keep/reason/rank, reviews, identity rows;
                                  scores scattered back to their spine chunk
     write      (per chunk)  the chunk's scores in spine order, its curated shards
@@ -48,6 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import curation as C
+from curate import groups as G
 from curate.config import ScoreConfig
 from curate.errors import InputError
 from curate.files import atomic_write, write_json
@@ -59,6 +62,7 @@ PART_ROWS = 250_000  # images per partition and per chunk: about 1.5 GB of worki
 SAMPLE_ROWS = 200_000  # scored faces in the sample
 GROUP_ROWS = 250_000  # faces per duplicate-search group: about 1 GB a task
 EXTRA = ["_chunk", "_shard", "_row"]  # where a row came from: spine chunk, shard, position in it
+NODE = ["gid", "image_id", "identity", "quality", "angle", "face_size"]  # a face in a duplicate cluster
 
 
 def _crc(values: list) -> np.ndarray:
@@ -147,7 +151,11 @@ def split(w: Work, c: int) -> dict:
     files = plan["chunks"][c]
     tables = []
     for shard, f, *_ in files:
-        t = pq.read_table(f, columns=C.READ)
+        have = set(pq.ParquetFile(f).schema_arrow.names)
+        t = pq.read_table(f, columns=[k for k in C.READ if k in have])
+        for k, typ in C.LATER.items():  # a run made before the column existed
+            if k not in have:
+                t = t.append_column(k, pa.nulls(len(t), typ))
         n = len(t)
         tables.append(t.append_column("_chunk", pa.array(np.full(n, c, np.int32)))
                       .append_column("_shard", pa.array(np.full(n, shard, np.int32)))
@@ -168,16 +176,16 @@ def split(w: Work, c: int) -> dict:
 def _group_faces(t: pa.Table, det_files: list[str], min_face_size: float) -> pa.Table:
     """The detected faces of ``t``'s photos with several faces (those scoring may re-pick), at
     least ``min_face_size`` px, with their photo's identity."""
-    cols = ["image_id", "face_idx", *C.FACE]
+    cols = ["image_id", "face_idx", *G.FACE]
     n_faces = pc.fill_null(t["n_faces"], 0) if "n_faces" in t.column_names else pa.array(np.zeros(len(t), np.int16))
     photos = t["image_id"].filter(pc.and_(pc.greater(n_faces, 1), pc.is_in(t["reason"], pa.array(["ok", "multi_face_ambiguous"]))))
     parts = []
     for f in det_files if len(photos) else []:
         have = set(pq.ParquetFile(f).schema_arrow.names)
         d = pq.read_table(f, columns=[k for k in cols if k in have])
-        for k in cols:  # a run made before detections had the crop's cues
+        for k in cols:  # a run made before detections had the crop's cues and hash
             if k not in have:
-                d = d.append_column(k, pa.nulls(len(d), pa.float32()))
+                d = d.append_column(k, pa.nulls(len(d), C.LATER.get(k, pa.float32())))
         d = d.select(cols).filter(pc.and_(pc.is_in(d["image_id"], value_set=photos), pc.greater_equal(d["face_size"], min_face_size)))
         parts.append(d)
     d = pa.concat_tables(parts) if parts else None
@@ -197,17 +205,19 @@ def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, m
         mine = t.filter(pc.is_in(t["identity"], value_set=pc.unique(faces["identity"])))
         _, named, templates, _, _ = C.score_identities(mine, cfg, cal, ref, merge_angle)
         far = cfg.far_angle or (cal or {}).get("thresholds", {}).get("far_angle") or 75.0
-        t, picks = C.pick_faces(t, faces, named["identity"].to_pylist(), templates, cal, far)
+        t, picks = G.pick_faces(t, faces, named["identity"].to_pylist(), templates, cal, far)
         atomic_write(w.path("picks", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(picks, tmp))
         atomic_write(w.path("picked", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(t, tmp))
-    part, ids, centers, used, (r, c, s) = C.score_identities(t, cfg, cal, ref, merge_angle)
+    part, ids, centers, used, (r, c, s, copy) = C.score_identities(t, cfg, cal, ref, merge_angle)
     part = part.append_column("_gid", pa.array((np.int64(p) << 32) + np.arange(len(t), dtype=np.int64)))
     atomic_write(w.path("a", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(part, tmp))
     atomic_write(w.path("ids", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(ids, tmp))
     np.save(w.path("ids", f"p={p:05d}.npy"), centers.astype(np.float32))
     cand = pa.array(C.candidates(t))
     faces = pa.table({"gid": part["_gid"], "image_id": t["image_id"], "identity": t["identity"], "quality": part["quality"],
-                      "embedding": t["embedding"], "sha1": t["sha1"]}).filter(cand)
+                      "angle": part["angle_to_dominant"], "face_size": t["face_size"],
+                      "embedding": t["embedding"], "image_hash": t["image_hash"],
+                      "sha1": t["sha1"]}).filter(cand)
     groups = plan["groups"]
     stored = np.zeros(len(faces), np.int64)
     extra = stored
@@ -225,26 +235,32 @@ def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, m
     if also.any():
         _scatter(body.filter(pa.array(also)).append_column("stored", pa.array(np.zeros(int(also.sum()), bool))),
                  extra[also], lambda g: w.path("dupin", f"g={g:05d}", f"p={p:05d}-q.parquet"))
-    if len(r):  # exact duplicates within each identity (over the candidate rows, as ``faces``), from the floor
+    if len(r):  # exact duplicates within each identity (over the candidate rows, as ``faces``): floor, copies
         gid = faces["gid"].to_numpy()
         nodes = np.unique(np.r_[r, c])
         atomic_write(w.path("dupout", f"p={p:05d}-pairs-nodes.parquet"), lambda tmp: pq.write_table(
-            faces.take(pa.array(nodes)).select(["gid", "image_id", "identity", "quality"]), tmp))
+            faces.take(pa.array(nodes)).select(NODE), tmp))
         atomic_write(w.path("dupout", f"p={p:05d}-pairs-edges.parquet"), lambda tmp: pq.write_table(
-            pa.table({"r": gid[r], "c": gid[c], "s": s}), tmp))
-    hashed = faces.filter(pc.is_valid(faces["sha1"])).select(["gid", "image_id", "identity", "quality", "sha1"])
+            pa.table({"r": gid[r], "c": gid[c], "s": s, "copy": copy}), tmp))
+    hashed = faces.filter(pc.is_valid(faces["sha1"])).select([*NODE, "sha1"])
     if "face_idx" in t.column_names and len(hashed):  # one group photo under two labels: two faces, not a copy
         fi = pc.fill_null(t["face_idx"].filter(cand), 0).take(pc.index_in(hashed["gid"], value_set=faces["gid"]))
-        hashed = hashed.set_column(4, "sha1", pc.binary_join_element_wise(hashed["sha1"], pc.cast(fi, pa.string()), ":"))
+        hashed = hashed.set_column(len(NODE), "sha1", pc.binary_join_element_wise(hashed["sha1"], pc.cast(fi, pa.string()), ":"))
     if len(hashed):
         _scatter(hashed, _bucket(hashed["sha1"], groups), lambda g: w.path("sha", f"g={g:05d}", f"p={p:05d}.parquet"))
+    # copies across identities at any scale: the same 64-bit photo hash (either way round) meets in one bucket
+    ph = faces.filter(pc.is_valid(faces["image_hash"]))
+    if len(ph):
+        key = pa.array([min(h[:8], h[8:16]).hex() for h in ph["image_hash"].to_pylist()], pa.string())
+        ph = ph.select([*NODE, "embedding", "image_hash"]).append_column("key", key)
+        _scatter(ph, _bucket(ph["key"], groups), lambda g: w.path("ph", f"g={g:05d}", f"p={p:05d}.parquet"))
     return {"rows": len(t), "signals": used}
 
 
 @step("duplicates")
 def duplicates(w: Work, g: int, threshold: float) -> dict:
     faces = _gather(w.path("dupin", f"g={g:05d}", "*.parquet"))
-    nodes, r, c, s = [], [], [], []
+    nodes, r, c, s, cp = [], [], [], [], []
     if len(faces):
         stored, extra = faces.filter(faces["stored"]), faces.filter(pc.invert(faces["stored"]))
         qi, si, sim = dedup.knn_edges(decode_embeddings(stored["embedding"]), threshold,
@@ -255,7 +271,8 @@ def duplicates(w: Work, g: int, threshold: float) -> dict:
         r.append(gq[keep])
         c.append(gs[keep])
         s.append(sim[keep])
-        nodes.append(faces.select(["gid", "image_id", "identity", "quality"]))
+        cp.append(dedup.copy_pairs(*C.hashes_of(faces), qi[keep], si[keep]))  # faces: stored rows first
+        nodes.append(faces.select(NODE))
     hashed = _gather(w.path("sha", f"g={g:05d}", "*.parquet"))
     if len(hashed):
         a, b, sim = dedup.sha_edges(hashed["sha1"].to_pylist())
@@ -263,10 +280,24 @@ def duplicates(w: Work, g: int, threshold: float) -> dict:
         r.append(gid[a])
         c.append(gid[b])
         s.append(sim)
-        nodes.append(hashed.select(["gid", "image_id", "identity", "quality"]))
+        cp.append(np.ones(len(a), bool))  # identical bytes: a copy
+        nodes.append(hashed.select(NODE))
+    ph = _gather(w.path("ph", f"g={g:05d}", "*.parquet"))
+    if len(ph):  # rows sharing a photo hash, under different identities (within one: identity_pairs saw them)
+        a, b = dedup.bucket_pairs(ph["key"].to_pylist(), ph["identity"].to_pylist())
+        emb = C.unit_embeddings(ph)
+        sim = np.einsum("nd,nd->n", emb[a], emb[b]).astype(np.float32)
+        hit = dedup.copy_pairs(*C.hashes_of(ph), a, b) & (sim >= C.COPY_COS)
+        gid = ph["gid"].to_numpy()
+        r.append(gid[a[hit]])
+        c.append(gid[b[hit]])
+        s.append(sim[hit])
+        cp.append(np.ones(int(hit.sum()), bool))
+        nodes.append(ph.select(NODE))
     edges = pa.table({"r": pa.array(np.concatenate(r) if r else np.zeros(0, np.int64)),
                       "c": pa.array(np.concatenate(c) if c else np.zeros(0, np.int64)),
-                      "s": pa.array(np.concatenate(s) if s else np.zeros(0, np.float32))})
+                      "s": pa.array(np.concatenate(s) if s else np.zeros(0, np.float32)),
+                      "copy": pa.array(np.concatenate(cp) if cp else np.zeros(0, bool))})
     if len(edges):
         used = pa.concat_tables(nodes)
         used = used.filter(pc.is_in(used["gid"], pa.concat_arrays([edges["r"].combine_chunks(), edges["c"].combine_chunks()])))
@@ -294,9 +325,9 @@ def decide(w: Work, p: int, cfg: ScoreConfig, quality_rules: bool, reviews: pa.T
     g = _read_globals(w)
     if os.path.exists(w.path("centers.faiss")):
         g.index = __import__("faiss").read_index(w.path("centers.faiss"))
-    dups_file = w.path("dups", f"p={p:05d}.parquet")
-    dups = pq.read_table(dups_file) if os.path.exists(dups_file) else C.EMPTY_DUPS
-    scores = C.decide(t, part, g, dups, cfg, quality_rules)
+    dups, near = (pq.read_table(f) if os.path.exists(f) else C.EMPTY_DUPS
+                  for f in (w.path("dups", f"p={p:05d}.parquet"), w.path("near", f"p={p:05d}.parquet")))
+    scores = C.decide(t, part, g, dups, cfg, quality_rules, near)
     ids = pq.read_table(w.path("ids", f"p={p:05d}.parquet"))
     ids = C.finish_identities(ids, g, scores, cfg) if len(ids) else None
     auto = C.reason_counts(scores)
@@ -362,6 +393,26 @@ def _with_picked_faces(spine: pa.Table, scores: pa.Table, det_file: str | None) 
             i = spine.schema.get_field_index(col)
             spine = spine.set_column(i, col, pc.if_else(moved, det[col].take(at).cast(spine.schema.field(col).type), spine[col]))
     return spine
+
+
+def _cluster_table(nodes: pa.Table, edges: pa.Table, far_angle: float, by_size: bool) -> tuple[pa.Table, np.ndarray]:
+    """dedup.dup_table over the edges (gids of ``nodes``, sorted by gid) -> (the table, the
+    partition of each of its rows). The face that stays is, among those within ``far_angle`` of
+    their own identity (a copy filed under the wrong label never displaces the photo under the
+    right one), the best-quality one; of copies of one photo (``by_size``), the one whose face is
+    largest (in 5% steps: a downscaled copy never displaces its original), then the best quality."""
+    gid = nodes["gid"].to_numpy()
+    r, c = np.searchsorted(gid, edges["r"].to_numpy()), np.searchsorted(gid, edges["c"].to_numpy())
+    far = np.nan_to_num(nodes["angle"].to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0) > far_angle
+    rank = np.clip(np.nan_to_num(nodes["quality"].to_numpy(zero_copy_only=False).astype(np.float64), nan=-1.0), -1, 100)
+    if by_size:
+        size = np.nan_to_num(nodes["face_size"].to_numpy(zero_copy_only=False).astype(np.float64), nan=1.0)
+        rank = rank + 1000.0 * np.round(np.log(np.maximum(size, 1.0)) / np.log(1.05))
+    rank = rank - 1e9 * far
+    t = dedup.dup_table(np.array(nodes["image_id"].to_pylist(), object), np.array(nodes["identity"].to_pylist(), object),
+                        rank, r, c, edges["s"].to_numpy())
+    at = pc.index_in(t["image_id"], value_set=nodes["image_id"])
+    return t, nodes["gid"].take(at).to_numpy() >> 32
 
 
 def _write_globals(w: Work, g: C.Globals) -> None:
@@ -469,20 +520,16 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
     if not w.done("clusters", 0):
         nodes = _gather(w.path("dupout", "*-nodes.parquet"))
         edges = _gather(w.path("dupout", "*-edges.parquet"))
-        if len(edges):
-            edges = edges.filter(pc.greater_equal(edges["s"], g.thresholds.dup_cos))  # within-identity pairs: floor
-        if len(edges):
+        if len(edges):  # copies (by bytes or hashes), and the near-identical rest (within identities: from the floor)
+            copies = edges.filter(edges["copy"])
+            near = edges.filter(pc.and_(pc.invert(edges["copy"]), pc.greater_equal(edges["s"], g.thresholds.dup_cos)))
             nodes = nodes.take(pa.array(np.unique(nodes["gid"].to_numpy(), return_index=True)[1]))
-            gid = nodes["gid"].to_numpy()
-            r, c = np.searchsorted(gid, edges["r"].to_numpy()), np.searchsorted(gid, edges["c"].to_numpy())
-            dups = dedup.dup_table(np.array(nodes["image_id"].to_pylist(), object),
-                                   np.array(nodes["identity"].to_pylist(), object),
-                                   nodes["quality"].to_numpy(zero_copy_only=False), r, c, edges["s"].to_numpy())
-            at = pc.index_in(dups["image_id"], value_set=nodes["image_id"])
-            part_of = nodes["gid"].take(at).to_numpy() >> 32
-            _scatter(dups, part_of, lambda p: w.path("dups", f"p={p:05d}.parquet"))
+            for kind, e in (("dups", copies), ("near", near)):
+                if len(e):
+                    t, part_of = _cluster_table(nodes, e, g.thresholds.far_angle, by_size=kind == "dups")
+                    _scatter(t, part_of, lambda p, k=kind: w.path(k, f"p={p:05d}.parquet"))
         w.mark("clusters", 0, {"edges": len(edges)})
-    for d in ("dupin", "sha"):  # the search groups' copies of the faces are not needed again
+    for d in ("dupin", "sha", "ph"):  # the search groups' copies of the faces are not needed again
         shutil.rmtree(os.path.join(w.root, d), ignore_errors=True)
 
     results = mapper(functools.partial(decide, work_dir, cfg=cfg, quality_rules=cal is not None, reviews=reviews),

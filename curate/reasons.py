@@ -43,9 +43,13 @@ REASONS = (
     Reason("low_det_score", "detect", False, "the chosen face's detector score is low", "below min_score"),
     Reason("too_small", "detect", False, "the chosen face is small", "below --min-face-size px"),
     Reason("embed_error", "embed", False, "the recognizer returned a NaN, Inf or zero feature", "a non-finite embedding"),
-    Reason("near_duplicate", "score", False, "the same photo again; the best-quality copy stays",
-           "identical bytes, or an embedding cosine at or above the duplicate threshold (except a copy of a face "
+    Reason("duplicate", "score", False, "the same photo again (re-encoded, resized, mirrored, cropped, captioned); "
+           "the best-quality copy stays", "identical bytes, or perceptual hashes of the photo and of the face that say "
+           "copy (curate.stages.dedup.copy_pairs) with an embedding cosine of at least 0.7 (except a copy of a face "
            "filed under another identity and far from its own: then the label flag)"),
+    Reason("near_identical", "score", False, "a distinct shot nearly the same as a better one (burst, video frame, "
+           "lab sitting); kept unless asked", "only with --drop-near-identical: an embedding cosine at or above the "
+           "duplicate threshold without the hashes of a copy; the best-quality shot stays"),
     Reason("identity_merge_candidate", "score", False, "this identity looks like another label of one person",
            "only with --merge reject: dominant centers at or above the merge cosine, every label of the person but "
            "the largest (by default, --merge relabel, they are kept and exported as the largest: label, merged_from)"),

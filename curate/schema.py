@@ -67,6 +67,8 @@ _IMAGE_META = [
     _f("mode", pa.string(), "pixel mode before conversion to RGB (L, RGBA, CMYK, I;16, P, ...)"),
     _f("width", pa.int32(), "decoded width after EXIF orientation, px"),
     _f("height", pa.int32(), "decoded height after EXIF orientation, px"),
+    _f("image_hash", pa.binary(80), "perceptual hashes of the photo (64 and 256 bits) and of its mirror image "
+       "(curate.stages.phash)"),
 ]
 
 _FACE_COLUMNS = [

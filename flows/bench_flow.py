@@ -76,6 +76,7 @@ def measure(run: str, truth_path: str, seed: int, faces: str, baseline: bool, sw
         atomic_write(os.path.join(d, "sweep.parquet"), lambda tmp: pq.write_table(sw, tmp))
     if baseline:
         m["baseline"] = B.cleanlab_baseline(t, seed=seed)
+        m["phash_baseline"] = B.phash_baseline(os.path.join(os.path.dirname(run), "crawl"), t)
     m.update({"seed": seed, "faces": faces, "scores": digest})
     write_json(os.path.join(d, "metrics.json"), m)
     from curate.report import build_report
@@ -89,6 +90,11 @@ SUMMARY = (("purity", ("purity",)), ("clean retention", ("clean_retention",)),
            ("label noise precision", ("label_noise", "precision")), ("label noise recall", ("label_noise", "recall")),
            ("label noise rejected, any reason", ("label_noise_rejected_overall",)),
            ("duplicate pair recall", ("duplicates", "recall")), ("duplicate precision", ("duplicates", "precision")),
+           *((f"duplicate recall, {k}", ("duplicates", "per_kind", k, "recall")) for k in B.COPY_KINDS),
+           ("distinct web photo pairs called duplicate", ("distinct_pairs_called_duplicate", "web", "share")),
+           ("distinct lab-sitting pairs called duplicate", ("distinct_pairs_called_duplicate", "lab", "share")),
+           ("group photos: a face chosen", ("groups", "chosen_share")),
+           ("group photos kept with the labelled person's face", ("groups", "right_share")),
            ("merge recall", ("merges", "recall")), ("merge precision", ("merges", "precision")),
            ("unidentifiable precision", ("unidentifiable", "precision")),
            ("unidentifiable recall", ("unidentifiable", "recall")),
@@ -113,6 +119,9 @@ def aggregate(results: dict[int, dict], holdout: int | None) -> dict:
                  ("cleanlab recall", ("baseline", "cleanlab", "recall")),
                  ("ours precision (same faces)", ("baseline", "ours_same_faces", "precision")),
                  ("ours recall (same faces)", ("baseline", "ours_same_faces", "recall"))]
+        keys += [(f"pHash-only recall, {k}", ("phash_baseline", "per_kind", k, "recall")) for k in B.COPY_KINDS]
+        keys += [(f"pHash-only distinct {s} pairs called duplicate",
+                  ("phash_baseline", "distinct_pairs_called_duplicate", s, "share")) for s in ("web", "lab")]
     for name, path in keys:
         vals = [v for v in (_get(m, path) for m in tuning) if v is not None]
         held = _get(results[holdout], path) if holdout in results else None

@@ -26,7 +26,8 @@ def source(tmp_path_factory):
 
 
 def test_the_crawl_records_the_truth_of_every_file(source, tmp_path):
-    noise = B.Noise(flip=0.1, distractor=0.1, duplicate=0.1, unidentifiable=0.1, nonface=0.05, split=1, open_set=0.2)
+    noise = B.Noise(flip=0.1, distractor=0.1, duplicate=0.1, group=0.05, unidentifiable=0.1, nonface=0.05, split=1,
+                    open_set=0.2)
     truth = B.build_crawl(str(source), str(tmp_path / "crawl"), noise, seed=3)
     files = sorted(str(p.relative_to(tmp_path / "crawl")) for p in (tmp_path / "crawl").rglob("*") if p.is_file())
     assert sorted(truth["source"].to_pylist()) == files  # one truth row per file, nothing else
@@ -44,6 +45,16 @@ def test_the_crawl_records_the_truth_of_every_file(source, tmp_path):
     by_source = {r["source"]: r for r in rows}
     assert all(by_source[r["original"]]["kind"] in ("clean", "split") and by_source[r["original"]]["label"] == r["label"]
                for r in rows if r["kind"] in ("duplicate", "unidentifiable"))
+    assert {r["detail"] for r in rows if r["kind"] == "duplicate"} <= set(B.COPY_KINDS)  # one kind of copy each
+    # a group photo holds the person's own photo, its box inside the composite
+    from PIL import Image
+
+    groups = [r for r in rows if r["kind"] == "group"]
+    assert groups and all(r["label"] == r["person"] for r in groups)
+    for r in groups:
+        x1, y1, x2, y2 = (int(v) for v in r["detail"].split(","))
+        w, h = Image.open(tmp_path / "crawl" / r["source"]).size
+        assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and (x2 - x1) < w  # beside someone else
     split = [r for r in rows if r["kind"] == "split"]
     assert split and all(r["label"] == r["person"] + "~2" for r in split)
     # every photo of the source used once at most: a flip is never also a clean file
@@ -63,7 +74,7 @@ def hand_checked():
         ("a/flip.jpg", "flip", "b", "a", None, "ok", "far_from_dominant", False, None),  # caught
         ("a/other.jpg", "distractor", "z", "a", None, "ok", "ok", True, None),  # missed, and kept
         ("b/1.jpg", "clean", "b", "b", None, "ok", "ok", True, None),
-        ("b/copy.jpg", "duplicate", "b", "b", "b/1.jpg", "ok", "near_duplicate", False, "b/1.jpg"),  # pair caught
+        ("b/copy.jpg", "duplicate", "b", "b", "b/1.jpg", "ok", "duplicate", False, "b/1.jpg"),  # pair caught
         ("b/bad.jpg", "unidentifiable", "b", "b", "b/1.jpg", "no_face", "no_face", False, None),  # not scored
         ("b/nf.jpg", "nonface", None, "b", None, "no_face", "no_face", False, None),
         ("b~2/1.jpg", "split", "b", "b~2", None, "ok", "identity_merge_candidate", False, None),
@@ -75,7 +86,7 @@ def hand_checked():
         "spine_reason": [r[5] for r in rows], "reason": [r[6] for r in rows], "keep": [r[7] for r in rows],
         "dup_of": [ids.get(r[8]) for r in rows], "truth_label": [r[3] for r in rows], "truth_person": [r[2] for r in rows],
         "truth_kind": [r[1] for r in rows], "truth_original": [r[4] for r in rows],
-        "truth_detail": ["b~2" if r[1] == "split" else None for r in rows],
+        "truth_detail": ["b~2" if r[1] == "split" else "crop" if r[1] == "duplicate" else None for r in rows],
     })
     identities = pa.table({"identity": ["a", "b", "b~2", "c"], "merge_into": [None, None, "b", None]})
     return t, identities
@@ -91,7 +102,11 @@ def test_metrics_match_a_hand_checked_truth():
     # label flags: a/2 and a/flip flagged; truth a/flip and a/other -> precision 1/2, recall 1/2
     assert (m["label_noise"]["precision"], m["label_noise"]["recall"]) == (0.5, 0.5)
     assert m["label_noise_rejected_overall"] == 0.5
-    assert m["duplicates"] == {"pairs": 1, "pairs_caught": 1, "recall": 1.0, "flagged": 1, "precision": 1.0}
+    assert m["duplicates"] == {"pairs": 1, "pairs_caught": 1, "recall": 1.0, "flagged": 1, "precision": 1.0,
+                               "per_kind": {"crop": {"pairs": 1, "caught": 1, "recall": 1.0}}}
+    # distinct clean photos of one person: a/1-a/2 and b/1-b~2/1 (one person under two labels); none called a copy
+    assert m["distinct_pairs_called_duplicate"] == {"web": {"pairs": 2, "called": 0, "share": 0.0},
+                                                    "lab": {"pairs": 0, "called": 0, "share": None}}
     assert m["merges"] == {"split_people": 1, "found": 1, "recall": 1.0, "links": 1, "precision": 1.0}
     assert m["unidentifiable"]["true"] == 0 and m["unidentifiable_rejected_overall"] == 1.0
     assert m["nonface_rejected"] == 1.0
@@ -166,7 +181,7 @@ def test_noise_rate_per_identity_has_a_wilson_interval():
 
     identities = pa.table({"identity": ["a", "b"], "faces": [4, 10]})
     scores = pa.table({"identity": ["a"] * 4 + ["b"] * 10,
-                       "reason": ["ok", "ok", "near_duplicate", "ok"] + ["far_from_dominant", "cross_id_conflict"] + ["ok"] * 8})
+                       "reason": ["ok", "ok", "duplicate", "ok"] + ["far_from_dominant", "cross_id_conflict"] + ["ok"] * 8})
     r = _noise_rates(identities, scores).to_pylist()
     assert [x["label_flags"] for x in r] == [0, 2]  # a near-duplicate is not label noise
     assert r[0]["noise_rate"] == 0 and r[0]["noise_rate_lo"] == 0

@@ -76,7 +76,7 @@ def test_partitions_equal_the_whole_run(crawl_files, tmp_path):
     for k in ("far_angle", "dup_cos", "merge_cos", "run_impostor_angle_p1", "quality_signals"):
         assert got_calib[k] == calib[k], k
     reasons = set(got["reason"].to_pylist())  # the crawl exercises every decision
-    assert {"ok", "no_face", "near_duplicate", "far_from_dominant"} <= reasons
+    assert {"ok", "no_face", "duplicate", "far_from_dominant"} <= reasons
     assert pc.any(pc.is_valid(got["merged_from"])).as_py()  # and a merge
     # curated shards: each spine shard's rows once, with their scores
     curated = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(str(tmp_path / "curated" / "*.parquet")))])

@@ -59,13 +59,13 @@ def test_report_shows_faces_not_hashes_and_the_thresholds_in_use(scored_run, rep
     from curate.report import _clusters
 
     page = report.read_text()
-    assert "<h2>Near-duplicate clusters</h2>" in page
+    assert "<h2>Duplicates and near-identical shots</h2>" in page and "<h2>Group photos</h2>" in page
     con = audit.connect(scored_run)
     a, b = [r[0] for r in con.execute("SELECT image_id FROM curated WHERE crop IS NOT NULL ORDER BY image_id LIMIT 2").fetchall()]
-    html = _clusters(con, pa.table({"representative": [a], "identity": ["x"], "size": [2], "min_sim": [0.99],
-                                    "duplicates": [[b]]}))
-    assert html.count('class="face"') == 2 and "2 images" in html
-    lost = page[page.index("<h2>Images with no usable face</h2>"):page.index("<h2>Demographics</h2>")]
+    html = _clusters(con, pa.table({"kind": ["near_identical"], "representative": [a], "identity": ["x"], "size": [2],
+                                    "min_sim": [0.99], "duplicates": [[b]]}))
+    assert html.count('class="face"') == 2 and "2 images, near_identical" in html
+    lost = page[page.index("<h2>Images with no usable face</h2>"):page.index("<h2>Group photos</h2>")]
     assert "no_face" in lost and 'class="face"' in lost  # the cat, shown
     assert "decode_error" in lost and "cannot show" in lost  # broken bytes: the error, not a picture
     from curate.io.shards import ShardStore

@@ -69,6 +69,6 @@ def test_the_reason_registry_drives_selection_and_the_spine_enum():
 
     assert {r.value for r in Reason} == {"ok", *reasons.SPINE}
     assert set(reasons.LABEL_NOISE) <= set(reasons.SCORING)
-    flags = dict(reasons.is_columns(pa.array(["ok", "near_duplicate", None])))
-    assert "is_ok" not in flags and flags["is_near_duplicate"].to_pylist() == [False, True, False]
+    flags = dict(reasons.is_columns(pa.array(["ok", "duplicate", None])))
+    assert "is_ok" not in flags and flags["is_duplicate"].to_pylist() == [False, True, False]
     assert len(flags) == len(reasons.REASONS) - 1

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from curate.config import ScoreConfig
-from curate.schema import encode_embeddings
+from curate.schema import decode_embeddings, encode_embeddings
 from curate.scoring import score_table
 from curate.stages import score
 from models.templates import ARCFACE_112
@@ -44,7 +44,12 @@ def make(n_ids=40, per=30, noise=0.3, noisy_ids=10, dups=20, merged=3, low=20, s
         src = rows[(k * 104729) % len(rows)]
         if src["truth"] != "ok":
             continue
-        rows.append(dict(src, v=src["v"] + rng.normal(scale=0.002, size=D), norm=src["norm"] - 1, truth="dup"))
+        rows.append(dict(src, v=src["v"] + rng.normal(scale=0.002, size=D), norm=src["norm"] - 1, truth="dup",
+                         copy_of=(k * 104729) % len(rows)))
+    hashes = rng.integers(0, 256, (len(rows), 80), dtype=np.uint8)  # random photos; a copy's are its source's
+    for i, r in enumerate(rows):
+        if "copy_of" in r:
+            hashes[i] = hashes[r["copy_of"]]
     emb = np.array([r["v"] for r in rows])
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     lm = np.tile(ARCFACE_112.reshape(10), (len(rows), 1))
@@ -56,6 +61,7 @@ def make(n_ids=40, per=30, noise=0.3, noisy_ids=10, dups=20, merged=3, low=20, s
         "face_size": pa.array([100.0] * len(rows), pa.float32()), "det_score": pa.array([0.9] * len(rows), pa.float32()),
         "sharpness": pa.array([r["sharp"] for r in rows], pa.float32()), "keep": [True] * len(rows),
         "reason": ["ok"] * len(rows), "n_faces": pa.array([1] * len(rows), pa.int16()),
+        "image_hash": pa.array([h.tobytes() for h in hashes], pa.binary(80)),
         "face_idx": pa.array([0] * len(rows), pa.int16()),
     })
     return t, np.array([r["truth"] for r in rows])
@@ -96,12 +102,29 @@ def test_label_noise_is_flagged(scored):
 def test_duplicates_are_flagged_and_the_better_copy_kept(scored):
     t, truth, s, _, _ = scored
     reason = np.array(s["reason"].to_pylist())
-    p, r = pr(reason == "near_duplicate", truth == "dup")
+    p, r = pr(reason == "duplicate", truth == "dup")
     assert p >= 0.95 and r >= 0.9, (p, r)
     dup_of = s["dup_of"].to_pylist()
     ids = t["image_id"].to_pylist()
     originals = {d for d, tr in zip(dup_of, truth) if d is not None and tr == "dup"}
     assert all(truth[ids.index(o)] != "dup" for o in originals)  # the copy with the higher norm stays
+
+
+def test_near_identical_shots_are_marked_and_kept_unless_asked():
+    """Two distinct shots with nearly the same embedding (a burst) and unrelated hashes: marked
+    near_identical_of the better one and kept; --drop-near-identical keeps only the better one."""
+    t, truth = make(n_ids=6, per=20, noisy_ids=0, dups=0, merged=0, low=0)
+    emb = decode_embeddings(t["embedding"]).astype(np.float64)
+    emb[1] = emb[0] + 0.0005 * np.random.default_rng(3).normal(size=D)  # row 1: a burst shot of row 0
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    t = t.set_column(t.schema.get_field_index("embedding"), "embedding", encode_embeddings(emb))
+    kept, _, _ = score_table(t, ScoreConfig(far_angle=75.0), reference())
+    pair = kept.slice(0, 2).to_pylist()
+    assert [r["reason"] for r in pair] == ["ok", "ok"] and {r["near_identical_of"] for r in pair} - {None}
+    assert all(r["dup_of"] is None for r in pair)  # not a copy: the hashes differ
+    dropped, _, _ = score_table(t, ScoreConfig(far_angle=75.0, drop_near_identical=True), reference())
+    assert sorted(r["reason"] for r in dropped.slice(0, 2).to_pylist()) == ["near_identical", "ok"]
+    assert dropped.slice(2)["reason"].to_pylist() == kept.slice(2)["reason"].to_pylist()
 
 
 def test_merged_identities_are_found(scored):
@@ -224,7 +247,7 @@ def test_pose_from_landmarks():
 def test_a_group_photo_gets_the_face_nearest_its_labels_template():
     """pick_faces on synthetic faces: the label's face is taken when it is clearly nearer than the
     runner-up; two faces equally near (or none near) leave the photo ambiguous."""
-    from curate.curation import pick_faces
+    from curate.groups import pick_faces
 
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(3, D))
@@ -252,3 +275,24 @@ def test_a_group_photo_gets_the_face_nearest_its_labels_template():
     assert out["reason"].to_pylist() == ["ok", "multi_face_ambiguous", "multi_face_ambiguous"]
     assert out["keep"].to_pylist() == [True, False, False] and out["face_idx"].to_pylist() == [1, 0, 0]
     assert out["feat_norm"].to_pylist()[0] == 11.0 and out["feat_norm"].to_pylist()[1] == 1.0  # the picked face's columns
+
+
+def test_a_copy_filed_under_another_identity_is_found_by_its_hash():
+    """A re-saved copy under another label, its embedding moved (cosine ~0.9: below any duplicate
+    cosine, so no embedding search pairs it): the photo hash bucket finds it; its own label is
+    wrong, so the label flag is its reason, and its twin is the source photo."""
+    t, truth = make(n_ids=6, per=20, noisy_ids=0, dups=0, merged=0, low=0)
+    rng = np.random.default_rng(5)
+    emb = decode_embeddings(t["embedding"]).astype(np.float64)
+    src, copy = 3, 70  # row 3 is id000's; row 70 (id003's) becomes its copy
+    emb[copy] = emb[src] + 0.045 * rng.normal(size=D)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    hashes = t["image_hash"].to_pylist()
+    hashes[copy] = hashes[src]
+    t = t.set_column(t.schema.get_field_index("embedding"), "embedding", encode_embeddings(emb))
+    t = t.set_column(t.schema.get_field_index("image_hash"), "image_hash", pa.array(hashes, pa.binary(80)))
+    assert 0.8 < float(emb[src] @ emb[copy]) < 0.97
+    s, _, _ = score_table(t, ScoreConfig(far_angle=75.0), reference())
+    row = s.slice(copy, 1).to_pylist()[0]
+    assert row["dup_of"] == t["image_id"][src].as_py() and row["reason"] in ("far_from_dominant", "cross_id_conflict")
+    assert s["reason"][src].as_py() == "ok"

@@ -194,7 +194,10 @@ def loop(input_path, input_format, holdout, epochs, recipe, seed, truth, **kw):
               help="A seed reported apart, never to be tuned on (-1: none).")
 @click.option("--flip", default=0.05, show_default=True, help="Closed-set label flips, share of clean photos.")
 @click.option("--distractor", default=0.03, show_default=True, help="Open-set distractors, share of clean photos.")
-@click.option("--duplicate", default=0.05, show_default=True, help="Re-saved copies, share of clean photos.")
+@click.option("--duplicate", default=0.05, show_default=True, help="Copies (re-encoded, resized, mirrored, cropped, "
+              "captioned), share of clean photos.")
+@click.option("--group", default=0.03, show_default=True, help="Group photos (the person among 1-3 others), share of "
+              "clean photos.")
 @click.option("--unidentifiable", default=0.03, show_default=True, help="Degraded copies, share of clean photos.")
 @click.option("--nonface", default=0.01, show_default=True, help="Photos without a face, share of clean photos.")
 @click.option("--split", default=2, show_default=True, help="People crawled under two labels.")
@@ -207,7 +210,7 @@ def loop(input_path, input_format, holdout, epochs, recipe, seed, truth, **kw):
 @click.option("--no-sweeps", is_flag=True, help="Skip the threshold sweeps.")
 @run_options
 @writer
-def bench(faces, seeds, holdout, flip, distractor, duplicate, unidentifiable, nonface, split, open_set, max_photos,
+def bench(faces, seeds, holdout, flip, distractor, duplicate, group, unidentifiable, nonface, split, open_set, max_photos,
           exclude, baseline, no_sweeps, **kw):
     """Benchmark the curation on real faces: build MS1MV0-style noisy crawls (label flips, open-set
     distractors, re-saved copies, a person under two labels, degraded copies, non-faces) with the truth
@@ -227,7 +230,8 @@ def bench(faces, seeds, holdout, flip, distractor, duplicate, unidentifiable, no
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise click.BadParameter(f"{seeds!r}: comma-separated integers", param_hint="--seeds") from None
-    noise = Noise(flip=flip, distractor=distractor, duplicate=duplicate, unidentifiable=unidentifiable, nonface=nonface,
+    noise = Noise(flip=flip, distractor=distractor, duplicate=duplicate, group=group, unidentifiable=unidentifiable,
+                  nonface=nonface,
                   split=split, open_set=open_set, max_photos=max_photos, exclude=tuple(exclude))
     cfg, res, score_cfg = configs(kw)
     from models import preflight

@@ -243,7 +243,8 @@ def _crops(con, ids: list[str]) -> dict[str, dict]:
 
 
 def _clusters(con, t, per_cluster: int = 7) -> str:
-    """Each near-duplicate cluster as faces: the kept representative, then its duplicates."""
+    """Each duplicate cluster (copies, rejected) or group of near-identical shots (kept unless asked)
+    as faces: the representative, then the others."""
     rows = t.to_pylist()
     if not rows:
         return '<p class="none">none</p>'
@@ -253,8 +254,8 @@ def _clusters(con, t, per_cluster: int = 7) -> str:
     for r in rows:
         tiles = "".join(_tile(faces[i]) for i in [r["representative"], *r["duplicates"][: per_cluster - 1]] if i in faces)
         more = f'<p class="note">+{r["size"] - per_cluster} more</p>' if r["size"] > per_cluster else ""
-        out.append(f'<section class="identity"><h4>{_esc(r["identity"])}: {r["size"]} images, min cosine '
-                   f'{_esc(r["min_sim"])}</h4><div class="tiles">{tiles}</div>{more}</section>')
+        out.append(f'<section class="identity"><h4>{_esc(r["identity"])}: {r["size"]} images, {_esc(r["kind"])}, '
+                   f'min cosine {_esc(r["min_sim"])}</h4><div class="tiles">{tiles}</div>{more}</section>')
     return "".join(out)
 
 
@@ -357,7 +358,7 @@ def _tile(r: dict) -> str:
         cap.append(f"q {r['quality']:.0f}")
     if r["reason"] in ("far_from_dominant", "cross_id_conflict") and r["nearest_other_identity"]:
         cap.append(f"near {_esc(r['nearest_other_identity'])}")
-    if r["reason"] == "near_duplicate" and r["dup_sim"] is not None:
+    if r["reason"] == "duplicate" and r["dup_sim"] is not None:
         cap.append(f"dup {r['dup_sim']:.3f}")
     title = _esc(f"{r['source']} ({r['image_id']})")
     if r["crop"]:
@@ -437,7 +438,7 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
         "<h2>Rejection reasons</h2>" + _table(reasons),
         "<h2>Noisiest identities</h2>" + _table(q("noise_per_identity", limit=20)),
         "<h2>Merge candidates</h2>" + _table(q("merge_candidates", limit=20)),
-        "<h2>Near-duplicate clusters</h2>" + _clusters(con, q("near_duplicate_clusters", limit=20)),
+        "<h2>Duplicates and near-identical shots</h2>" + _clusters(con, q("duplicate_clusters", limit=20)),
         "<h2>Images with no usable face</h2>" + _unusable(con, store),
         "<h2>Group photos</h2>" + _group_photos(con, store),
         "<h2>Demographics</h2>" + _demographics(q, have, charts, qs),
@@ -481,7 +482,7 @@ def _benchmark(store, charts) -> str:
         "unidentifiable_rejected_overall", "nonface_rejected") if k in m])
     flags = pa.Table.from_pylist([{"flag": k, **{c: m[k].get(c) for c in ("flagged", "true", "hits", "precision", "recall")}}
                                   for k in ("label_noise", "label_noise_any_rejection", "unidentifiable") if k in m]
-                                 + [{"flag": "near_duplicate (pairs)", "flagged": m["duplicates"]["flagged"],
+                                 + [{"flag": "duplicate (pairs)", "flagged": m["duplicates"]["flagged"],
                                      "true": m["duplicates"]["pairs"], "hits": m["duplicates"]["pairs_caught"],
                                      "precision": m["duplicates"]["precision"], "recall": m["duplicates"]["recall"]}]
                                  + ([{"flag": "identity_merge_candidate (split people)", "flagged": m["merges"]["links"],

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from curate.config import DecodeConfig
 from curate.schema import Reason, require
+from curate.stages.phash import IMAGE_HASH, image_hash
 
 READS = ("item", "source", "identity", "data", "reason", "reason_detail")
 
@@ -80,7 +81,7 @@ def decode_one(data: bytes, cfg: DecodeConfig) -> tuple[np.ndarray | None, dict]
 
 def decode(batch: pa.Table, cfg: DecodeConfig) -> pa.Table:
     require(batch, READS, "decode")
-    cols = {k: [] for k in ("image_id", "sha1", "n_bytes", "format", "mode", "width", "height", "pixels")}
+    cols = {k: [] for k in ("image_id", "sha1", "n_bytes", "format", "mode", "width", "height", "pixels", "image_hash")}
     reasons = batch["reason"].to_pylist()
     details = batch["reason_detail"].to_pylist()
     for i, (source, data) in enumerate(zip(batch["source"].to_pylist(), batch["data"].to_pylist())):
@@ -94,8 +95,10 @@ def decode(batch: pa.Table, cfg: DecodeConfig) -> pa.Table:
         for k in ("format", "mode", "width", "height"):
             cols[k].append(meta.get(k))
         cols["pixels"].append(None if pixels is None else pixels.tobytes())
+        cols["image_hash"].append(None if pixels is None else image_hash(pixels))
     out = batch.drop_columns(["data", "reason", "reason_detail"])
-    types = {"n_bytes": pa.int64(), "width": pa.int32(), "height": pa.int32(), "pixels": pa.large_binary()}
+    types = {"n_bytes": pa.int64(), "width": pa.int32(), "height": pa.int32(), "pixels": pa.large_binary(),
+             "image_hash": IMAGE_HASH}
     for k, v in cols.items():
         out = out.append_column(k, pa.array(v, types.get(k, pa.string())))
     return out.append_column("reason", pa.array(reasons, pa.string())).append_column(

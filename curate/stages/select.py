@@ -2,8 +2,9 @@
 ScoreConfig.
 
 Precedence (first that applies): the spine's own reason (decode, no face, ...), then the scoring
-reasons in the registry's order (curate.reasons.SCORING): near_duplicate (unless its twin is under
-another identity and the face is far from its own: then the label flag), identity_merge_candidate,
+reasons in the registry's order (curate.reasons.SCORING): duplicate (unless its twin is under
+another identity and the face is far from its own: then the label flag), near_identical (only with
+``drop_near_identical``), identity_merge_candidate (only with ``merge="reject"``),
 unidentifiable, far_from_dominant, cross_id_conflict, non_dominant_subcenter (only with
 ``drop_non_dominant``: the paper keeps such faces within the angle); else ok. Every score behind a
 decision stays in the row, so any threshold can be re-applied in SQL later.
@@ -19,7 +20,7 @@ from curate.config import ScoreConfig
 from curate.reasons import SCORING, with_is_columns
 from curate.schema import require
 
-READS = ("image_id", "identity", "spine_reason", "dup_of", "dup_identity", "merge_into", "quality", "sharpness_pct", "det_score_pct", "face_size",
+READS = ("image_id", "identity", "spine_reason", "dup_of", "dup_identity", "near_identical_of", "merge_into", "quality", "sharpness_pct", "det_score_pct", "face_size",
          "yaw", "angle_to_dominant", "own_sim", "other_sim", "is_dominant")
 
 
@@ -46,7 +47,8 @@ def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, quality_rules: bool 
     # evidence that this label is wrong, so the label flag is its reason (the twin is judged apart)
     cross_dup = np.asarray(pc.fill_null(pc.not_equal(t["dup_identity"], t["identity"]), False).to_numpy(zero_copy_only=False), bool)
     rules = {
-        "near_duplicate": pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False) & ~(cross_dup & (far | conflict)),
+        "duplicate": pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False) & ~(cross_dup & (far | conflict)),
+        "near_identical": cfg.drop_near_identical & pc.is_valid(t["near_identical_of"]).to_numpy(zero_copy_only=False),
         "identity_merge_candidate": (cfg.merge == "reject") & pc.is_valid(t["merge_into"]).to_numpy(zero_copy_only=False),
         # too poor to tell whose face it is: very low quality, or a face that looks like another
         # person's but is of low quality too (AdaFace: a hard low-quality face is no label evidence)

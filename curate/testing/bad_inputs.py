@@ -121,17 +121,17 @@ def build(root: str, max_bytes: int = 2_000_000) -> dict[str, dict[str, tuple[se
     good = os.path.join(crawl, "person", "good.jpg")
     with open(os.path.join(crawl, "Zoë Saldaña", "unicode_label.jpg"), "wb") as fh:
         fh.write(open(good, "rb").read())
-    fx["Zoë Saldaña/unicode_label.jpg"] = (FACE_OK | {"near_duplicate"}, None)
+    fx["Zoë Saldaña/unicode_label.jpg"] = (FACE_OK | {"duplicate"}, None)
     with open(os.path.join(crawl, "m.0abc12", "same_bytes_twice.jpg"), "wb") as fh:
         fh.write(open(good, "rb").read())
-    fx["m.0abc12/same_bytes_twice.jpg"] = (FACE_OK | {"near_duplicate"}, None)
+    fx["m.0abc12/same_bytes_twice.jpg"] = (FACE_OK | {"duplicate"}, None)
     os.symlink(good, os.path.join(crawl, "m.0abc12", "link_inside.jpg"))
-    fx["m.0abc12/link_inside.jpg"] = (FACE_OK | {"near_duplicate"}, None)
+    fx["m.0abc12/link_inside.jpg"] = (FACE_OK | {"duplicate"}, None)
     secret = os.path.join(root, "outside_secret.jpg")
     with open(secret, "wb") as fh:
         fh.write(open(good, "rb").read())
     os.symlink(secret, os.path.join(crawl, "person", "link_outside.jpg"))
-    fx["person/link_outside.jpg"] = (FACE_OK | {"near_duplicate"}, None)  # a link is followed wherever it points
+    fx["person/link_outside.jpg"] = (FACE_OK | {"duplicate"}, None)  # a link is followed wherever it points
     os.symlink("/etc/passwd", os.path.join(crawl, "person", "link_passwd.jpg"))
     fx["person/link_passwd.jpg"] = ({"decode_error"}, "not an image")
     os.symlink(os.path.join(crawl, "person", "missing.jpg"), os.path.join(crawl, "person", "dangling.jpg"))
@@ -144,7 +144,7 @@ def build(root: str, max_bytes: int = 2_000_000) -> dict[str, dict[str, tuple[se
         fh.write(open(good, "rb").read())
     os.chmod(unreadable, 0)
     # root reads anything: then it is just a good file
-    fx["person/unreadable.jpg"] = ({"read_error"} | (FACE_OK | {"near_duplicate"} if os.geteuid() == 0 else set()), None)
+    fx["person/unreadable.jpg"] = ({"read_error"} | (FACE_OK | {"duplicate"} if os.geteuid() == 0 else set()), None)
     expect[crawl] = fx
     # -- TSV -------------------------------------------------------------------------------
     b64 = base64.b64encode(open(good, "rb").read())
@@ -190,12 +190,12 @@ def build(root: str, max_bytes: int = 2_000_000) -> dict[str, dict[str, tuple[se
         fh.write(jpg)
     rows = [
         ("alice", "imgs/a.jpg", FACE_OK),
-        ("alice", "imgs/a.jpg", FACE_OK | {"near_duplicate"}),  # the same file listed twice
+        ("alice", "imgs/a.jpg", FACE_OK | {"duplicate"}),  # the same file listed twice
         ("bob", "../../../../etc/passwd", {"read_error"}),
         ("bob", "imgs/../../outside_secret.jpg", {"read_error"}),
         ("carol", "/etc/passwd", {"read_error"}),
         ("carol", "imgs/missing.jpg", {"read_error"}),
-        ("../../etc", "imgs/a.jpg", FACE_OK | {"near_duplicate"}),  # a path-like label is only a label
+        ("../../etc", "imgs/a.jpg", FACE_OK | {"duplicate"}),  # a path-like label is only a label
         ("", "imgs/a.jpg", {"no_identity"}),
         (None, "imgs/a.jpg", {"no_identity"}),
         ("dave", None, {"read_error"}),

@@ -78,7 +78,7 @@ class EmbeddingCrawl:
     and reason), written shard by shard so a 10M-face crawl never sits in memory. Identities are
     clusters on the sphere (~35 deg spread); ``noise`` of the faces belong to another identity;
     ``dups`` are copies of an earlier face of their shard (half of them byte-identical: same
-    sha1 and embedding; half re-saved: cosine ~0.98); the last identity is a second label of the first person (a merge candidate); 1% of
+    sha1 and embedding; half re-saved: cosine ~0.98, its hashes a bit away); other rows' hashes are random; the last identity is a second label of the first person (a merge candidate); 1% of
     rows have no face. Labels are shuffled over the crawl (an identity spans shards) unless
     ``grouped``. Truth: ``noise`` and ``dup`` per row, for precision and recall."""
 
@@ -119,6 +119,9 @@ class EmbeddingCrawl:
         resaved = np.flatnonzero(self.dup[a:b] & ~self.same_bytes[a:b])  # a re-saved copy: cosine ~0.98 to its source
         e[resaved] += rng.standard_normal((len(resaved), self.dim), dtype=np.float32) * (0.2 / np.sqrt(self.dim))
         e[resaved] /= np.linalg.norm(e[resaved], axis=1, keepdims=True)
+        ih = rng.integers(0, 256, (m, 80), dtype=np.uint8)
+        ih[dup] = ih[self.src[a:b][dup] - a]  # a copy's hashes are its source's ...
+        ih[resaved, 20] ^= 1  # ... up to a bit
         sha = np.array([f"{i:040x}" for i in range(a, b)], dtype=object)
         same = np.flatnonzero(self.same_bytes[a:b])
         sha[same] = sha[self.src[a:b][same] - a]
@@ -139,6 +142,7 @@ class EmbeddingCrawl:
             "sharpness": pa.array(rng.uniform(20, 400, m).astype(np.float32)),
             "keep": pa.array(~no_face),
             "reason": pa.array(np.where(no_face, "no_face", "ok").tolist()),
+            "image_hash": pa.array([x.tobytes() for x in ih], pa.binary(80)),
             "n_faces": pa.array((~no_face).astype(np.int16)),
             "face_idx": pa.array(np.zeros(m, np.int16), mask=no_face),
         })
