@@ -24,16 +24,19 @@ IMAGE_HASH = pa.binary(WIDTH)
 
 
 def image_hash(pixels: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 RGB -> the photo's hashes, each with its mirror image's (module doc)."""
+    """(H, W, 3) uint8 RGB -> the photo's hashes, each with its mirror image's (module doc). The
+    photo is shrunk once (area averaging, OpenCV: about 1 ms for a web photo) to the hashes' own
+    input sizes; imagehash hashes those."""
+    import cv2
     import imagehash
-    from PIL import Image, ImageOps
+    from PIL import Image
 
-    gray = Image.fromarray(pixels).convert("L")
+    small = cv2.resize(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY), (4 * SIZES[-1], 4 * SIZES[-1]), interpolation=cv2.INTER_AREA)
     out = []
     for size in SIZES:
-        small = gray.resize((4 * size, 4 * size), Image.LANCZOS)  # once: both hashes read the small image
-        out += [np.packbits(imagehash.phash(im, hash_size=size).hash.ravel()).tobytes()
-                for im in (small, ImageOps.mirror(small))]
+        side = cv2.resize(small, (4 * size, 4 * size), interpolation=cv2.INTER_AREA) if 4 * size != small.shape[0] else small
+        out += [np.packbits(imagehash.phash(Image.fromarray(np.ascontiguousarray(im)), hash_size=size).hash.ravel()).tobytes()
+                for im in (side, side[:, ::-1])]
     return b"".join(out)
 
 
