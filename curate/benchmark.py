@@ -345,8 +345,10 @@ def evaluate(t: pa.Table, identities: pa.Table | None = None) -> dict:
     per_kind = {k: {"files": int((kind == k).sum()), **{r: int(((kind == k) & (reason == r)).sum())
                                                         for r in sorted(set(reason[kind == k]))}} for k in KINDS if (kind == k).any()}
     clean = np.isin(kind, ("clean", "split"))
-    noise = np.isin(kind, LABEL_NOISE)
-    bad = np.isin(kind, (*LABEL_NOISE, *JUNK))
+    # a group photo whose face in the row is someone else's (the person's own went undetected) is
+    # label noise as the scorer sees it: that face is not the labelled person
+    noise = np.isin(kind, LABEL_NOISE) | (wrong_face(t) if "bbox" in t.column_names else np.zeros(len(t), bool))
+    bad = noise | np.isin(kind, JUNK)
     out = {
         "files": len(t), "per_kind": per_kind,
         "purity": round(1 - (keep & bad).sum() / max(keep.sum(), 1), 4),
@@ -435,6 +437,20 @@ def distinct_pairs_called_duplicate(t: pa.Table) -> dict:
     return out
 
 
+def _inside(detail: str | None, box: list | None) -> bool:
+    """Is the center of ``box`` inside the group photo's person box ``detail`` (x1,y1,x2,y2)?"""
+    if not detail or not box:
+        return False
+    x1, y1, x2, y2 = (float(v) for v in detail.split(","))
+    return x1 <= (box[0] + box[2]) / 2 <= x2 and y1 <= (box[1] + box[3]) / 2 <= y2
+
+
+def wrong_face(t: pa.Table) -> np.ndarray:
+    """(N,) bool: a group photo whose row carries a face, and not the labelled person's."""
+    return np.array([k == "group" and b is not None and not _inside(d, b) for k, b, d in
+                     zip(t["truth_kind"].to_pylist(), t["bbox"].to_pylist(), t["truth_detail"].to_pylist())], bool)
+
+
 def group_picks(t: pa.Table) -> dict:
     """Group photos with a face found: the share where a face was chosen (not left
     multi_face_ambiguous), and, of those kept, the share that keep the labelled person's face (its
@@ -446,9 +462,7 @@ def group_picks(t: pa.Table) -> dict:
     kept = [r for r in chosen if r["keep"]]
 
     def inside(r):
-        x1, y1, x2, y2 = (float(v) for v in r["truth_detail"].split(","))
-        b = r["bbox"]
-        return x1 <= (b[0] + b[2]) / 2 <= x2 and y1 <= (b[1] + b[3]) / 2 <= y2
+        return _inside(r["truth_detail"], r["bbox"])
 
     right = sum(1 for r in kept if inside(r))
     return {"photos": len(rows), "chosen": len(chosen), "chosen_share": round(len(chosen) / len(rows), 4) if rows else None,

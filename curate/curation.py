@@ -30,8 +30,9 @@ from curate.stages.select import select
 from curate.stats import NORM_GRID, combined_quality, signal_percentiles, unit
 
 READ = ["image_id", "identity", "sha1", "embedding", "feat_norm", "model_id", "landmarks", "face_size", "det_score",
-        "sharpness", "keep", "reason", "n_faces", "face_idx", "image_hash"]
-LATER = {"image_hash": pa.binary(80)}  # READ columns a run made before them lacks (null)
+        "sharpness", "keep", "reason", "n_faces", "face_idx", "image_hash", "n_bytes", "width", "height"]
+# READ columns that a run made before them, or rows from elsewhere (score_table), may lack: null
+LATER = {"image_hash": pa.binary(80), "n_bytes": pa.int64(), "width": pa.int32(), "height": pa.int32()}
 COPY_COS = 0.7  # a copy of a photo is the same face: its hashes are looked at from this cosine on
 
 

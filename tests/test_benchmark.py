@@ -188,3 +188,15 @@ def test_noise_rate_per_identity_has_a_wilson_interval():
     assert r[0]["noise_rate_hi"] == pytest.approx(1.96**2 / (4 + 1.96**2), abs=1e-4)  # 4 clean faces: up to 49%
     assert r[1]["noise_rate"] == pytest.approx(0.2)
     assert (r[1]["noise_rate_lo"], r[1]["noise_rate_hi"]) == (pytest.approx(0.0567, abs=1e-3), pytest.approx(0.5098, abs=1e-3))
+
+
+def test_group_photos_are_scored_by_the_face_the_row_carries():
+    """A kept group photo with the person's face is right; one carrying someone else's face is label
+    noise (its flag is a hit); one left ambiguous chose nothing."""
+    t = pa.table({"truth_kind": ["group"] * 3, "spine_reason": ["ok", "ok", "multi_face_ambiguous"],
+                  "reason": ["ok", "far_from_dominant", "multi_face_ambiguous"], "keep": [True, False, False],
+                  "bbox": [[10.0, 10, 50, 60], [210.0, 10, 260, 60], [10.0, 10, 50, 60]],
+                  "truth_detail": ["0,0,200,300"] * 3})
+    assert B.group_picks(t) == {"photos": 3, "chosen": 2, "chosen_share": 0.6667, "kept": 1, "kept_right": 1,
+                                "right_share": 1.0, "chosen_right": 1}
+    assert B.wrong_face(t).tolist() == [False, True, False]

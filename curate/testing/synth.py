@@ -143,6 +143,8 @@ class EmbeddingCrawl:
             "keep": pa.array(~no_face),
             "reason": pa.array(np.where(no_face, "no_face", "ok").tolist()),
             "image_hash": pa.array([x.tobytes() for x in ih], pa.binary(80)),
+            "n_bytes": pa.array(rng.integers(20_000, 200_000, m)), "width": pa.array(np.full(m, 250, np.int32)),
+            "height": pa.array(np.full(m, 250, np.int32)),
             "n_faces": pa.array((~no_face).astype(np.int16)),
             "face_idx": pa.array(np.zeros(m, np.int16), mask=no_face),
         })
