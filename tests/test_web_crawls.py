@@ -1,6 +1,7 @@
 """Real web crawls (issue 25): the labelled person's face in a group photo, one person filed under
 two labels. Real faces from ../shared/data/faces, the default models, the real spine and scorer."""
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -11,7 +12,8 @@ from curate.io.export import export
 
 FACES = SHARED_DATA / "faces"
 PEOPLE = ("lfw__Tony_Blair", "lfw__Hugo_Chavez", "lfw__Colin_Powell", "lfw__Jacques_Chirac")
-pytestmark = pytest.mark.skipif(not all((FACES / p).is_dir() for p in PEOPLE), reason="no ../shared/data/faces")
+LAB = ("orl__s24", "orl__s28")
+pytestmark = pytest.mark.skipif(not all((FACES / p).is_dir() for p in PEOPLE + LAB), reason="no ../shared/data/faces")
 
 
 def photos(person: str) -> list:
@@ -44,6 +46,16 @@ def web_run(tmp_path_factory, default_models):
     group.save(crawl / "lfw__Hugo_Chavez" / "group_chavez_blair.jpg", quality=92)
     side_by_side(powell[8], chirac[8]).save(crawl / "lfw__Colin_Powell" / "group_powell_chirac.jpg", quality=92)
     side_by_side(blair[9], chavez[9]).save(crawl / "lfw__Jacques_Chirac" / "group_nobody.jpg", quality=92)
+    # copies of a photo, one of each kind the hashes catch; and two lab sittings (ORL), shot seconds apart
+    from curate.benchmark import copy_photo
+
+    rng = np.random.default_rng(0)
+    for kind in ("reencode", "resize", "mirror"):
+        (crawl / "lfw__Tony_Blair" / f"copy_{kind}.jpg").write_bytes(copy_photo(blair[0].read_bytes(), kind, rng))
+    for person in LAB:
+        (crawl / person).mkdir()
+        for f in photos(person):
+            (crawl / person / f.name).write_bytes(f.read_bytes())
     out = tmp / "out"
     summary = curate_in_process(crawl, out, default_models)
     rows = pa.concat_tables([pq.read_table(f) for f in sorted(out.glob(f"curated/*-{summary['score_digest']}.parquet"))],
@@ -92,3 +104,15 @@ def test_one_person_under_two_labels_is_kept_and_exported_as_one_class(web_run, 
     exported = pq.read_table(dest / "manifest.parquet").to_pylist()
     powell = {r["label"] for r in exported if r["identity"] == "lfw__Colin_Powell"}
     assert len(powell) == 1 and sum(r["identity"] == "lfw__Colin_Powell" for r in exported) >= 8
+
+
+def test_copies_are_duplicates_and_lab_shots_are_near_identical_and_kept(web_run):
+    _, _, rows = web_run
+    original = rows[f"lfw__Tony_Blair/{photos('lfw__Tony_Blair')[0].name}"]
+    for kind in ("reencode", "resize", "mirror"):
+        r = rows[f"lfw__Tony_Blair/copy_{kind}.jpg"]
+        assert (r["reason"], r["dup_of"]) == ("duplicate", original["image_id"]), (kind, r["reason"])
+    assert original["keep"] and original["dup_of"] is None  # the original stays
+    lab = [r for s, r in rows.items() if s.split("/")[0] in LAB]
+    assert len(lab) == 20 and all(r["reason"] == "ok" for r in lab), [r["reason"] for r in lab]
+    assert any(r["near_identical_of"] for r in lab)  # shots seconds apart: marked, not dropped
