@@ -18,6 +18,53 @@ from curate.stages import score
 FACE = ["embedding", "feat_norm", "landmarks", "face_size", "det_score", "sharpness"]  # what a picked face replaces
 PICK_ODDS = 100.0  # a group photo's face is taken when it is the labelled person at these odds against the runner-up
 PICK_MARGIN = 15.0  # degrees: the same, for a model with no calibrated angle distributions
+CANDIDATE_FAR = 1e-3  # a face is listed as a candidate for another identity at this false-match rate
+NO_GROUP_FACES = pa.table({"image_id": pa.array([], pa.string()), "identity": pa.array([], pa.string()),
+                           "face_idx": pa.array([], pa.int16()), "role": pa.array([], pa.string()),
+                           "nearest_other_identity": pa.array([], pa.string()), "other_sim": pa.array([], pa.float32()),
+                           "candidate_for": pa.array([], pa.string())})
+
+
+def candidate_cos(cal: dict | None, far_angle: float) -> float:
+    """The cosine from which a face matches another identity's template: the card's impostor
+    angle at CANDIDATE_FAR (one stranger in a thousand comes this close), else half the far angle."""
+    from curate.stats import GRID, at
+
+    if cal and "angle_to_center" in cal:
+        return float(np.cos(np.radians(at(cal["angle_to_center"]["impostor"], CANDIDATE_FAR, cal.get("grid", GRID)))))
+    return float(np.cos(np.radians(far_angle / 2)))
+
+
+def group_faces(faces: pa.Table, picks: pa.Table, index, names: list, groups: np.ndarray,
+                candidate_cos: float) -> pa.Table:
+    """One row per face of the group photos (``faces``: image_id, face_idx, identity, embedding):
+    whether it is the face picked for the photo's label, or ``other_face``; its nearest identity
+    other than the label's (``index``: the scoring's center index over ``names``; ``groups``: merge
+    groups) and that cosine; and ``candidate_for`` that identity when the face matches it at the
+    card's same-person threshold (``candidate_cos``): a photo of B filed under A, listed, never
+    added to B unless a reviewer does."""
+    from curate.stages import dedup
+
+    n = len(faces)
+    at = pc.index_in(faces["image_id"], value_set=picks["image_id"])
+    picked = pc.fill_null(pc.equal(faces["face_idx"], picks["face_idx"].take(at)), False)
+    near, sim = np.full(n, None, object), np.full(n, np.nan, np.float32)
+    if n and index is not None:
+        code = codes_in(names, faces["identity"])
+        known = (code < len(names)) & (np.asarray(names, object)[np.minimum(code, len(names) - 1)]
+                                       == np.asarray(faces["identity"].to_pylist(), object))
+        # a label with no template of its own (no photo with one clear face): no group to leave out
+        other, s = dedup.nearest_other_identity(unit_embeddings(faces), np.where(known, code, len(names)), index,
+                                                np.r_[groups, -1])
+        ok = other >= 0
+        near[ok] = np.asarray(names, object)[other[ok]]
+        sim[ok] = s[ok]
+    cand = np.where(sim >= candidate_cos, near, None)
+    return pa.table({"image_id": faces["image_id"], "identity": faces["identity"], "face_idx": faces["face_idx"],
+                     "role": pc.if_else(picked, "picked", "other_face"),
+                     "nearest_other_identity": pa.array(near.tolist(), pa.string()),
+                     "other_sim": pa.array(sim, mask=np.isnan(sim)),
+                     "candidate_for": pa.array(cand.tolist(), pa.string())})
 
 
 def _log_density(dist: list, x: np.ndarray, grid, h: float = 2.5) -> np.ndarray:

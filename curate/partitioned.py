@@ -307,7 +307,7 @@ def duplicates(w: Work, g: int, threshold: float) -> dict:
 
 
 @step("decide")
-def decide(w: Work, p: int, cfg: ScoreConfig, quality_rules: bool, reviews: pa.Table) -> dict:
+def decide(w: Work, p: int, cfg: ScoreConfig, quality_rules: bool, reviews: pa.Table, candidate_cos: float) -> dict:
     from curate import reviews as R
 
     picked = w.path("picked", f"p={p:05d}.parquet")
@@ -328,6 +328,11 @@ def decide(w: Work, p: int, cfg: ScoreConfig, quality_rules: bool, reviews: pa.T
     dups, near = (pq.read_table(f) if os.path.exists(f) else C.EMPTY_DUPS
                   for f in (w.path("dups", f"p={p:05d}.parquet"), w.path("near", f"p={p:05d}.parquet")))
     scores = C.decide(t, part, g, dups, cfg, quality_rules, near)
+    faces = _gather(w.path("det", f"p={p:05d}", "*.parquet"))
+    if len(faces):  # every face of the partition's group photos, the picked one and the others
+        picks = pq.read_table(w.path("picks", f"p={p:05d}.parquet"))
+        gf = G.group_faces(faces, picks, g.index, g.names, g.groups(), candidate_cos)
+        atomic_write(w.path("group_faces", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(gf, tmp))
     ids = pq.read_table(w.path("ids", f"p={p:05d}.parquet"))
     ids = C.finish_identities(ids, g, scores, cfg) if len(ids) else None
     auto = C.reason_counts(scores)
@@ -542,7 +547,8 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
     for d in ("dupin", "sha", "ph"):  # the search groups' copies of the faces are not needed again
         shutil.rmtree(os.path.join(w.root, d), ignore_errors=True)
 
-    results = mapper(functools.partial(decide, work_dir, cfg=cfg, quality_rules=cal is not None, reviews=reviews),
+    results = mapper(functools.partial(decide, work_dir, cfg=cfg, quality_rules=cal is not None, reviews=reviews,
+                                       candidate_cos=G.candidate_cos(cal, g.thresholds.far_angle)),
                      list(range(n_parts)))
     mapper(functools.partial(write, work_dir, out=out, digest=digest), w.pending("write", n_chunks))
 
@@ -557,8 +563,9 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
     return w, calib, sum(r["overrides"] for r in results)
 
 
-def stream_outputs(w: Work, scores_path: str, identities_path: str) -> None:
-    """The chunks' scores into one file (row group by row group), the identities sorted by name."""
+def stream_outputs(w: Work, scores_path: str, identities_path: str, group_faces_path: str | None = None) -> None:
+    """The chunks' scores into one file (row group by row group), the identities sorted by name,
+    the faces of the group photos."""
     def scores(tmp):
         writer = None
         for c in range(len(w.plan["chunks"])):
@@ -575,6 +582,9 @@ def stream_outputs(w: Work, scores_path: str, identities_path: str) -> None:
     ids = _gather(w.path("ids_final", "*.parquet"))
     ids = ids.sort_by("identity") if len(ids) else C.no_identities()
     atomic_write(identities_path, lambda tmp: pq.write_table(ids, tmp))
+    if group_faces_path:
+        gf = _gather(w.path("group_faces", "*.parquet"))
+        atomic_write(group_faces_path, lambda tmp: pq.write_table(gf if len(gf) else G.NO_GROUP_FACES, tmp))
 
 
 def remove(w: Work) -> None:

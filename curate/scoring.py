@@ -127,7 +127,7 @@ def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, map
     calib["card"] = cal_where
     calib["warnings"] = cal_warnings + calib["warnings"]
     plan = work.plan
-    P.stream_outputs(work, store.scores_file(digest), store.identities_file(digest))
+    P.stream_outputs(work, store.scores_file(digest), store.identities_file(digest), store.group_faces_file(digest))
     write_json(store.calibration_file(digest), {**calib, "config": cfg.__dict__, "digest": digest})
     P.remove(work)
     seconds = time.perf_counter() - t0

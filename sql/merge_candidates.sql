@@ -1,5 +1,6 @@
 -- Identity merge candidates: identity pairs whose dominant centers are closer than the merge
--- threshold (likely the same person under two labels). The smaller one is folded into the larger.
+-- threshold (likely the same person under two labels). The smaller is relabelled as the larger
+-- (--merge relabel, the default), listed (flag) or rejected (reject).
 -- requires: identities
 -- param limit = 100 in 1..: rows to return
 SELECT i.identity, i.faces, i.merge_into, t.faces AS merge_into_faces, round(i.merge_sim, 4) AS sim,

@@ -116,3 +116,21 @@ def test_copies_are_duplicates_and_lab_shots_are_near_identical_and_kept(web_run
     lab = [r for s, r in rows.items() if s.split("/")[0] in LAB]
     assert len(lab) == 20 and all(r["reason"] == "ok" for r in lab), [r["reason"] for r in lab]
     assert any(r["near_identical_of"] for r in lab)  # shots seconds apart: marked, not dropped
+
+
+def test_every_face_of_a_group_photo_has_a_row_and_the_others_are_candidates(web_run):
+    """The face not picked is an other_face row with its nearest identity; Chavez beside Blair,
+    filed under Blair, is listed as a candidate for Chavez (the SQL question too), not added."""
+    from curate.audit import connect
+    from curate.io.shards import ShardStore
+
+    out, summary, rows = web_run
+    faces = pq.read_table(ShardStore.of(str(out)).group_faces_file(summary["score_digest"])).to_pylist()
+    photo = rows["lfw__Tony_Blair/group_chavez_blair.jpg"]
+    mine = sorted((f["face_idx"], f["role"], f["candidate_for"]) for f in faces if f["image_id"] == photo["image_id"])
+    assert mine == sorted([(photo["face_idx"], "picked", None), (1 - photo["face_idx"], "other_face", "lfw__Hugo_Chavez")])
+    from curate.audit import queries, run_query
+
+    listed = run_query(connect(str(out)), queries()["group_candidates"]).to_pylist()
+    mine = [(r["candidate_for"], r["filed_under"], r["role"]) for r in listed if r["image_id"] == photo["image_id"]]
+    assert mine == [("lfw__Hugo_Chavez", "lfw__Tony_Blair", "other_face")]

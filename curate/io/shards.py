@@ -263,6 +263,10 @@ class ShardStore:
     def identities_file(self, d: str) -> str:
         return self._path(f"identities-{d}.parquet")
 
+    def group_faces_file(self, d: str) -> str:
+        """Every face of the scoring's group photos: picked or other, its nearest identity."""
+        return self._path(f"group-faces-{d}.parquet")
+
     def calibration_file(self, d: str) -> str:
         return self._path(f"calibration-{d}.json")
 
@@ -367,6 +371,7 @@ class ShardStore:
         if digest:
             views["scores"] = [self.scores_file(digest)]
             views["identities"] = [self.identities_file(digest)]
+            views["group_faces"] = [self.group_faces_file(digest)]
             views["curated"] = sorted(glob.glob(self.curated_file("*", digest)))
         views["attributes"] = sorted(glob.glob(os.path.join(self.attributes_dir(), "*.parquet")))
         return {k: [f for f in v if os.path.exists(f)] for k, v in views.items()}

@@ -255,7 +255,7 @@ def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index,
     if index is None:
         return np.full(len(emb), -1, np.int64), np.full(len(emb), -1.0, np.float32)
     group = np.arange(index.ntotal) if group is None else np.asarray(group)
-    k = min(index.ntotal, 2 + int(np.bincount(group).max()) - 1)
+    k = min(index.ntotal, 1 + int(np.unique(group, return_counts=True)[1].max()))
     sims, ids = search(index, emb, k)
     other = (ids >= 0) & (group[np.maximum(ids, 0)] != group[codes][:, None])
     first = np.where(other.any(1), other.argmax(1), -1)
