@@ -540,7 +540,6 @@ def edc_summary(curve: pa.Table, upto: float = 0.3) -> dict:
 
 SWEEPS = {
     "far_angle": tuple(range(50, 96, 5)),
-    "dup_threshold": (0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99, 0.995),
     "merge_threshold": (0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9),
     "unidentifiable_pct": (0.5, 1.0, 2.0, 3.0, 5.0, 10.0),
     "ambiguous_pct": (0.0, 2.0, 5.0, 10.0, 15.0, 20.0),
@@ -558,15 +557,17 @@ def sweep(out: str, truth: pa.Table, cal: dict | None, base=None, grid: dict | N
     from curate.scoring import score_table
 
     store = ShardStore.of(out)
-    t = pq.ParquetDataset(store.completed_files("images")).read(columns=READ)
+    ds = pq.ParquetDataset(store.completed_files("images"))
+    t = ds.read(columns=[c for c in READ if c in ds.schema.names])  # score_table fills what an older run lacks
+    detections = pq.ParquetDataset(store.completed_files("detections")).read()  # group photos' faces
     base = base or ScoreConfig()
     images = run_images(out)
     rows = []
     for name, values in (grid or SWEEPS).items():
         for v in values:
-            scores, identities, _ = score_table(t, replace(base, **{name: v}), cal)
+            scores, identities, _ = score_table(t, replace(base, **{name: v}), cal, detections=detections)
             m = evaluate(joined(out, truth, scores, images), identities)
-            metric = {"far_angle": "label_noise", "dup_threshold": "duplicates", "merge_threshold": "merges",
+            metric = {"far_angle": "label_noise", "merge_threshold": "merges",
                       "unidentifiable_pct": "unidentifiable", "ambiguous_pct": "label_noise"}[name]
             rows.append({"threshold": name, "value": float(v), "precision": m[metric].get("precision"),
                          "recall": m[metric].get("recall"), "purity": m["purity"], "clean_retention": m["clean_retention"]})

@@ -394,7 +394,7 @@ def _with_picked_faces(spine: pa.Table, scores: pa.Table, det_file: str | None) 
     at = pc.index_in(want, value_set=key)
     moved = pc.and_(moved, pc.is_valid(at))
     for col in PICKED:
-        if col in det.column_names:
+        if col in det.column_names and col in spine.column_names:
             i = spine.schema.get_field_index(col)
             spine = spine.set_column(i, col, pc.if_else(moved, det[col].take(at).cast(spine.schema.field(col).type), spine[col]))
     return spine
