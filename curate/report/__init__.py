@@ -293,7 +293,7 @@ def _originals(store, t: pa.Table) -> dict[int, bytes]:
         return {}
 
 
-def _group_photos(con, store, limit: int = 24) -> str:
+def _group_photos(con, store, limit: int = 120) -> str:
     """Photos with several faces where scoring picked the labelled person's (another face than the
     most prominent one first), and those it left ambiguous: the photo with the picked box drawn."""
     cols = {r[0] for r in con.execute("DESCRIBE curated").fetchall()}
