@@ -110,3 +110,37 @@ def test_a_folder_export_is_laid_out_like_lfw_for_pairs_txt(scored_run, tmp_path
     pairs.write_text(f"1 2\n{big}\t1\t2\n{big}\t1\t{other}\t1\n")
     paths, same = load_pairs_txt(str(pairs), str(dest))
     assert all(os.path.exists(p) for p in paths) and list(same) == [True, False]
+
+
+def test_labels_follow_imagefolder_and_webdataset_can_shuffle(scored_run, tmp_path):
+    """Class labels are the sorted folder names' positions, as torchvision's ImageFolder numbers
+    them: made safe, "Ana Lopez" becomes "Ana_Lopez", which sorts after "Ana_Bell", although the
+    names sort the other way (a space before an underscore). --shuffle mixes identities across WebDataset shards."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    ids = [r[0] for r in audit.connect(str(run)).execute(
+        "SELECT DISTINCT identity FROM curated WHERE keep ORDER BY 1 LIMIT 2").fetchall()]
+    decisions = tmp_path / "relabel.json"
+    decisions.write_text(json.dumps([{"scope": "identity", "key": ids[0], "action": "relabel", "value": "Ana Lopez"},
+                                     {"scope": "identity", "key": ids[1], "action": "relabel", "value": "Ana_Bell"}]))
+    cli = CliRunner()
+    assert cli.invoke(main, ["review", "import", str(run), str(decisions), "--reviewer", "t"]).exit_code == 0
+    assert cli.invoke(main, ["score", str(run)]).exit_code == 0
+    dest = tmp_path / "folders"
+    assert cli.invoke(main, ["export", str(run), str(dest), "--format", "folders"]).exit_code == 0
+    rows = [line.split("\t") for line in (dest / "labels.tsv").read_text().splitlines()[1:]]
+    folders = sorted(e.name for e in os.scandir(dest) if e.is_dir())  # torchvision's ImageFolder.find_classes
+    assert [int(r[0]) for r in rows] == list(range(len(rows))) and [r[1] for r in rows] == folders
+    label = {json.loads(r[2]): int(r[0]) for r in rows}
+    assert "Ana Lopez" < "Ana_Bell" and label["Ana Lopez"] > label["Ana_Bell"]  # the folders: Ana_Bell < Ana_Lopez
+    shuffled = tmp_path / "wds"
+    r = cli.invoke(main, ["export", str(run), str(shuffled), "--format", "webdataset", "--shard-size", "20",
+                          "--shuffle", "1"])
+    assert r.exit_code == 0, r.output
+    with tarfile.open(shuffled / "shard-000000.tar") as tar:
+        first = {json.loads(tar.extractfile(m).read())["identity"] for m in tar.getmembers() if m.name.endswith(".json")}
+    assert len(first) > 5  # identity by identity, 20 samples would hold two or three
+    refused = cli.invoke(main, ["export", str(run), str(tmp_path / "rec"), "--format", "rec", "--shuffle", "1"])
+    assert refused.exit_code != 0 and "WebDataset" in refused.output

@@ -195,11 +195,13 @@ def report(out, output, identities, per_identity, scores):
 @click.option("--min-quality", type=click.FloatRange(0, 100),
               help="Only kept faces with quality (reference percentile, 0-100) at least this.")
 @click.option("--shard-size", default=10000, show_default=True, help="Images per WebDataset tar shard.")
+@click.option("--shuffle", type=int, default=None, metavar="SEED",
+              help="WebDataset: samples in a seeded random order across shards, not identity by identity.")
 @click.option("--scores", "scores", default=None, metavar="DIGEST",
               help="Which scoring (digest or a prefix, see OUT/scores/; default: the current one).")
 @click.option("--exclude-leaked", is_flag=True,
               help="Leave out the identities `curate leakage` found in an evaluation set (OUT/leakage/).")
-def export_cmd(out, dest, fmt, min_quality, shard_size, scores, exclude_leaked):
+def export_cmd(out, dest, fmt, min_quality, shard_size, shuffle, scores, exclude_leaked):
     """Export the kept faces of the run in OUT (aligned 112x112 crops, grouped by identity, labels
     0..C-1) to DEST for a trainer. DEST must be new or empty; it appears complete or not at all."""
     from curate.io.export import export
@@ -210,5 +212,5 @@ def export_cmd(out, dest, fmt, min_quality, shard_size, scores, exclude_leaked):
 
         exclude = sorted(leaked_identities(out))
         click.echo(f"excluded     {len(exclude)} identities found in evaluation sets")
-    r = export(out, dest, fmt, min_quality, shard_size, scores=scores, exclude=exclude)
+    r = export(out, dest, fmt, min_quality, shard_size, scores=scores, exclude=exclude, shuffle=shuffle)
     click.echo(f"exported     {r['images']} images of {r['identities']} identities as {r['format']} -> {r['dest']}")

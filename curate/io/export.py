@@ -44,10 +44,10 @@ def safe_name(label: str) -> str:
 
 
 def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores: str | None = None,
-          exclude: list[str] | None = None):
-    """(count, identities, batch reader) of the kept rows in identity order, streamed by DuckDB
-    (it sorts out of core, spilling under ``tmp``). ``scores``: a scoring digest (default: the
-    current one)."""
+          exclude: list[str] | None = None, shuffle: int | None = None):
+    """(count, identities, batch reader) of the kept rows in identity order (``shuffle``: in the
+    order of a seeded hash of the image ids), streamed by DuckDB (it sorts out of core, spilling
+    under ``tmp``). ``scores``: a scoring digest (default: the current one)."""
     import duckdb
 
     store = ShardStore.of(out)
@@ -71,17 +71,27 @@ def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores
         why = f" with quality >= {min_quality}" if min_quality is not None else ""
         raise InputError(f"{out}: no kept face{why} in scoring {digest}: nothing to export")
     ids = [r[0] for r in con.execute(f"SELECT DISTINCT {label} AS l {base} ORDER BY l", params).fetchall()]
-    reader = con.sql(
-        f"SELECT {label} AS identity, image_id, crop, quality {base} ORDER BY 1, quality_rank, image_id", params=params
-    ).to_arrow_reader(batch_rows)
+    order = "hash(image_id || $seed), image_id" if shuffle is not None else "1, quality_rank, image_id"
+    reader = con.sql(f"SELECT {label} AS identity, image_id, crop, quality {base} ORDER BY {order}",
+                     params={**params, **({"seed": str(shuffle)} if shuffle is not None else {})}).to_arrow_reader(batch_rows)
     return n, ids, reader, con
 
 
 def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shard_size: int = 10000,
-           batch_rows: int = 4096, scores: str | None = None, exclude: list[str] | None = None) -> dict:
-    """``exclude``: identities left out (e.g. those the leakage check found in an evaluation set)."""
+           batch_rows: int = 4096, scores: str | None = None, exclude: list[str] | None = None,
+           shuffle: int | None = None) -> dict:
+    """``exclude``: identities left out (e.g. those the leakage check found in an evaluation set);
+    ``shuffle``: a seed, WebDataset only: samples in a seeded random order over the shards (a
+    trainer's shuffle buffer then mixes identities), not identity by identity.
+
+    Class labels are the positions of the folder names in sorted order, as torchvision's
+    ``ImageFolder`` numbers the folders export writes: the same label for an identity whatever the
+    format."""
     if fmt not in FORMATS:
         raise ConfigError(f"export format {fmt!r}: choose one of {FORMATS}")
+    if shuffle is not None and fmt != "webdataset":
+        raise ConfigError("--shuffle is for WebDataset exports (a .rec keeps each identity's records together, "
+                          "folders have no order)")
     dest = os.path.abspath(dest)
     if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
         raise OutputError(f"{dest} exists and is not empty; choose a new export directory")
@@ -91,9 +101,11 @@ def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shar
     except OSError as exc:
         raise OutputError(f"cannot create {tmp}: {exc.strerror}") from exc
     try:
-        n, ids, reader, con = _rows(out, min_quality, batch_rows, os.path.join(tmp, ".spill"), scores, exclude)
-        label_of = {name: i for i, name in enumerate(ids)}
+        n, ids, reader, con = _rows(out, min_quality, batch_rows, os.path.join(tmp, ".spill"), scores, exclude,
+                                    shuffle)
         folders = _folders(ids)
+        ids = sorted(ids, key=lambda name: folders[name])  # ImageFolder's class order
+        label_of = {name: i for i, name in enumerate(ids)}
         writer = {"rec": _Rec, "webdataset": _WebDataset, "folders": _Folders}[fmt](tmp, n, len(ids), shard_size, folders)
         manifest = {k: [] for k in ("key", "image_id", "identity", "label", "quality", "file")}
         key = 0
