@@ -16,6 +16,9 @@ Layout of ``OUT/``::
 A shard's files are written under a temporary name and renamed; its marker is written last. A shard
 without a marker is redone from scratch, so a killed run resumes with no duplicates and no gaps, and
 readers (views built from markers) never see a partial shard.
+
+Longer than 400 lines because it is the one place that names every file of a run directory (one
+short method each, so no other module builds a path) and the views over them.
 """
 
 from __future__ import annotations
