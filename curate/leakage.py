@@ -10,13 +10,16 @@ the spine (detect, align, embed); an insightface ``.bin`` or an LFW ``pairs.txt`
 A crawl identity is leaked when it holds a same-image match, or ``min_faces`` same-person matches
 of one evaluation identity, or (for labelled evaluation sets) its template matches the evaluation
 identity's template above the card's merge threshold (the same question as two labels being one
-person). Results: ``OUT/leakage/faces.parquet`` and ``identities.parquet``; ``curate export
---exclude-leaked`` leaves those identities out.
+person). Only the faces the current scoring keeps count: a rejected face is not trained on.
+Results, one set of rows per evaluation set (a later check of the same set replaces its rows, of
+another set adds to them): ``OUT/leakage/faces.parquet`` and ``identities.parquet``; ``curate
+export --exclude-leaked`` leaves every set's leaked identities out.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -41,6 +44,9 @@ def eval_faces(path: str, models, cfg, root: str | None = None) -> dict:
 
         src = FolderSource(path)
         index = src.plan()
+        # photos directly in the folder (no identity folders): unlabelled faces, checked image by image
+        at = index.schema.get_field_index("identity")
+        index = index.set_column(at, "identity", pc.fill_null(index["identity"], UNLABELLED))
         parts = []
         for s in range(0, len(index), 64):
             fetched = src.fetch(index.slice(s, 64), cfg.decode.max_bytes)
@@ -49,9 +55,12 @@ def eval_faces(path: str, models, cfg, root: str | None = None) -> dict:
         if rows is None or not len(rows):
             raise InputError(f"{path}: no images")
         rows = rows.filter(rows["keep"])
+        if not len(rows):
+            raise InputError(f"{path}: no face found in its {len(index)} files")
+        labels = [None if x == UNLABELLED else x for x in rows["identity"].to_pylist()]
         return {"emb": unit_rows(decode_embeddings(rows["embedding"])),
-                "label": np.array(rows["identity"].to_pylist(), object), "name": rows["source"].to_pylist(),
-                "sha1": rows["sha1"].to_pylist()}
+                "label": np.array(labels, object) if any(x is not None for x in labels) else None,
+                "name": rows["source"].to_pylist(), "sha1": rows["sha1"].to_pylist()}
     from models.eval import decode_image, load_bin, load_pairs_txt, read_image_bytes
 
     if path.endswith(".bin"):
@@ -67,6 +76,9 @@ def eval_faces(path: str, models, cfg, root: str | None = None) -> dict:
     crops = np.stack([_crop(decode_image(b), models.recognizer.size) for b in images])
     emb = np.concatenate([models.recognizer.embed(crops[s : s + 64]) for s in range(0, len(crops), 64)])
     return {"emb": unit_rows(emb), "label": None, "name": names, "sha1": [hashlib.sha1(b).hexdigest() for b in images]}
+
+
+UNLABELLED = "\x00unlabelled"  # the identity given to photos directly in an evaluation folder
 
 
 def _crop(img: np.ndarray, size: int) -> np.ndarray:
@@ -94,6 +106,10 @@ def find(run: str, ev: dict, cal: dict | None, min_faces: int = 2, chunk: int = 
     th = thresholds(cal)
     t = pq.ParquetDataset(store.completed_files("images")).read(columns=["image_id", "identity", "sha1", "embedding", "reason"])
     t = t.filter(pc.and_(pc.equal(t["reason"], "ok"), pc.is_valid(t["identity"])))
+    digest = store.current_scoring()
+    if digest:  # the faces the scoring keeps (reviews included): a rejected face is not trained on
+        kept = pq.read_table(store.scores_file(digest), columns=["image_id", "keep"])
+        t = t.filter(pc.is_in(t["image_id"], value_set=kept["image_id"].filter(kept["keep"])))
     ids, img_ids, sha = t["identity"].to_pylist(), t["image_id"].to_pylist(), t["sha1"].to_pylist()
     ev_sha = {s: j for j, s in enumerate(ev["sha1"])}
     rows = {"image_id": [], "identity": [], "eval_face": [], "eval_identity": [], "cos": [], "kind": []}
@@ -125,12 +141,12 @@ def find(run: str, ev: dict, cal: dict | None, min_faces: int = 2, chunk: int = 
         d["same_image"] += r["kind"] == "same_image"
         d["max_cos"] = max(d["max_cos"], r["cos"])
     templates = {}
-    if ev["label"] is not None:  # identity templates: the merge question across the two sets
+    if ev["label"] is not None:  # identity templates: the merge question across the two sets (labelled faces)
         names = np.array(ids, object)
         mine = np.isin(names, list({k[0] for k in leaked}))  # only the matched identities' faces, decoded again
         emb_m, names_m = unit_rows(decode_embeddings(t["embedding"].filter(pa.array(mine)))), names[mine]
         crawl_t = {n: unit_rows(emb_m[names_m == n].mean(0, keepdims=True))[0] for n in set(names_m)}
-        for lab in set(ev["label"]):
+        for lab in {x for x in ev["label"] if x is not None}:
             e = unit_rows(ev["emb"][ev["label"] == lab].mean(0, keepdims=True))[0]
             for n, c in crawl_t.items():
                 templates[(n, lab)] = float(c @ e)
@@ -150,10 +166,26 @@ def find(run: str, ev: dict, cal: dict | None, min_faces: int = 2, chunk: int = 
 
 
 def write(run: str, faces: pa.Table, identities: pa.Table, meta: dict) -> str:
+    """Add this check's rows (column ``against``: the evaluation set) to the run's leakage results,
+    replacing an earlier check's rows of the same sets."""
     store = ShardStore.of(run)
     d = store.leakage_dir()
     os.makedirs(d, exist_ok=True)
-    md = {k.encode(): str(v).encode() for k, v in meta.items()}
+    sets = pa.array(sorted(set(faces["against"].to_pylist()) | set(identities["against"].to_pylist())), pa.string())
+    old_meta = {}
+    for name, new in (("faces", faces), ("identities", identities)):
+        p = os.path.join(d, f"{name}.parquet")
+        if os.path.exists(p):
+            old = pq.read_table(p)
+            old_meta = {k.decode(): json.loads(v) for k, v in (old.schema.metadata or {}).items() if k != b"ARROW:schema"}
+            old = old.filter(pc.invert(pc.is_in(old["against"], value_set=sets))).replace_schema_metadata(None)
+            new = pa.concat_tables([old.cast(new.schema), new]) if len(old) else new
+        if name == "faces":
+            faces = new
+        else:
+            identities = new
+    meta = {**old_meta, **meta, "against": sorted(set(old_meta.get("against", [])) | set(meta.get("against", [])))}
+    md = {k.encode(): json.dumps(v).encode() for k, v in meta.items()}
     atomic_write(os.path.join(d, "faces.parquet"), lambda tmp: pq.write_table(faces.replace_schema_metadata(md), tmp))
     atomic_write(os.path.join(d, "identities.parquet"),
                  lambda tmp: pq.write_table(identities.replace_schema_metadata(md), tmp))

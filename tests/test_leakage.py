@@ -54,11 +54,33 @@ def test_planted_people_and_photos_are_found_on_real_faces(tmp_path, default_mod
     r = CliRunner().invoke(main, ["leakage", run, "--against", str(bench), "--json"])
     assert r.exit_code == 0, r.output
     found = {(x["identity"], x["eval_identity"]): x for x in json.loads(r.output[r.output.index("["):])}
-    assert set(found) == {("someone_new", "lfw__Colin_Powell"), ("lfw__Hugo_Chavez", "lfw__Tony_Blair")}, found
-    assert found[("lfw__Hugo_Chavez", "lfw__Tony_Blair")]["why"] == "same_image"
+    # the Blair photo under Chavez is rejected by the scoring (far from Chavez): it is not trained on,
+    # so Chavez's ten real photos are not left out for it
+    chavez = CliRunner().invoke(main, ["sql", run, "SELECT reason FROM curated WHERE source LIKE '%zz_copy.jpg'"])
+    assert "far_from_dominant" in chavez.output or "cross_id_conflict" in chavez.output, chavez.output
+    assert set(found) == {("someone_new", "lfw__Colin_Powell")}, found
     assert found[("someone_new", "lfw__Colin_Powell")]["faces_matched"] == 3
     faces = pq.read_table(f"{run}/leakage/faces.parquet")
-    assert set(faces["identity"].to_pylist()) == {"someone_new", "lfw__Hugo_Chavez"}
+    assert set(faces["identity"].to_pylist()) == {"someone_new"}
+
+    # a flat folder of photos (no identity folders): unlabelled faces, matched photo by photo; the
+    # earlier check's results stay beside this one's
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for p in powell[:2]:
+        shutil.copy(p, flat / p.name)
+    r = CliRunner().invoke(main, ["leakage", run, "--against", str(flat)])
+    assert r.exit_code == 0, r.output
+    assert "2 faces; 3 kept crawl faces match (6 pairs)" in r.output, r.output  # 2 copies, and Powell's third photo
+    idents = pq.read_table(f"{run}/leakage/identities.parquet").to_pylist()
+    assert {(x["identity"], x["eval_identity"], x["why"]) for x in idents} == {
+        ("someone_new", "lfw__Colin_Powell", "same_image"), ("someone_new", None, "same_image")}
+    assert len({x["against"] for x in idents}) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no photos here")
+    r = CliRunner().invoke(main, ["leakage", run, "--against", str(empty)])
+    assert r.exit_code != 0 and ("no images" in r.output or "no face" in r.output), r.output
 
     # the same check against a .bin of the benchmark's aligned crops, written by our own writer
     bench_run = scored(bench, tmp_path / "bench-run", default_models)
@@ -66,7 +88,7 @@ def test_planted_people_and_photos_are_found_on_real_faces(tmp_path, default_mod
     r = CliRunner().invoke(main, ["leakage", run, "--against", str(tmp_path / "bench.bin"), "--json"])
     assert r.exit_code == 0, r.output
     leaked = {x["identity"] for x in json.loads(r.output[r.output.index("["):])}
-    assert leaked == {"someone_new", "lfw__Hugo_Chavez"}
+    assert leaked == {"someone_new"}
 
     r = CliRunner().invoke(main, ["export", run, str(tmp_path / "clean"), "--format", "folders", "--exclude-leaked"])
     assert r.exit_code == 0, r.output

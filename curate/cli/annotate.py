@@ -84,8 +84,8 @@ def leakage(out, against, root, min_faces, as_json):
         name = os.path.abspath(path)
         faces.append(f.append_column("against", pa.array([name] * len(f), pa.string())))
         idents.append(i.append_column("against", pa.array([name] * len(i), pa.string())))
-        click.echo(f"against      {path}: {len(ev['name'])} faces; {len(f)} crawl faces match, "
-                   f"{len(set(i['identity'].to_pylist()))} identities leaked")
+        click.echo(f"against      {path}: {len(ev['name'])} faces; {len(set(f['image_id'].to_pylist()))} kept crawl "
+                   f"faces match ({len(f)} pairs), {len(set(i['identity'].to_pylist()))} identities leaked")
     f, i = pa.concat_tables(faces), pa.concat_tables(idents)
     d = L.write(out, f, i, {"against": list(map(os.path.abspath, against)), "thresholds": th, "min_faces": min_faces})
     if as_json:

@@ -194,10 +194,22 @@ def _leakage(store) -> str:
     path = os.path.join(store.leakage_dir(), "identities.parquet")
     if not os.path.exists(path):
         return ""
+    import json
+
     t = pq.read_table(path)
-    meta = {k.decode(): v.decode() for k, v in (t.schema.metadata or {}).items()}
+    meta = {}
+    for k, v in (t.schema.metadata or {}).items():
+        try:
+            meta[k.decode()] = json.loads(v)
+        except ValueError:  # written by an earlier release: shown as it is
+            meta[k.decode()] = v.decode()
+    against = meta.get("against", "?")
+    against = ", ".join(os.path.basename(str(a).rstrip("/")) for a in against) if isinstance(against, list) else against
+    th = meta.get("thresholds")
+    th = (f"same image cos &ge; {th['same_image']:.3f}, same person &gt; {th['same_person']:.3f}, templates &ge; "
+          f"{th['template']:.3f}" if isinstance(th, dict) else _esc(th or "?"))
     return ("<h2>Benchmark leakage</h2>"
-            f"<p class=note>against {_esc(meta.get('against', '?'))}; thresholds {_esc(meta.get('thresholds', '?'))}. "
+            f"<p class=note>against {_esc(against)}; {th}. "
             "<code>curate export --exclude-leaked</code> leaves these identities out.</p>"
             + (_table(t.drop_columns(["against"]) if "against" in t.column_names else t, 100) if len(t)
                else '<p class="none">no crawl identity matches the evaluation sets</p>'))
