@@ -30,9 +30,10 @@ from curate.stages.select import select
 from curate.stats import NORM_GRID, combined_quality, signal_percentiles, unit
 
 READ = ["image_id", "identity", "sha1", "embedding", "feat_norm", "model_id", "landmarks", "face_size", "det_score",
-        "sharpness", "keep", "reason", "n_faces", "face_idx", "image_hash", "n_bytes", "width", "height"]
+        "sharpness", "keep", "reason", "n_faces", "face_idx", "image_hash", "n_bytes", "width", "height", "source"]
 # READ columns that a run made before them, or rows from elsewhere (score_table), may lack: null
-LATER = {"image_hash": pa.binary(80), "n_bytes": pa.int64(), "width": pa.int32(), "height": pa.int32()}
+LATER = {"image_hash": pa.binary(80), "n_bytes": pa.int64(), "width": pa.int32(), "height": pa.int32(),
+         "source": pa.string()}
 COPY_COS = 0.7  # a copy of a photo is the same face: its hashes are looked at from this cosine on
 
 

@@ -40,6 +40,7 @@ import functools
 import glob
 import json
 import os
+import re
 import shutil
 import zlib
 from typing import Callable
@@ -62,7 +63,7 @@ PART_ROWS = 250_000  # images per partition and per chunk: about 1.5 GB of worki
 SAMPLE_ROWS = 200_000  # scored faces in the sample
 GROUP_ROWS = 250_000  # faces per duplicate-search group: about 1 GB a task
 EXTRA = ["_chunk", "_shard", "_row"]  # where a row came from: spine chunk, shard, position in it
-NODE = ["gid", "image_id", "identity", "quality", "angle", "face_size", "bpp"]  # a face in a duplicate cluster
+NODE = ["gid", "image_id", "identity", "quality", "angle", "face_size", "bpp", "source"]  # a face in a duplicate cluster
 
 
 def _crc(values: list) -> np.ndarray:
@@ -216,6 +217,7 @@ def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, m
     cand = pa.array(C.candidates(t))
     faces = pa.table({"gid": part["_gid"], "image_id": t["image_id"], "identity": t["identity"], "quality": part["quality"],
                       "angle": part["angle_to_dominant"], "face_size": t["face_size"], "bpp": _bytes_per_pixel(t),
+                      "source": t["source"],
                       "embedding": t["embedding"], "image_hash": t["image_hash"],
                       "sha1": t["sha1"]}).filter(cand)
     groups = plan["groups"]
@@ -400,6 +402,9 @@ def _with_picked_faces(spine: pa.Table, scores: pa.Table, det_file: str | None) 
     return spine
 
 
+COPY_NAME = re.compile(r"(?i)(copy|kopie|\(\d+\)|[ _-]\d{1,2})(\.\w+)?$|^copy of ")  # a file saved again
+
+
 def _bytes_per_pixel(t: pa.Table) -> pa.Array:
     """Bytes of the file per decoded pixel: how little it was compressed (null where unknown)."""
     px = pc.multiply(pc.cast(t["width"], pa.float64()), pc.cast(t["height"], pa.float64()))
@@ -413,7 +418,8 @@ def _cluster_table(nodes: pa.Table, edges: pa.Table, far_angle: float, by_size: 
     right one), the best-quality one; of copies of one photo (``by_size``), the one whose face is
     largest (in 5% steps: a downscaled copy never displaces its original), then the least
     compressed (bytes per pixel, in 10% steps: a re-encoded copy never displaces its original), then
-    the best quality."""
+    the best quality; between equals (the same bytes twice), the original name (no ``_copy``,
+    ``copy of``, ``(1)`` or ``-2`` mark), then the shortest path."""
     gid = nodes["gid"].to_numpy()
     r, c = np.searchsorted(gid, edges["r"].to_numpy()), np.searchsorted(gid, edges["c"].to_numpy())
     far = np.nan_to_num(nodes["angle"].to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0) > far_angle
@@ -423,6 +429,9 @@ def _cluster_table(nodes: pa.Table, edges: pa.Table, far_angle: float, by_size: 
         bpp = np.nan_to_num(nodes["bpp"].to_numpy(zero_copy_only=False).astype(np.float64), nan=1e-3)
         rank = (rank + 1e3 * (500 + np.round(np.log(np.maximum(bpp, 1e-6)) / np.log(1.1)))
                 + 1e6 * np.round(np.log(np.maximum(size, 1.0)) / np.log(1.05)))
+    src = nodes["source"].to_pylist()
+    rank = rank - 1e-3 * np.array([bool(COPY_NAME.search(os.path.basename(s or ""))) for s in src]) - 1e-6 * np.array(
+        [min(len(s or ""), 999) for s in src])
     rank = rank - 1e9 * far
     t = dedup.dup_table(np.array(nodes["image_id"].to_pylist(), object), np.array(nodes["identity"].to_pylist(), object),
                         rank, r, c, edges["s"].to_numpy())

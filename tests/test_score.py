@@ -296,3 +296,26 @@ def test_a_copy_filed_under_another_identity_is_found_by_its_hash():
     row = s.slice(copy, 1).to_pylist()[0]
     assert row["dup_of"] == t["image_id"][src].as_py() and row["reason"] in ("far_from_dominant", "cross_id_conflict")
     assert s["reason"][src].as_py() == "ok"
+
+
+def test_of_the_same_bytes_twice_the_original_name_stays():
+    """Byte-identical copies (the same hashes, embedding and quality): the file without a copy mark
+    stays, whatever the order of the rows."""
+    t, _ = make(n_ids=6, per=20, noisy_ids=0, dups=0, merged=0, low=0)
+    src = [f"id000/{i}.jpg" for i in range(len(t))]
+    for order in ((5, 6), (6, 5)):
+        s_ = list(src)
+        s_[order[0]], s_[order[1]] = "id000/photo.jpg", "id000/photo (1).jpg"
+        u = t.set_column(t.schema.get_field_index("sha1"), "sha1",
+                         pa.array([("same" if i in order else v) for i, v in enumerate(t["sha1"].to_pylist())]))
+        emb = decode_embeddings(u["embedding"]).astype(np.float32)
+        emb[order[1]] = emb[order[0]]
+        u = u.set_column(u.schema.get_field_index("embedding"), "embedding", encode_embeddings(emb))
+        for col in ("feat_norm", "sharpness", "image_hash"):
+            v = u[col].to_pylist()
+            v[order[1]] = v[order[0]]
+            u = u.set_column(u.schema.get_field_index(col), col, pa.array(v, u.schema.field(col).type))
+        u = u.append_column("source", pa.array(s_))
+        s, _, _ = score_table(u, ScoreConfig(far_angle=75.0), reference())
+        kept = {s_[i]: s["reason"][i].as_py() for i in order}
+        assert kept == {"id000/photo.jpg": "ok", "id000/photo (1).jpg": "duplicate"}, (order, kept)

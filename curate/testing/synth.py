@@ -143,6 +143,7 @@ class EmbeddingCrawl:
             "keep": pa.array(~no_face),
             "reason": pa.array(np.where(no_face, "no_face", "ok").tolist()),
             "image_hash": pa.array([x.tobytes() for x in ih], pa.binary(80)),
+            "source": pa.array([f"id{x:06d}/{i:012d}.jpg" for x, i in zip(self.label[a:b], range(a, b))]),
             "n_bytes": pa.array(rng.integers(20_000, 200_000, m)), "width": pa.array(np.full(m, 250, np.int32)),
             "height": pa.array(np.full(m, 250, np.int32)),
             "n_faces": pa.array((~no_face).astype(np.int16)),
