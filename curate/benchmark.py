@@ -84,8 +84,12 @@ class Noise:
         for k in ("flip", "distractor", "duplicate", "group", "unidentifiable", "nonface", "open_set"):
             if not 0 <= getattr(self, k) < 1:
                 raise ConfigError(f"noise rate {k} must be in [0, 1)")
-        if self.split < 0 or self.min_photos < 3 or self.max_photos < self.min_photos:
-            raise ConfigError("split >= 0, min_photos >= 3 and max_photos >= min_photos")
+        if self.split < 0:
+            raise ConfigError("--split must be >= 0")
+        if self.min_photos < 3:
+            raise ConfigError(f"--min-photos {self.min_photos}: a person needs 3 photos or more (one to flip away, two to keep)")
+        if self.max_photos < self.min_photos:
+            raise ConfigError(f"--max-photos {self.max_photos} is below --min-photos {self.min_photos}: lower --min-photos too")
 
 
 def _photos(d: Path) -> list[Path]:

@@ -11,7 +11,6 @@ built crawl is reused and the run resumes like any ``curate run``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict
 
@@ -102,6 +101,19 @@ SUMMARY = (("purity", ("purity",)), ("clean retention", ("clean_retention",)),
            ("non-faces rejected", ("nonface_rejected",)))
 
 
+def empty_kinds(out: str, noise: dict) -> list[str]:
+    """A warning for each kind of noise asked for that no seed's crawl got (settings too small)."""
+    asked = [k for k in B.KINDS if k not in ("clean",) and (noise.get(k) or 0) > 0]
+    got: dict[str, int] = {}
+    for f in sorted(os.listdir(out)):
+        p = os.path.join(out, f, "crawl.truth.parquet")
+        if os.path.exists(p):
+            for k in pq.read_table(p, columns=["kind"])["kind"].to_pylist():
+                got[k] = got.get(k, 0) + 1
+    return [f"--{k} asks for {noise[k]} but no crawl got any: too few people or photos (--max-photos, the source)"
+            for k in asked if not got.get(k)]
+
+
 def _get(m: dict, path):
     for k in path:
         m = m.get(k) if isinstance(m, dict) else None
@@ -126,7 +138,8 @@ def aggregate(results: dict[int, dict], holdout: int | None) -> dict:
         vals = [v for v in (_get(m, path) for m in tuning) if v is not None]
         held = _get(results[holdout], path) if holdout in results else None
         rows.append({"metric": name, "mean": round(float(np.mean(vals)), 4) if vals else None,
-                     "std": round(float(np.std(vals)), 4) if vals else None, "seeds": len(vals), "held_out": held})
+                     "std": round(float(np.std(vals)), 4) if len(vals) > 1 else None,  # one seed: no spread
+                     "seeds": len(vals), "held_out": held})
     return {"tuning_seeds": sorted(s for s in results if s != holdout), "held_out_seed": holdout, "table": rows}
 
 
@@ -146,6 +159,7 @@ def bench_flow(faces: str, out: str, seeds: list[int], noise: dict, config: dict
                     progress=progress, score_config=score_config, audit=False)
         results[seed] = measure(run, truth_path, seed, faces, baseline, sweeps)
     summary = {"faces": os.path.abspath(faces), "noise": noise, **aggregate(results, holdout),
+               "warnings": empty_kinds(out, noise),
                "runs": {str(s): {"run": os.path.join(out, f"seed-{s}", "run"), "report": m.get("report")}
                         for s, m in results.items()}}
     write_json(os.path.join(out, "bench.json"), summary)
@@ -157,6 +171,8 @@ def bench_flow(faces: str, out: str, seeds: list[int], noise: dict, config: dict
 def print_table(summary: dict) -> str:
     lines = [f"{'metric':<52} {'mean':>8} {'std':>8} {'held-out':>9}"]
     for r in summary["table"]:
-        f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        f = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
         lines.append(f"{r['metric']:<52} {f(r['mean']):>8} {f(r['std']):>8} {f(r['held_out']):>9}")
-    return "\n".join(lines) + "\n" + json.dumps(summary["runs"], indent=1)
+    lines += [f"seed {s:<5} {m['run']}  (report {m['report']})" for s, m in summary["runs"].items()]
+    lines += [f"WARNING      {w}" for w in summary.get("warnings", [])]
+    return "\n".join(lines)

@@ -200,3 +200,23 @@ def test_group_photos_are_scored_by_the_face_the_row_carries():
     assert B.group_picks(t) == {"photos": 3, "chosen": 2, "chosen_share": 0.6667, "kept": 1, "kept_right": 1,
                                 "right_share": 1.0, "chosen_right": 1}
     assert B.wrong_face(t).tolist() == [False, True, False]
+
+
+def test_quick_settings_say_what_is_wrong(source, tmp_path):
+    """--max-photos below --min-photos names both options; one seed has no spread (n/a); a kind
+    asked for that no crawl got is a warning; the table ends with the runs, not a JSON dump."""
+    from click.testing import CliRunner
+
+    from curate.cli import main
+    from flows.bench_flow import aggregate, empty_kinds, print_table
+
+    r = CliRunner().invoke(main, ["bench", "--faces", str(source), "--out", str(tmp_path / "b"), "--max-photos", "3"])
+    assert r.exit_code != 0 and "--min-photos" in r.output and "--max-photos 3" in r.output, r.output
+    agg = aggregate({0: {"purity": 0.99}}, None)
+    assert {r["metric"]: r["std"] for r in agg["table"]}["purity"] is None
+    (tmp_path / "b" / "seed-0").mkdir(parents=True)
+    pq.write_table(pa.table({"kind": ["clean", "flip"]}), tmp_path / "b" / "seed-0" / "crawl.truth.parquet")
+    warnings = empty_kinds(str(tmp_path / "b"), {"flip": 0.05, "split": 2, "group": 0.0})
+    assert len(warnings) == 1 and warnings[0].startswith("--split asks for 2")
+    text = print_table({**agg, "runs": {"0": {"run": "R", "report": "P"}}, "warnings": warnings})
+    assert "n/a" in text and "seed 0     R  (report P)" in text and "WARNING" in text and "{" not in text

@@ -200,7 +200,8 @@ def loop(input_path, input_format, holdout, epochs, recipe, seed, truth, **kw):
               "clean photos.")
 @click.option("--unidentifiable", default=0.03, show_default=True, help="Degraded copies, share of clean photos.")
 @click.option("--nonface", default=0.01, show_default=True, help="Photos without a face, share of clean photos.")
-@click.option("--split", default=2, show_default=True, help="People crawled under two labels.")
+@click.option("--split", default=2, show_default=True, help="People crawled under two labels (those with 6+ photos).")
+@click.option("--min-photos", default=4, show_default=True, help="People with fewer photos are left out.")
 @click.option("--open-set", default=0.15, show_default=True, help="Share of people kept out of the set (distractor sources).")
 @click.option("--max-photos", default=20, show_default=True, help="Photos per person at most.")
 @click.option("--exclude", multiple=True, metavar="PATTERN",
@@ -210,8 +211,8 @@ def loop(input_path, input_format, holdout, epochs, recipe, seed, truth, **kw):
 @click.option("--no-sweeps", is_flag=True, help="Skip the threshold sweeps.")
 @run_options
 @writer
-def bench(faces, seeds, holdout, flip, distractor, duplicate, group, unidentifiable, nonface, split, open_set, max_photos,
-          exclude, baseline, no_sweeps, **kw):
+def bench(faces, seeds, holdout, flip, distractor, duplicate, group, unidentifiable, nonface, split, min_photos, open_set,
+          max_photos, exclude, baseline, no_sweeps, **kw):
     """Benchmark the curation on real faces: build MS1MV0-style noisy crawls (label flips, open-set
     distractors, re-saved copies, a person under two labels, degraded copies, non-faces) with the truth
     recorded per file, curate each like `curate run`, and score the result against the truth: purity,
@@ -232,7 +233,7 @@ def bench(faces, seeds, holdout, flip, distractor, duplicate, group, unidentifia
         raise click.BadParameter(f"{seeds!r}: comma-separated integers", param_hint="--seeds") from None
     noise = Noise(flip=flip, distractor=distractor, duplicate=duplicate, group=group, unidentifiable=unidentifiable,
                   nonface=nonface,
-                  split=split, open_set=open_set, max_photos=max_photos, exclude=tuple(exclude))
+                  split=split, open_set=open_set, min_photos=min_photos, max_photos=max_photos, exclude=tuple(exclude))
     cfg, res, score_cfg = configs(kw)
     from models import preflight
 
