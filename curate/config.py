@@ -76,7 +76,8 @@ class EmbedConfig:
     by `curate retrain` alike). See models/recognizers.py."""
 
     recognizer: str = option("edgeface_s", "edgeface_s (BSD-3) | w600k_mbf (InsightFace, non-commercial) | sface "
-                             "(Apache-2.0) | dlib-resnet | onnx:<model.onnx> | insightface:<model dir|pack name>.")
+                             "(Apache-2.0) | dlib-resnet | onnx:<model.onnx> | insightface:<model dir|pack name> | "
+                             "chain:<projection.onnx> (curate loop) | adaface:<file.ckpt> | magface:<file.pth>.")
     # (its name is checked by models.preflight, before any work)
 
 

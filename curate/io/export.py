@@ -93,7 +93,9 @@ def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shar
         raise ConfigError("--shuffle is for WebDataset exports (a .rec keeps each identity's records together, "
                           "folders have no order)")
     dest = os.path.abspath(dest)
-    if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise OutputError(f"{dest} is a file, not a directory; choose a new export directory")
+    if os.path.isdir(dest) and os.listdir(dest):
         raise OutputError(f"{dest} exists and is not empty; choose a new export directory")
     tmp = f"{dest}.tmp-{uuid.uuid4().hex[:8]}"
     try:
