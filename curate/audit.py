@@ -17,6 +17,7 @@ EXPLAIN) are accepted. ``write=True`` opens ``OUT/curate.duckdb`` itself, read-w
 
 from __future__ import annotations
 
+import base64
 import csv
 import dataclasses
 import io
@@ -240,7 +241,19 @@ def format_table(t: pa.Table, max_rows: int = 200, max_width: int = 0) -> str:
     return "\n".join(lines)
 
 
+def _plain(v):
+    """A value as CSV and JSON carry it: binary (crops, embeddings, hashes) as base64 text."""
+    if isinstance(v, (bytes, bytearray)):
+        return base64.b64encode(v).decode()
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
 def to_text(t: pa.Table, fmt: str, max_width: int = 0) -> str:
+    """A result as text: a table, or CSV / JSON with binary cells as base64."""
     if fmt == "table":
         return format_table(t, max_width=max_width)
     if fmt == "csv":
@@ -248,10 +261,10 @@ def to_text(t: pa.Table, fmt: str, max_width: int = 0) -> str:
         w = csv.writer(buf)
         w.writerow(t.column_names)
         for r in t.to_pylist():
-            w.writerow([json.dumps(v) if isinstance(v, (list, dict)) else v for v in r.values()])
+            w.writerow([json.dumps(v, default=str) if isinstance(v, (list, dict)) else v for v in map(_plain, r.values())])
         return buf.getvalue().rstrip("\n")
     if fmt == "json":
-        return json.dumps(t.to_pylist(), default=str)
+        return json.dumps([_plain(r) for r in t.to_pylist()], default=str)
     raise ConfigError(f"format {fmt!r} cannot be printed; use table, csv or json (parquet needs --output)")
 
 

@@ -282,3 +282,17 @@ def test_drop_rates_by_group_and_reason_flag_the_group_dropped_more():
     assert b["pct_lo"] < b["pct_dropped"] < b["pct_hi"]
     rest = sum(1 for r in rows if r[1] != "B" and r[2] == "unidentifiable")
     assert b["z"] == pytest.approx(_z_two_proportions(k, 500, rest, 1000), abs=0.01)
+
+
+def test_binary_cells_are_base64_in_csv_and_json():
+    import base64
+    import json
+
+    import pyarrow as pa
+
+    from curate.audit import to_text
+
+    t = pa.table({"id": ["a"], "crop": [b"\xff\xd8\x00"], "faces": [[b"\x01"]]})
+    want = base64.b64encode(b"\xff\xd8\x00").decode()
+    assert to_text(t, "csv").splitlines()[1].startswith(f"a,{want},")
+    assert json.loads(to_text(t, "json")) == [{"id": "a", "crop": want, "faces": ["AQ=="]}]
