@@ -154,6 +154,9 @@ def _gallery(con, identities: int, per_identity: int) -> str:
     ids = [r[0] for r in pick]
     if not ids:
         return '<p class="none">no identities</p>'
+    total = con.sql("SELECT count(DISTINCT identity) FROM scores WHERE identity IS NOT NULL").fetchall()[0][0]
+    note = (f'<p class=note>{len(ids)} of {total} identities (those with flagged faces first), up to {per_identity} kept '
+            f"(best quality first) and {per_identity} flagged faces each.</p>")
     rows = con.sql(
         """SELECT identity, image_id, source, crop, keep, reason, angle_to_dominant, quality, dup_sim,
                   nearest_other_identity,
@@ -170,7 +173,7 @@ def _gallery(con, identities: int, per_identity: int) -> str:
             tiles = "".join(_tile(r) for r in by_id[ident][keep]) or '<p class="none">none</p>'
             sections.append(f'<div class="{label}"><h4>{label}</h4><div class="tiles">{tiles}</div></div>')
         out.append(f'<section class="identity"><h3>{_esc(ident)}</h3>{"".join(sections)}</section>')
-    return "".join(out)
+    return note + "".join(out)
 
 
 def _overrides(con, digest: str) -> str:
@@ -459,9 +462,7 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
         _loop(store),
         _leakage(store),
         _overrides(con, digest),
-        f"<h2>Galleries</h2><p class=note>{identities} identities (those with flagged faces first), up to "
-        f"{per_identity} kept (best quality first) and {per_identity} flagged faces each.</p>"
-        + _gallery(con, identities, per_identity),
+        "<h2>Galleries</h2>" + _gallery(con, identities, per_identity),
     ]
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
