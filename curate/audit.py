@@ -211,10 +211,19 @@ def missing_message(q: Query, have: set[str]) -> str | None:
 
 
 def run_query(con, q: Query, overrides: dict[str, str] | None = None) -> pa.Table:
+    import duckdb
+
     msg = missing_message(q, views(con))
     if msg:
         raise MissingSource(msg)
-    return run_sql(con, q.sql, q.bind(overrides))
+    try:
+        return run_sql(con, q.sql, q.bind(overrides))
+    except duckdb.BinderException as exc:  # a column this release's scoring writes, absent from an older one's
+        if "not found" not in str(exc).lower() or not q.path or not q.path.startswith(tuple(sql_dirs())):
+            raise
+        raise InputError(f"{q.name}: the run's current scoring was written by an earlier release and lacks a "
+                         f"column it needs ({str(exc).splitlines()[0]}); run `curate score OUT` to score it again "
+                         "(no model runs)") from exc
 
 
 # -- output ---------------------------------------------------------------------------------

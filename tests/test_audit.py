@@ -296,3 +296,23 @@ def test_binary_cells_are_base64_in_csv_and_json():
     want = base64.b64encode(b"\xff\xd8\x00").decode()
     assert to_text(t, "csv").splitlines()[1].startswith(f"a,{want},")
     assert json.loads(to_text(t, "json")) == [{"id": "a", "crop": want, "faces": ["AQ=="]}]
+
+
+def test_a_scoring_from_an_earlier_release_asks_to_be_scored_again(scored_run, tmp_path):
+    """A question that needs a column an older scoring lacks says to run `curate score OUT`."""
+    import shutil
+
+    import pyarrow.parquet as pq
+    import pytest
+
+    from curate import audit
+    from curate.errors import InputError
+    from curate.io.shards import ShardStore
+
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    store = ShardStore.of(str(run))
+    f = store.scores_file(store.current_scoring())
+    pq.write_table(pq.read_table(f).drop_columns(["near_identical_of", "near_sim"]), f)
+    with pytest.raises(InputError, match="curate score OUT"):
+        audit.run_query(audit.connect(str(run)), audit.queries()["duplicate_clusters"])

@@ -456,7 +456,9 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
         "<h2>Duplicates and near-identical shots</h2>" + _clusters(con, q("duplicate_clusters", limit=20)),
         "<h2>Images with no usable face</h2>" + _unusable(con, store),
         "<h2>Group photos</h2>" + _group_photos(con, store),
-        "<h2>Faces in group photos that match another identity</h2>" + _table(q("group_candidates", limit=20)),
+        "<h2>Faces in group photos that match another identity</h2>" + (
+            _table(q("group_candidates", limit=20)) if "group_faces" in have
+            else '<p class="none">this scoring predates group photos: run <code>curate score OUT</code></p>'),
         "<h2>Demographics</h2>" + _demographics(q, have, charts, qs),
         _benchmark(store, charts),
         _loop(store),
