@@ -218,11 +218,13 @@ def run_query(con, q: Query, overrides: dict[str, str] | None = None) -> pa.Tabl
         raise MissingSource(msg)
     try:
         return run_sql(con, q.sql, q.bind(overrides))
-    except duckdb.BinderException as exc:  # a column this release's scoring writes, absent from an older one's
-        if "not found" not in str(exc).lower() or not q.path or not q.path.startswith(tuple(sql_dirs())):
+    except InputError as exc:  # a column this release's scoring writes, absent from an older one's
+        cause = exc.__cause__
+        if not isinstance(cause, duckdb.BinderException) or "column" not in str(cause).lower() \
+                or not os.path.abspath(q.path or "").startswith(tuple(map(os.path.abspath, sql_dirs()))):
             raise
         raise InputError(f"{q.name}: the run's current scoring was written by an earlier release and lacks a "
-                         f"column it needs ({str(exc).splitlines()[0]}); run `curate score OUT` to score it again "
+                         f"column it needs ({str(cause).splitlines()[0]}); run `curate score OUT` to score it again "
                          "(no model runs)") from exc
 
 
