@@ -46,6 +46,14 @@ class OutputError(CurateError):
     exit_code = 7
 
 
+class OtherRun(OutputError):
+    """The output directory holds another run (or training) made with other settings: resume it
+    with the same ones, or use another directory. Exit code 9 (7 is the directory itself failing:
+    not writable, full)."""
+
+    exit_code = 9
+
+
 class RunLocked(CurateError):
     """Another curate process is writing the run directory."""
 

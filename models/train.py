@@ -91,7 +91,7 @@ def held_out(identities: list[str], fraction: float) -> set[str]:
 def check_resume(out: str, cfg: TrainConfig) -> None:
     """A rerun into ``out`` must be the training that is there: refuse, naming the settings that
     differ, instead of loading weights of another head or backbone."""
-    from curate.errors import OutputError
+    from curate.errors import OtherRun
     from curate.files import config_diff
 
     p = os.path.join(out, "history.json")
@@ -102,7 +102,7 @@ def check_resume(out: str, cfg: TrainConfig) -> None:
     new = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as lists, like the stored one
     diffs = [d for d in config_diff(old, new) if d.split(":")[0].split(".")[0] not in RESUMABLE]
     if diffs:
-        raise OutputError(f"{out} holds another training ({'; '.join(diffs)}); use another --out, or the same "
+        raise OtherRun(f"{out} holds another training ({'; '.join(diffs)}); use another --out, or the same "
                           "settings to resume it")
 
 

@@ -102,7 +102,7 @@ def test_errors_are_one_line_before_ray_or_prefect_start(tmp_path):
     ShardStore(str(tmp_path / "out")).open_run(open_source(str(crawl)), RunConfig(shard_size=100))
     p = _run_cli("run", crawl, "--out", tmp_path / "out", "--detector", "scrfd", "--no-progress")
     lines = [x for x in p.stderr.splitlines() if not x.startswith("LOADED")]
-    assert p.returncode == 7 and len(lines) == 1, p.stderr
+    assert p.returncode == 9 and len(lines) == 1, p.stderr
     assert "detect.detector: 'scrfd' here, 'yunet' in the run" in lines[0] and "shard_size: 2000 here, 100" in lines[0]
     assert "LOADED False False" in p.stderr  # the check ran before Ray and Prefect were imported
     p = _run_cli("run", crawl, "--out", tmp_path / "new", "--recognizer", "onnx:/no/such/model.onnx")

@@ -91,7 +91,7 @@ def test_cli_run_and_status(tmp_path, sample_crawl, flow_run):
     assert again["curation"]["score_digest"] == tuned["score_digest"] and again["curation"]["far_angle"] == 10.0
     # a different config into the same directory: one clean line naming the setting, exit code of OutputError
     r = runner.invoke(main, ["run", str(sample_crawl), "--out", out, "--shard-size", "30", "--no-progress"])
-    assert r.exit_code == 7 and "shard_size: 30 here, 25 in the run" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 9 and "shard_size: 30 here, 25 in the run" in r.output and "Traceback" not in r.output
 
 
 def test_flow_ends_with_audits_and_report(flow_run):

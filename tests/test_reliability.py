@@ -123,7 +123,7 @@ def test_a_plan_from_another_layout_is_refused_on_rerun(tmp_path):
     (crawl / "b").mkdir()
     os.replace(crawl / "loose.jpg", crawl / "b" / "loose.jpg")  # the user fixes the layout
     r = cli("run", crawl, "--out", tmp_path / "o", "--dry-run")
-    assert r.exit_code == 7 and "laid out differently" in r.output and "identity folders: 2 now, 1 then" in r.output
+    assert r.exit_code == 9 and "laid out differently" in r.output and "identity folders: 2 now, 1 then" in r.output
 
 
 # -- options -------------------------------------------------------------------------------------

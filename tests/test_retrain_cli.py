@@ -57,5 +57,5 @@ def test_retrain_evaluates_exports_and_closes_the_loop(tmp_path, tiny_onnx):
         "retrain", str(tmp_path / "shards"), "--out", str(out), "--backbone", "mbf", "--head", "arcface",
         "--embedding-size", "64", "--epochs", "1", "--batch-size", "16", "--workers", "0",
     ])
-    assert r.exit_code == 7 and "head: 'arcface' here, 'adaface' in the run" in r.output, r.output
+    assert r.exit_code == 9 and "head: 'arcface' here, 'adaface' in the run" in r.output, r.output
     assert json.load(open(out / "model.card.json"))["head"] == "adaface"

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.config import RunConfig
-from curate.errors import InputError, OutputError
+from curate.errors import InputError, OtherRun, OutputError
 from curate.files import atomic_write, config_diff, write_json
 from curate.io.sources import Source, source_from_description
 
@@ -79,7 +79,7 @@ class ShardStore:
                     f"{k}: {now.get(k)} now, {v} then" for k, v in m["layout"].items() if now.get(k) != v)
                     + "): the plan is stale")
             if diffs:
-                raise OutputError(f"{self.out} holds another run ({'; '.join(diffs)}); use another --out, or the "
+                raise OtherRun(f"{self.out} holds another run ({'; '.join(diffs)}); use another --out, or the "
                                   "same settings to resume it")
             return m
         source.check()
