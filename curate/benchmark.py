@@ -204,23 +204,26 @@ def build_crawl(src: str, dest: str, noise: Noise = Noise(), seed: int = 0, dete
         rows.append({"source": source, "label": label, **truth})
         return source
 
-    # flips: photos taken from their owner (who keeps 3 or more) and filed under another in-set person
+    def donors() -> list:  # people who keep 3 photos or more after giving one away
+        return [p for p, v in photos.items() if len(v) > 3]
+
+    # flips: photos taken from their owner and filed under another in-set person
     flips = []
     for _ in range(round(noise.flip * total)):
-        donors = [p for p, v in photos.items() if len(v) > 3]
-        if not donors or len(photos) < 2:
+        donors_now = donors()
+        if not donors_now or len(photos) < 2:
             break
-        donor = donors[int(rng.integers(len(donors)))]
+        donor = donors_now[int(rng.integers(len(donors_now)))]
         target = [p for p in photos if p != donor][int(rng.integers(len(photos) - 1))]
         flips.append((donor, photos[donor].pop(), target))
-    # group photos: a photo taken from its owner (who keeps 3 or more), among other people's photos
+    # group photos: a photo taken from its owner, among other people's photos (each gives one too)
     groups = []
     for _ in range(round(noise.group * total)):
-        donors = [p for p, v in photos.items() if len(v) > 3]
-        if not donors or len(photos) < 3:
+        donors_now = donors()
+        if not donors_now or len(photos) < 3:
             break
-        who = donors[int(rng.integers(len(donors)))]
-        others = [p for p in photos if p != who and len(photos[p]) > 3]
+        who = donors_now[int(rng.integers(len(donors_now)))]
+        others = [p for p in donors_now if p != who]
         picks = [others[i] for i in rng.permutation(len(others))[: int(rng.integers(1, 4))]]
         groups.append((who, photos[who].pop(), [photos[p].pop() for p in picks]))
     # split: half of a person's photos under a second label

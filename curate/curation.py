@@ -109,16 +109,10 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
     centers, used = np.zeros((0, 1), np.float32), list(ref.get("quality", {}).get("signals", ["norm"]))
     pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool))
     if len(idx):
-        emb, n_ids = unit_embeddings(c), len(names)
+        emb = unit_embeddings(c)
         signals = signals_of(c)
         norms = signals["norm"]
-        assign = init = None
-        if cfg.mode == "head":
-            from models.heads.subcenter_arcface import fit_on_embeddings
-
-            assign, init = score.kmeans_subcenters(emb, codes, n_ids, cfg.k, cfg.iters)
-            assign, init = fit_on_embeddings(emb, codes, n_ids, cfg.k, init=init, epochs=cfg.head_epochs)
-        sc = score.subcenters(emb, codes, n_ids, norms, cfg.k, cfg.iters, merge_angle, assign, init)
+        sc = _subcenters(emb, codes, len(names), norms, cfg, merge_angle)
         if cfg.quality_model:  # a learned quality head on the raw features, percentiles of its own reference
             from models.quality_head import with_quality_model
 
@@ -152,6 +146,40 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
     if "face_idx" in t.column_names:  # the face the row stands for (scoring may pick another one of a group photo)
         part = part.append_column("face_idx", t["face_idx"].cast(pa.int16()))
     return part, ids, centers, used, pairs
+
+
+def _subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, norms: np.ndarray, cfg: ScoreConfig,
+                merge_angle: float) -> score.Subcenters:
+    """The identities' sub-centers by spherical k-means, or by a sub-center ArcFace head fitted on
+    the embeddings (``cfg.mode``)."""
+    assign = init = None
+    if cfg.mode == "head":
+        from models.heads.subcenter_arcface import fit_on_embeddings
+
+        assign, init = score.kmeans_subcenters(emb, codes, n_ids, cfg.k, cfg.iters)
+        assign, init = fit_on_embeddings(emb, codes, n_ids, cfg.k, init=init, epochs=cfg.head_epochs)
+    return score.subcenters(emb, codes, n_ids, norms, cfg.k, cfg.iters, merge_angle, assign, init)
+
+
+def identity_templates(t: pa.Table, cfg: ScoreConfig, merge_angle: float) -> tuple[list, np.ndarray]:
+    """(identity names sorted, (I, D) dominant centers) of the candidate rows of ``t``: the centers
+    score_identities finds, without the rest of its work."""
+    c = t.filter(pa.array(candidates(t)))
+    names, codes = identity_codes(c["identity"])
+    if not len(c):
+        return names, np.zeros((0, 1), np.float32)
+    norms = c["feat_norm"].to_numpy(zero_copy_only=False).astype(np.float32)
+    return names, _subcenters(unit_embeddings(c), codes, len(names), norms, cfg, merge_angle).centers
+
+
+def codes_known(names: list, identity: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) position of each row's identity in ``names`` (sorted), and whether it is there at all."""
+    code = codes_in(names, identity)
+    if not len(names):
+        return code, np.zeros(len(code), bool)
+    known = (code < len(names)) & (np.asarray(names, object)[np.minimum(code, len(names) - 1)]
+                                   == np.asarray(identity.to_pylist(), object))
+    return code, known
 
 
 def identity_codes(identity: pa.ChunkedArray | pa.Array) -> tuple[list[str], np.ndarray]:

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.curation import codes_in, unit_embeddings
+from curate.curation import codes_known, unit_embeddings
 from curate.stages import score
 
 FACE = ["embedding", "feat_norm", "landmarks", "face_size", "det_score", "sharpness"]  # what a picked face replaces
@@ -50,9 +50,7 @@ def group_faces(faces: pa.Table, picks: pa.Table, index, names: list, groups: np
     picked = pc.fill_null(pc.equal(faces["face_idx"], picks["face_idx"].take(at)), False)
     near, sim = np.full(n, None, object), np.full(n, np.nan, np.float32)
     if n and index is not None:
-        code = codes_in(names, faces["identity"])
-        known = (code < len(names)) & (np.asarray(names, object)[np.minimum(code, len(names) - 1)]
-                                       == np.asarray(faces["identity"].to_pylist(), object))
+        code, known = codes_known(names, faces["identity"])
         # a label with no template of its own (no photo with one clear face): no group to leave out
         other, s = dedup.nearest_other_identity(unit_embeddings(faces), np.where(known, code, len(names)), index,
                                                 np.r_[groups, -1])
@@ -96,10 +94,7 @@ def pick_faces(t: pa.Table, faces: pa.Table, names: list, centers: np.ndarray, c
     photo = t["image_id"].take(pa.array(rows))
     f = faces.filter(pc.and_(pc.is_in(faces["image_id"], value_set=photo), pc.is_valid(faces["embedding"])))
     gi = pc.index_in(f["image_id"], value_set=photo).to_numpy()  # the photo (position in rows) of each face
-    ident = t["identity"].take(pa.array(rows))
-    code = codes_in(names, ident)  # an identity with no unambiguous face has no template
-    known = (code < len(names)) & (np.asarray(names, object)[np.minimum(code, len(names) - 1)]
-                                   == np.asarray(ident.to_pylist(), object))
+    code, known = codes_known(names, t["identity"].take(pa.array(rows)))  # a label with no one-face photo: no template
     emb = unit_embeddings(f)
     fc = np.where(known[gi], code[gi], 0)
     ang = np.degrees(np.arccos(np.clip(score.rowdot(emb, centers, fc), -1, 1))).astype(np.float32)

@@ -172,18 +172,18 @@ def write(run: str, faces: pa.Table, identities: pa.Table, meta: dict) -> str:
     d = store.leakage_dir()
     os.makedirs(d, exist_ok=True)
     sets = pa.array(sorted(set(faces["against"].to_pylist()) | set(identities["against"].to_pylist())), pa.string())
-    old_meta = {}
-    for name, new in (("faces", faces), ("identities", identities)):
+    old_meta: dict = {}
+
+    def merged(name: str, new: pa.Table) -> pa.Table:  # the other sets' earlier rows, then this check's
         p = os.path.join(d, f"{name}.parquet")
-        if os.path.exists(p):
-            old = pq.read_table(p)
-            old_meta = {k.decode(): json.loads(v) for k, v in (old.schema.metadata or {}).items() if k != b"ARROW:schema"}
-            old = old.filter(pc.invert(pc.is_in(old["against"], value_set=sets))).replace_schema_metadata(None)
-            new = pa.concat_tables([old.cast(new.schema), new]) if len(old) else new
-        if name == "faces":
-            faces = new
-        else:
-            identities = new
+        if not os.path.exists(p):
+            return new
+        old = pq.read_table(p)
+        old_meta.update({k.decode(): json.loads(v) for k, v in (old.schema.metadata or {}).items() if k != b"ARROW:schema"})
+        old = old.filter(pc.invert(pc.is_in(old["against"], value_set=sets))).replace_schema_metadata(None)
+        return pa.concat_tables([old.cast(new.schema), new]) if len(old) else new
+
+    faces, identities = merged("faces", faces), merged("identities", identities)
     meta = {**old_meta, **meta, "against": sorted(set(old_meta.get("against", [])) | set(meta.get("against", [])))}
     md = {k.encode(): json.dumps(v).encode() for k, v in meta.items()}
     atomic_write(os.path.join(d, "faces.parquet"), lambda tmp: pq.write_table(faces.replace_schema_metadata(md), tmp))

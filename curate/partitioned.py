@@ -204,9 +204,10 @@ def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, m
     faces = _gather(w.path("det", f"p={p:05d}", "*.parquet"))
     if len(faces):  # group photos: the labelled person's face, by the label's template from its other photos
         mine = t.filter(pc.is_in(t["identity"], value_set=pc.unique(faces["identity"])))
-        _, named, templates, _, _ = C.score_identities(mine, cfg, cal, ref, merge_angle)
+        names, templates = C.identity_templates(mine, cfg, merge_angle)
+        # the far angle the scoring will use (its globals come later): the user's, else the card's
         far = cfg.far_angle or (cal or {}).get("thresholds", {}).get("far_angle") or 75.0
-        t, picks = G.pick_faces(t, faces, named["identity"].to_pylist(), templates, cal, far)
+        t, picks = G.pick_faces(t, faces, names, templates, cal, far)
         atomic_write(w.path("picks", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(picks, tmp))
         atomic_write(w.path("picked", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(t, tmp))
     part, ids, centers, used, (r, c, s, copy) = C.score_identities(t, cfg, cal, ref, merge_angle)

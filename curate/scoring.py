@@ -81,9 +81,6 @@ def score_table(t: pa.Table, cfg: ScoreConfig, cal: dict | None = None, reviews:
         if "face_idx" not in t.column_names:
             t = t.append_column("face_idx", pc.if_else(pc.greater(t["n_faces"], 0), pa.scalar(0, pa.int16()),
                                                        pa.scalar(None, pa.int16())))
-        for k, typ in C.LATER.items():
-            if k not in t.column_names:
-                t = t.append_column(k, pa.nulls(len(t), typ))
         pq.write_table(t, f)
         if detections is not None:
             det = os.path.join(d, "detections.parquet")
