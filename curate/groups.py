@@ -19,6 +19,9 @@ FACE = ["embedding", "feat_norm", "landmarks", "face_size", "det_score", "sharpn
 PICK_ODDS = 100.0  # a group photo's face is taken when it is the labelled person at these odds against the runner-up
 PICK_MARGIN = 15.0  # degrees: the same, for a model with no calibrated angle distributions
 CANDIDATE_FAR = 1e-3  # a face is listed as a candidate for another identity at this false-match rate
+NO_PICKS = pa.table({"image_id": pa.array([], pa.string()), "face_idx": pa.array([], pa.int16()),
+                     "angle": pa.array([], pa.float32()), "runner_up": pa.array([], pa.float32()),
+                     "detail": pa.array([], pa.string())})
 NO_GROUP_FACES = pa.table({"image_id": pa.array([], pa.string()), "identity": pa.array([], pa.string()),
                            "face_idx": pa.array([], pa.int16()), "role": pa.array([], pa.string()),
                            "nearest_other_identity": pa.array([], pa.string()), "other_sim": pa.array([], pa.float32()),
@@ -86,11 +89,8 @@ def pick_faces(t: pa.Table, faces: pa.Table, names: list, centers: np.ndarray, c
     n_faces = pc.fill_null(t["n_faces"], 0).to_numpy(zero_copy_only=False)
     spine = np.array(t["reason"].to_pylist(), object)
     rows = np.flatnonzero((n_faces > 1) & np.isin(spine, ("ok", "multi_face_ambiguous")) & pc.is_valid(t["identity"]).to_numpy(zero_copy_only=False))
-    empty = pa.table({"image_id": pa.array([], pa.string()), "face_idx": pa.array([], pa.int16()),
-                      "angle": pa.array([], pa.float32()), "runner_up": pa.array([], pa.float32()),
-                      "detail": pa.array([], pa.string())})
     if not len(rows) or not len(faces) or not len(names):
-        return t, empty
+        return t, NO_PICKS
     photo = t["image_id"].take(pa.array(rows))
     f = faces.filter(pc.and_(pc.is_in(faces["image_id"], value_set=photo), pc.is_valid(faces["embedding"])))
     gi = pc.index_in(f["image_id"], value_set=photo).to_numpy()  # the photo (position in rows) of each face

@@ -318,13 +318,9 @@ def decide(w: Work, p: int, cfg: ScoreConfig, quality_rules: bool, reviews: pa.T
     if not len(t):
         return {"reasons": {}, "scored": 0, "overrides": 0}
     part = pq.read_table(w.path("a", f"p={p:05d}.parquet")).drop_columns(["_gid"])
-    picks = w.path("picks", f"p={p:05d}.parquet")
-    if os.path.exists(picks):
-        picks = pq.read_table(picks)
-        at = pc.index_in(t["image_id"], value_set=picks["image_id"])
-        part = part.append_column("group_pick", picks["detail"].take(at))
-    else:
-        part = part.append_column("group_pick", pa.nulls(len(t), pa.string()))
+    picks_file = w.path("picks", f"p={p:05d}.parquet")
+    picks = pq.read_table(picks_file) if os.path.exists(picks_file) else G.NO_PICKS
+    part = part.append_column("group_pick", picks["detail"].take(pc.index_in(t["image_id"], value_set=picks["image_id"])))
     g = _read_globals(w)
     if os.path.exists(w.path("centers.faiss")):
         g.index = __import__("faiss").read_index(w.path("centers.faiss"))
@@ -333,7 +329,6 @@ def decide(w: Work, p: int, cfg: ScoreConfig, quality_rules: bool, reviews: pa.T
     scores = C.decide(t, part, g, dups, cfg, quality_rules, near)
     faces = _gather(w.path("det", f"p={p:05d}", "*.parquet"))
     if len(faces):  # every face of the partition's group photos, the picked one and the others
-        picks = pq.read_table(w.path("picks", f"p={p:05d}.parquet"))
         gf = G.group_faces(faces, picks, g.index, g.names, g.groups(), candidate_cos)
         atomic_write(w.path("group_faces", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(gf, tmp))
     ids = pq.read_table(w.path("ids", f"p={p:05d}.parquet"))
