@@ -370,6 +370,12 @@ def evaluate(t: pa.Table, identities: pa.Table | None = None) -> dict:
     out["label_noise_any_rejection"] = _pr(~keep & scored, noise & scored)
     out["label_noise_rejected_overall"] = round(float((~keep & noise).sum() / max(noise.sum(), 1)), 4)
     out["unidentifiable"] = _pr((reason == "unidentifiable") & scored, (kind == "unidentifiable") & scored)
+    # of the degraded copies the recognizer does not match (far, or nearer another identity): how
+    # many are called unidentifiable rather than mislabelled; the others it identified, and keeps
+    missed = (kind == "unidentifiable") & scored & np.isin(reason, ("unidentifiable", *LABEL_FLAGS))
+    out["unidentifiable_unmatched"] = _pr((reason == "unidentifiable") & scored, missed)
+    out["unidentifiable_matched_share"] = round(float(((kind == "unidentifiable") & scored & keep).sum()
+                                                      / max(((kind == "unidentifiable") & scored).sum(), 1)), 4)
     out["unidentifiable_rejected_overall"] = round(float((~keep & (kind == "unidentifiable")).sum()
                                                          / max((kind == "unidentifiable").sum(), 1)), 4)
     out["nonface_rejected"] = round(float((~keep & (kind == "nonface")).sum() / max((kind == "nonface").sum(), 1)), 4)
@@ -548,8 +554,7 @@ def edc_summary(curve: pa.Table, upto: float = 0.3) -> dict:
 SWEEPS = {
     "far_angle": tuple(range(50, 96, 5)),
     "merge_threshold": (0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9),
-    "unidentifiable_pct": (0.5, 1.0, 2.0, 3.0, 5.0, 10.0),
-    "ambiguous_pct": (0.0, 2.0, 5.0, 10.0, 15.0, 20.0),
+    "unidentifiable_below": (0.0, 10.0, 25.0, 50.0, 75.0, 90.0),
 }
 
 
@@ -575,7 +580,7 @@ def sweep(out: str, truth: pa.Table, cal: dict | None, base=None, grid: dict | N
             scores, identities, _ = score_table(t, replace(base, **{name: v}), cal, detections=detections)
             m = evaluate(joined(out, truth, scores, images), identities)
             metric = {"far_angle": "label_noise", "merge_threshold": "merges",
-                      "unidentifiable_pct": "unidentifiable", "ambiguous_pct": "label_noise"}[name]
+                      "unidentifiable_below": "unidentifiable"}[name]
             rows.append({"threshold": name, "value": float(v), "precision": m[metric].get("precision"),
                          "recall": m[metric].get("recall"), "purity": m["purity"], "clean_retention": m["clean_retention"]})
     return pa.Table.from_pylist(rows)

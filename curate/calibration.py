@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from curate import stats
 from curate.schema import decode_embeddings
-from curate.stats import calibrate, combined_quality
+from curate.stats import calibrate
 
 # -- the reference set, through the real spine ----------------------------------------------------
 
@@ -69,7 +69,7 @@ def _fetched(rows: dict[str, list]) -> pa.Table:
     from curate.io.sources import FETCHED
 
     n = len(rows["data"])
-    return pa.table({**rows, "reason": [None] * n, "reason_detail": [None] * n}, schema=FETCHED)
+    return pa.table({**rows, "reason": [None] * n, "reason_detail": [None] * n, "resolved_path": [None] * n}, schema=FETCHED)
 
 
 def reference_rows(root: str, models, cfg, batch_size: int = 32, duplicates: int = 300, degraded: int = 200,
@@ -135,42 +135,81 @@ def reference_rows(root: str, models, cfg, batch_size: int = 32, duplicates: int
     return Reference(rows, pairs, bad)
 
 
-QUALITY_SIGNALS = (("norm",), ("norm", "det_score"), ("norm", "sharpness"), ("norm", "det_score", "sharpness"))
-NORM_IS_ENOUGH = 0.95  # degraded-below-original AUC at which the norm needs no help
+def match_angles(emb: np.ndarray, w: np.ndarray, codes: np.ndarray, bad: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """Degrees from each face to its identity's template (norm-weighted, ``w``), the face itself left
+    out: the clean faces ``emb`` (N, D) unit with ``codes``, then the copies ``bad`` (M, D) unit of
+    the faces ``original`` (M,), whose original is left out too."""
+    tmpl = np.zeros((int(codes.max()) + 1 if len(codes) else 0, emb.shape[1]))
+    np.add.at(tmpl, codes, emb * w[:, None])
+    rest = np.concatenate([tmpl[codes] - emb * w[:, None], tmpl[codes[original]] - emb[original] * w[original, None]])
+    x = np.concatenate([emb, bad])
+    norm = np.linalg.norm(rest, axis=1)
+    cos = np.einsum("nd,nd->n", x, rest) / np.maximum(norm, 1e-9)
+    return np.where(norm > 1e-6, np.degrees(np.arccos(np.clip(cos, -1, 1))), np.nan)
 
 
-def quality_check(ref: Reference, cal: dict) -> dict:
-    """AUC of each quality signal, and of the combinations in QUALITY_SIGNALS, for 'the degraded
-    copy scores below its original', per degradation; the share of copies still found; and the
-    signals chosen: the norm alone if it reaches NORM_IS_ENOUGH, else the best combination."""
-    d = ref.degraded
-    if d is None or not len(d):
-        return {"signals": ["norm"], "auc": {}, "face_found": {}}
+def match_model(cal: dict, emb: np.ndarray, w: np.ndarray, codes: np.ndarray, bad: np.ndarray, original: np.ndarray,
+                values: dict[str, np.ndarray], seed: int = 0) -> dict:
+    """``quality.match`` of a calibration (curate.quality): fitted on the clean faces and the copies
+    (arguments as ``match_angles``; ``values``: each signal over both, in that order), a face
+    matching when within the calibration's far angle, and the threshold of ``unidentifiable``."""
+    from curate import quality
+
+    ang = match_angles(emb, w, codes, bad, original)
+    ok = np.isfinite(ang)
+    matched = ang <= cal["thresholds"]["far_angle"]
+    person = np.concatenate([codes, codes[original]])
+    model = quality.fit({k: np.asarray(v, np.float64)[ok] for k, v in values.items()}, matched[ok],
+                        np.concatenate([emb, bad])[ok], person[ok], seed=seed)
+    clean = np.zeros(len(ang), bool)
+    clean[: len(emb)] = True
+    p = quality.probability(model, values)
+    model["unidentifiable_below"], model["why"] = quality.threshold(p[clean & matched], p[ok & ~matched])
+    model["operating_point"] = f"within the far angle ({cal['thresholds']['far_angle']} deg) of the identity's template"
+    copies = ~clean & ok
+    model["copies_matched"] = round(float(matched[copies].mean()), 4) if copies.any() else None
+    return model
+
+
+def _signals(t: pa.Table) -> dict[str, np.ndarray]:
+    """The quality signals of spine rows (curate.quality.FEATURES), pose from the five landmarks."""
+    from curate.stages.score import pose
+
+    lm = pc.fill_null(t["landmarks"], pa.scalar([0.0] * 10, t["landmarks"].type)).combine_chunks()
+    yaw, pitch, _ = pose(lm.flatten().to_numpy(zero_copy_only=False).reshape(-1, 10))
+    out = {"norm": t["feat_norm"], "det_score": t["det_score"], "sharpness": t["sharpness"], "brightness": t["brightness"],
+           "contrast": t["contrast"], "face_size": t["face_size"]}
+    return {**{k: np.asarray(v.to_numpy(zero_copy_only=False), np.float64) for k, v in out.items()}, "yaw": yaw, "pitch": pitch}
+
+
+def quality_check(ref: Reference, cal: dict, seed: int = 0) -> dict:
+    """The calibration's ``quality``: the match model (curate.quality) fitted on the reference's
+    faces and its degraded copies with a face found; for each signal alone, the share of (photo,
+    degraded copy) pairs where the copy scores lower (AUC), and the share of copies still found."""
+    rows = ref.rows
+    base = np.ones(len(rows), bool)
+    base[ref.dup_pairs[:, 1]] = False  # re-saved copies are the duplicate distribution's, not quality's
+    d = ref.degraded if ref.degraded is not None else rows.slice(0, 0).append_column(
+        "original", pa.array([], pa.int64())).append_column("kind", pa.array([], pa.string()))
     kept = d.filter(d["keep"])
-    orig = kept["original"].to_numpy()
-
-    def values(t, rows=None):
-        v = {"norm": t["feat_norm"].to_numpy(zero_copy_only=False), "det_score": t["det_score"].to_numpy(zero_copy_only=False),
-             "sharpness": t["sharpness"].to_numpy(zero_copy_only=False)}
-        return {k: np.asarray(x, np.float64)[rows] if rows is not None else np.asarray(x, np.float64) for k, x in v.items()}
-
-    o, b = values(ref.rows, orig), values(kept)
+    # the originals' positions among the clean faces
+    pos = np.cumsum(base) - 1
+    orig = pos[kept["original"].to_numpy()]
+    clean = rows.filter(pa.array(base))
+    emb = decode_embeddings(clean["embedding"]).astype(np.float64)
+    bad = decode_embeddings(kept["embedding"]).astype(np.float64) if len(kept) else np.zeros((0, emb.shape[1]))
+    w = clean["feat_norm"].to_numpy(zero_copy_only=False).astype(np.float64)
+    codes = np.unique(np.asarray(clean["identity"].to_pylist(), object).astype(str), return_inverse=True)[1]
+    sc, sb = _signals(clean), _signals(kept)
+    values = {k: np.concatenate([sc[k], sb[k]]) for k in sc}
+    model = match_model(cal, stats.unit(emb), w, codes, stats.unit(bad), orig, values, seed)
     kinds = np.array(kept["kind"].to_pylist(), object)
-    auc: dict[str, dict] = {}
-    for combo in QUALITY_SIGNALS:
-        name = "+".join(combo)
-        qo, qb = combined_quality(o, cal, combo), combined_quality(b, cal, combo)
-        auc[name] = {k: round(stats.auc(qo[kinds == k], qb[kinds == k]), 3) for k in sorted(set(kinds))}
-        auc[name]["mean"] = round(float(np.nanmean(list(auc[name].values()))), 3) if len(kinds) else float("nan")
-    for name in ("det_score", "sharpness"):
-        auc[name] = {k: round(stats.auc(o[name][kinds == k], b[name][kinds == k]), 3) for k in sorted(set(kinds))}
-        auc[name]["mean"] = round(float(np.nanmean(list(auc[name].values()))), 3) if len(kinds) else float("nan")
+    auc = {name: {k: round(stats.auc(sc[name][orig][kinds == k], sb[name][kinds == k]), 3) for k in sorted(set(kinds))}
+           for name in ("norm", "det_score", "sharpness")}
     all_kinds = np.array(d["kind"].to_pylist(), object)
     found = {k: round(float(np.mean(np.asarray(d["keep"].to_numpy(zero_copy_only=False))[all_kinds == k])), 3)
              for k in sorted(set(all_kinds))}
-    best = ["norm"] if auc["norm"]["mean"] >= NORM_IS_ENOUGH else \
-        list(max(QUALITY_SIGNALS, key=lambda c: auc["+".join(c)]["mean"]))
-    return {"signals": best, "auc": auc, "face_found": found, "copies": len(d)}
+    return {"signals": model["signals"], "match": model, "auc": auc, "face_found": found, "copies": len(d)}
 
 
 def calibrate_reference(ref: Reference, seed: int = 0) -> dict:
@@ -186,7 +225,7 @@ def calibrate_reference(ref: Reference, seed: int = 0) -> dict:
     cal["cues"].get("det_score", {})["detector"] = det
     cal["reference"].update({"detector": det, "recognizer": rows["model_id"][0].as_py() if len(rows) else None,
                              "date": datetime.date.today().isoformat()})
-    cal["quality"] = quality_check(ref, cal)
+    cal["quality"] = quality_check(ref, cal, seed)
     return cal
 
 
@@ -240,14 +279,18 @@ def calibrate_held_out(embed, files: list[str], identities: list[str], seed: int
     cal = calibrate(emb / np.maximum(norms, 1e-12)[:, None], norms, labels, pairs, seed,
                     {"sharpness": pad("sharpness"), "det_score": pad("det_score")},
                     rows["sha1"].to_pylist() + [None] * len(pick))
-    # does the norm carry quality? degraded copies of the crops (no detector here: the crop is degraded)
+    # quality: the match model on the crops and degraded copies of them (no detector here: the crop
+    # itself is degraded, so the norm is the one signal every face has)
     kinds = [k for k in DEGRADATIONS if k != "extreme_crop"]
-    bad = [DEGRADATIONS[k](imgs[i], None, rng) for i in pick for k in kinds]
-    bad_norm = np.linalg.norm(embed(bad), axis=1)
+    bad_raw = embed([DEGRADATIONS[k](imgs[i], None, rng) for i in pick for k in kinds])
+    bad_norm = np.linalg.norm(bad_raw, axis=1)
+    n = len(raw)
+    codes = np.unique(np.asarray(labels[:n], object).astype(str), return_inverse=True)[1]
+    model = match_model(cal, stats.unit(raw.astype(np.float64)), norms[:n], codes, stats.unit(bad_raw.astype(np.float64)),
+                        np.repeat(pick, len(kinds)), {"norm": np.concatenate([norms[:n], bad_norm])}, seed)
     orig = np.repeat(norms[pick], len(kinds))
     auc = {k: round(stats.auc(orig[j::len(kinds)], bad_norm[j::len(kinds)]), 3) for j, k in enumerate(kinds)}
-    auc["mean"] = round(float(np.mean(list(auc.values()))), 3)
-    cal["quality"] = {"signals": ["norm"] if auc["mean"] >= 0.95 else ["norm", "det_score"], "auc": {"norm": auc},
+    cal["quality"] = {"signals": model["signals"], "match": model, "auc": {"norm": auc},
                       "note": "degraded crops of held-out identities (no detection pass)"}
     det = rows["detector_id"][0].as_py()
     cal["cues"]["det_score"]["detector"] = det

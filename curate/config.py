@@ -117,16 +117,10 @@ class ScoreConfig:
                         "the largest (kept, trained as one class), flag them (kept apart, listed) or reject them.",
                         choices=("relabel", "flag", "reject"))
     conflict_margin: float = option(0.05, "Cosine by which a face must be nearer another identity.")
-    # quality (a reference percentile: below 1% of a clean reference set) at or below this ...
-    unidentifiable_pct: float = option(1.0, "Quality (reference percentile) at or below which, with a degradation "
-                                       "cue, a face is unidentifiable.")
-    # ... or at or below this when the face is also far from its identity or nearer another one:
-    # a low-quality face that does not match is more often unrecognisable than mislabelled
-    ambiguous_pct: float = option(5.0, "A face that is far or nearer another identity, with quality at or below "
-                                  "this and a degradation cue, is unidentifiable, not label noise.")
-    degraded_pct: float = 10.0  # ... and sharpness or detector score at or below this reference percentile
-    degraded_face_size: float = 32.0  # ... or a face smaller than this (px) or |yaw| above max_yaw
-    max_yaw: float = 60.0
+    # quality is the recognizer's chance (percent) of matching the face to its identity (curate.quality)
+    unidentifiable_below: float | None = option(None, "Quality (0-100: the recognizer's chance of matching the face, "
+                                                "from its signals) under which a face that does not match its "
+                                                "identity is unidentifiable, not mislabelled (default: the card's).")
     # an exported quality head (models.quality_head): its output norm, as a percentile of its card's
     # reference, is the quality signal (with the signals its card names) instead of the recognizer's
     quality_model: str | None = option(None, "A quality head ONNX (bench/quality_head.py --export) run on the stored "
@@ -141,8 +135,8 @@ class ScoreConfig:
         _check(self.merge_angle is None or 0 < self.merge_angle <= 180, "merge_angle must be in (0, 180]")
         for v in (self.dup_threshold, self.merge_threshold):
             _check(v is None or -1 <= v <= 1, "cosine thresholds must be in [-1, 1]")
-        _check(all(0 <= v <= 100 for v in (self.unidentifiable_pct, self.ambiguous_pct, self.degraded_pct)),
-               "percentiles in [0, 100]")
+        _check(self.unidentifiable_below is None or 0 <= self.unidentifiable_below <= 100,
+               "unidentifiable_below must be in [0, 100]")
         _check(0 <= self.min_dominant_share <= 1, "min_dominant_share must be in [0, 1]")
         _check(0 <= self.conflict_margin <= 2, "conflict_margin must be in [0, 2] (a cosine difference)")
 

@@ -30,9 +30,10 @@ from curate.stages.select import select
 from curate.stats import NORM_GRID, combined_quality, signal_percentiles, unit
 
 READ = ["image_id", "identity", "sha1", "embedding", "feat_norm", "model_id", "landmarks", "face_size", "det_score",
-        "sharpness", "keep", "reason", "n_faces", "face_idx", "image_hash", "n_bytes", "width", "height", "source"]
+        "sharpness", "brightness", "contrast", "keep", "reason", "n_faces", "face_idx", "image_hash", "n_bytes", "width", "height", "source"]
 # READ columns that a run made before them, or rows from elsewhere (score_table), may lack: null
 LATER = {"image_hash": pa.binary(80), "n_bytes": pa.int64(), "width": pa.int32(), "height": pa.int32(),
+         "brightness": pa.float32(), "contrast": pa.float32(),
          "source": pa.string()}
 COPY_COS = 0.7  # a copy of a photo is the same face: its hashes are looked at from this cosine on
 
@@ -62,8 +63,32 @@ def unit_embeddings(c: pa.Table) -> np.ndarray:
 
 
 def signals_of(c: pa.Table) -> dict[str, np.ndarray]:
+    """The face's quality signals (curate.quality.FEATURES but pose); NaN where a run predates one."""
     return {"norm": c["feat_norm"].to_numpy(zero_copy_only=False).astype(np.float32),
-            **{k: c[k].to_numpy(zero_copy_only=False).astype(np.float64) for k in ("sharpness", "det_score")}}
+            **{k: (c[k].to_numpy(zero_copy_only=False).astype(np.float64) if k in c.column_names else np.full(len(c), np.nan))
+               for k in ("sharpness", "det_score", "brightness", "contrast", "face_size")}}
+
+
+def unidentifiable_below(cfg: ScoreConfig, cal: dict | None) -> float | None:
+    """The quality under which a face that does not match its identity is unidentifiable: the
+    user's, else the card's match model's; None (no such rule) for a model without one, whose
+    quality only ranks faces, and under a learned quality head (its norm is another scale)."""
+    if cfg.unidentifiable_below is not None:
+        return cfg.unidentifiable_below
+    match = (cal or {}).get("quality", {}).get("match")
+    return None if match is None or cfg.quality_model else match.get("unidentifiable_below")
+
+
+def quality_of(signals: dict[str, np.ndarray], ref: dict) -> np.ndarray:
+    """0-100: the card's match probability (curate.quality) in percent, or, for a model without a
+    match model (uncalibrated, a learned head, an older card), the geometric mean of the reference
+    percentiles of its quality signals."""
+    match = ref.get("quality", {}).get("match")
+    if match is not None and "learned" not in signals:
+        from curate.quality import probability
+
+        return 100.0 * probability(match, signals)
+    return combined_quality(signals, ref)
 
 
 def model_ids(t: pa.Table) -> set:
@@ -118,12 +143,13 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
 
             signals["learned"], ref = with_quality_model(cfg.quality_model, emb * norms[:, None], ref)
         used = list(ref.get("quality", {}).get("signals", ["norm"]))
-        pct = signal_percentiles(signals, ref)
+        pct = signal_percentiles({k: signals[k] for k in ("norm", "sharpness", "det_score")}, ref)
         lm = pc.fill_null(c["landmarks"], pa.scalar([0.0] * 10, c["landmarks"].type)).combine_chunks()
         yaw, pitch, roll = score.pose(lm.flatten().to_numpy(zero_copy_only=False).reshape(-1, 10))
+        signals.update(yaw=yaw, pitch=pitch)
         # own similarity without the face itself (as the angle), to the full template if it is alone
         own = np.where(np.isfinite(sc.angle), np.cos(np.radians(sc.angle)), score.rowdot(emb, sc.centers, codes))
-        for k, v in (("angle_to_dominant", sc.angle), ("quality", combined_quality(signals, ref)), ("own_sim", own),
+        for k, v in (("angle_to_dominant", sc.angle), ("quality", quality_of(signals, ref)), ("own_sim", own),
                      ("dominant_share", sc.share[codes]), ("yaw", yaw), ("pitch", pitch), ("roll", roll),
                      ("sharpness_pct", pct["sharpness"]), ("det_score_pct", pct["det_score"]), ("norm_pct", pct["norm"])):
             cols[k][idx] = v
@@ -253,11 +279,11 @@ def merge_groups(names: list, sizes: np.ndarray, merges: list[tuple[int, int, fl
     return {names[i]: names[root[comp[i]]] for i in linked.tolist() if root[comp[i]] != i}
 
 
-def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreConfig, quality_rules: bool,
+def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreConfig, unidentifiable: float | None,
            near: pa.Table | None = None) -> pa.Table:
     """Rows of ``t`` with their ``score_identities`` columns (``part``), the run's globals and the
     duplicate (copy) and near-identical clusters touching them -> the scores with keep, reason,
-    quality_rank. Pure."""
+    quality_rank. ``unidentifiable``: ``unidentifiable_below``. Pure."""
     near = EMPTY_DUPS if near is None else near
     n = len(t)
     cand = candidates(t)
@@ -286,7 +312,7 @@ def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreCo
               .append_column("near_identical_of", near["dup_of"].take(at_near))
               .append_column("near_sim", near["dup_sim"].take(at_near))
               .append_column("dup_identity", dups["dup_identity"].take(at)))
-    out = select(scores, cfg, g.thresholds.far_angle, quality_rules=quality_rules).drop_columns(["dup_identity"])
+    out = select(scores, cfg, g.thresholds.far_angle, unidentifiable).drop_columns(["dup_identity"])
     # one person under several labels: trained as the group's largest label (--merge relabel)
     merged = pc.is_valid(into) if cfg.merge == "relabel" else pa.array(np.zeros(n, bool))
     return (out.append_column("label", pc.if_else(merged, into, t["identity"]))
@@ -322,10 +348,18 @@ def calibration_record(g: Globals | None, cal: dict | None, merge_angle: float, 
         calib.update({"quality_signals": signals, "far_angle": th.far_angle, "dup_cos": th.dup_cos,
                       "merge_cos": th.merge_cos, "threshold_source": th.source, "run_impostor_angle_p1": th.run_impostor_p1,
                       "quality_reference": "card" if cal else "run", "warnings": list(th.warnings)})
+        match = (cal or {}).get("quality", {}).get("match")
+        if match:  # what quality is, and what it does for recognition on the card's held-out people
+            calib["quality"] = {k: match.get(k) for k in ("signals", "operating_point", "unidentifiable_below", "why", "edc",
+                                                          "edc_alone", "edc_curves")}
         if cal is None:
             calib["warnings"].append("quality is a percentile of this run's own norms (the model has no calibrated "
                                      "norm reference): it ranks faces within this run, and no face is rejected as "
                                      "unidentifiable")
+        elif not match:
+            calib["warnings"].append("the recognizer's card predates quality as the chance of matching: quality is a "
+                                     "percentile of its reference norms and no face is rejected as unidentifiable; "
+                                     "re-run `curate calibrate` to fit it")
     return calib
 
 

@@ -126,6 +126,8 @@ def export_projection(proj, dest: str, run: str, held: set[str], seed: int = 0, 
                     sub["sha1"].to_pylist())
     base_card = store.recognizer_card() or {}
     base_cal, _ = pick_calibration(base_card, base_card.get("detector_id") or cfg.detect.detector)
+    # the base model's quality: a projection of its embeddings keeps its norms and cues, and the
+    # faces it matches are nearly the same ones (a match model of its own needs degraded copies)
     cal["quality"] = dict((base_cal or {}).get("quality") or {"signals": ["norm"]})
     cal["reference"] = {"faces": int(m.sum()), "identities": len(held), "set": os.path.abspath(run),
                         "note": "held-out people of the loop's round 0", "detector": base_card.get("detector_id")}

@@ -310,7 +310,7 @@ def duplicates(w: Work, g: int, threshold: float) -> dict:
 
 
 @step("decide")
-def decide(w: Work, p: int, cfg: ScoreConfig, quality_rules: bool, reviews: pa.Table, candidate_cos: float) -> dict:
+def decide(w: Work, p: int, cfg: ScoreConfig, unidentifiable: float | None, reviews: pa.Table, candidate_cos: float) -> dict:
     from curate import reviews as R
 
     picked = w.path("picked", f"p={p:05d}.parquet")
@@ -326,7 +326,7 @@ def decide(w: Work, p: int, cfg: ScoreConfig, quality_rules: bool, reviews: pa.T
         g.index = __import__("faiss").read_index(w.path("centers.faiss"))
     dups, near = (pq.read_table(f) if os.path.exists(f) else C.EMPTY_DUPS
                   for f in (w.path("dups", f"p={p:05d}.parquet"), w.path("near", f"p={p:05d}.parquet")))
-    scores = C.decide(t, part, g, dups, cfg, quality_rules, near)
+    scores = C.decide(t, part, g, dups, cfg, unidentifiable, near)
     faces = _gather(w.path("det", f"p={p:05d}", "*.parquet"))
     if len(faces):  # every face of the partition's group photos, the picked one and the others
         gf = G.group_faces(faces, picks, g.index, g.names, g.groups(), candidate_cos)
@@ -552,7 +552,7 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
     for d in ("dupin", "sha", "ph"):  # the search groups' copies of the faces are not needed again
         shutil.rmtree(os.path.join(w.root, d), ignore_errors=True)
 
-    results = mapper(functools.partial(decide, work_dir, cfg=cfg, quality_rules=cal is not None, reviews=reviews,
+    results = mapper(functools.partial(decide, work_dir, cfg=cfg, unidentifiable=C.unidentifiable_below(cfg, cal), reviews=reviews,
                                        candidate_cos=G.candidate_cos(cal, g.thresholds.far_angle)),
                      list(range(n_parts)))
     mapper(functools.partial(write, work_dir, out=out, digest=digest), w.pending("write", n_chunks))

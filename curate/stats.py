@@ -191,7 +191,59 @@ def calibrate(emb: np.ndarray, norms: np.ndarray, labels: list[str] | np.ndarray
         "verification": {f"tar_at_far_{f:g}": round(tar_at_far(gen_pairs, imp_pairs, f), 4) for f in (1e-3, 1e-4)},
     }
     out["thresholds"] = derive_thresholds(out)
+    out["support"], out["warnings"] = support(out["reference"], len(halves), int(genuine.size))
+    why = collapsed(out)
+    if why:
+        out["collapsed"] = why
+        out["warnings"].insert(0, f"the model looks collapsed ({why}): its calibration is not used; curate with the "
+                                  "base model or train longer on more identities")
     return out
+
+
+TAIL = 10  # a quantile is measured when at least this many samples lie beyond it
+
+
+def support(ref: dict, halves: int, faces: int) -> tuple[dict, list[str]]:
+    """For each figure of a calibration: the samples it rests on and the fewest it needs (TAIL beyond
+    its quantile), and a warning for each that has fewer."""
+    figures = {  # figure: (samples, share of them in the tail it is read from, what they are)
+        "tar_at_far_0.001": (ref["impostor_pairs"], 1e-3, "impostor pairs"),
+        "tar_at_far_0.0001": (ref["impostor_pairs"], 1e-4, "impostor pairs"),
+        "far_angle": (faces, 1e-2, "faces (the genuine 99th percentile)"),
+        "dup_cos": (ref["genuine_pairs"], 1e-4, "same-person pairs"),
+        "merge_cos": (ref["identities"] * (ref["identities"] - 1) // 2, 5e-4, "pairs of identities"),
+        "merge_cos (same person)": (halves, 1e-2, "half-identity pairs (identities of 4+ faces)"),
+    }
+    out, warnings = {}, []
+    for name, (n, tail, what) in figures.items():
+        need = int(np.ceil(TAIL / tail))
+        out[name] = {"samples": int(n), "needed": need}
+        if n < need:
+            warnings.append(f"{name} rests on {n:,} {what}; it needs {need:,} ({TAIL} beyond its quantile): "
+                            "a larger reference set, more identities, or set it by hand")
+    return out, warnings
+
+
+def collapsed(cal: dict) -> str | None:
+    """Why a calibration looks like a collapsed model's (every face alike), or None."""
+    g = cal.get("grid", GRID)
+    gen, imp = at(cal["pair_cos"]["genuine"], 0.5, g), at(cal["pair_cos"]["impostor"], 0.5, g)
+    th = cal["thresholds"]
+    if imp > 0.9:
+        return f"two different people's faces have a median cosine of {imp:.3f}"
+    if gen - imp < 0.05:
+        return f"same-person and different-person pairs are alike (median cosine {gen:.3f} vs {imp:.3f})"
+    if th["far_angle"] < 10 or th["dup_cos"] >= 0.9995:
+        return f"thresholds at their bounds (far angle {th['far_angle']:.1f} deg, duplicate cosine {th['dup_cos']:.4f})"
+    return None
+
+
+def shown(value: float, n: int) -> str:
+    """A rate measured on n samples, with the decimals its standard error supports (at least 2)."""
+    if value is None or not np.isfinite(value) or n <= 0:
+        return "n/a"
+    se = np.sqrt(max(value * (1 - value), 1.0 / n) / n)
+    return f"{value:.{int(np.clip(np.ceil(-np.log10(se)), 2, 4))}f}"
 
 
 def signal_percentiles(values: dict[str, np.ndarray], cal: dict) -> dict[str, np.ndarray]:

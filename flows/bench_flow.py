@@ -97,6 +97,8 @@ SUMMARY = (("purity", ("purity",)), ("clean retention", ("clean_retention",)),
            ("merge recall", ("merges", "recall")), ("merge precision", ("merges", "precision")),
            ("unidentifiable precision", ("unidentifiable", "precision")),
            ("unidentifiable recall", ("unidentifiable", "recall")),
+           ("unidentifiable recall, copies not matched", ("unidentifiable_unmatched", "recall")),
+           ("degraded copies identified (matched, kept)", ("unidentifiable_matched_share",)),
            ("degraded copies rejected, any reason", ("unidentifiable_rejected_overall",)),
            ("non-faces rejected", ("nonface_rejected",)))
 

@@ -21,7 +21,13 @@ def train_and_compare(run: str, model_dir: str, holdout: float, seed: int, epoch
     metrics, proj, held = L.compare(run, holdout, seed, epochs, recipe, t=t)
     card = L.export_projection(proj, os.path.join(model_dir, "projection.onnx"), run, held, seed, t=t)
     write_json(os.path.join(model_dir, "verification.json"), metrics)
-    return {"verification": metrics, "model": os.path.join(model_dir, "projection.onnx"), "base": card["base"]}
+    warnings = [f"the round-1 model's card: {w}" for c in card["calibrations"].values() for w in c.get("warnings", [])]
+    if metrics["base"]["impostor_pairs"] < 10_000:
+        warnings.append(f"verification rests on {metrics['base']['impostor_pairs']:,} impostor pairs of "
+                        f"{metrics['held_out_people']} held-out people; TAR at FAR 1e-3 needs 10,000 (10 impostors above "
+                        "its threshold): hold out more people (--holdout) or read the figures as rough")
+    return {"verification": metrics, "model": os.path.join(model_dir, "projection.onnx"), "base": card["base"],
+            "warnings": warnings}
 
 
 @flow(name="loop")
@@ -39,7 +45,12 @@ def loop_flow(input_path: str, out: str, config: dict, resources: dict, score_co
                 input_options=input_options, progress=progress, score_config=score_config, audit=False)
     t = pq.read_table(truth) if truth else None
     summary = {"input": os.path.abspath(input_path), "out": out, "model": trained["model"],
-               "rounds": [L.round_summary(r0, t), L.round_summary(r1, t)], "verification": trained["verification"]}
+               "rounds": [L.round_summary(r0, t), L.round_summary(r1, t)], "verification": trained["verification"],
+               "warnings": trained["warnings"]}
     write_json(os.path.join(out, "loop.json"), summary)
     write_json(os.path.join(r1, "loop.json"), summary)  # the round-1 report shows it
+    from curate.report import build_report
+
+    summary["report"] = build_report(r1)
+    write_json(os.path.join(out, "loop.json"), summary)
     return summary

@@ -65,8 +65,11 @@ def retrain_flow(shards: str, out: str, config: dict, bins: list[str] | None = N
                "steps": result["steps"], "classes": result["num_classes"], "device": result["device"],
                "images_per_s": round(ips, 1) if ips else None, "first_loss": losses[0] if losses else None,
                "last_loss": losses[-1] if losses else None, "evaluation": metrics, "sha256": card["model_sha256"],
-               "held_out_identities": len(result["held_out"]), "calibrated": bool(card.get("calibrations")),
-               "metrics": os.path.join(os.path.abspath(out), "train", "metrics.csv"), "warnings": result["warnings"]}
+               "held_out_identities": len(result["held_out"]),
+               "calibrated": any(not c.get("collapsed") for c in (card.get("calibrations") or {}).values()),
+               "metrics": os.path.join(os.path.abspath(out), "train", "metrics.csv"),
+               "warnings": result["warnings"] + [f"calibration: {w}" for c in (card.get("calibrations") or {}).values()
+                                                 for w in c.get("warnings", [])]}
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary

@@ -196,9 +196,10 @@ def pick_calibration(card: dict, detector: str | None) -> tuple[dict | None, str
     if not cals:
         return None, None
     name = detector_name(detector or "")
-    if name in cals:
-        return cals[name], None
-    other = next(iter(cals))
-    return cals[other], (f"the model card has calibrations for detectors {sorted(cals)} but this run used {name!r}; "
-                         f"thresholds come from the {other!r} calibration: run `curate calibrate` with this run's "
-                         "--detector and pass the card with --calibration")
+    cal, warning = (cals[name], None) if name in cals else (cals[next(iter(cals))], (
+        f"the model card has calibrations for detectors {sorted(cals)} but this run used {name!r}; thresholds come "
+        f"from the {next(iter(cals))!r} calibration: run `curate calibrate` with this run's --detector and pass the "
+        "card with --calibration"))
+    if cal.get("collapsed"):  # a collapsed model's thresholds reject nearly everything: none, said loudly
+        return None, f"the model card's calibration says the model collapsed ({cal['collapsed']}): it is not used"
+    return cal, warning

@@ -18,7 +18,8 @@ def make(n_ids=40, per=30, noise=0.3, noisy_ids=10, dups=20, merged=3, low=20, s
     """Identities as clusters on the sphere (within-identity angle ~35 deg, like ArcFace).
     Injected: `noise` of the first `noisy_ids` identities drawn from other identities; `dups`
     re-encoded copies; `merged` identities that are a copy of another one (same person, second
-    label); `low` blurred low-norm faces. Returns the table and the ground truth per row."""
+    label); `low` blurred low-norm faces, whose embedding has drifted to no one in particular (as a
+    degraded face's does). Returns the table and the ground truth per row."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(n_ids, D))
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
@@ -39,7 +40,7 @@ def make(n_ids=40, per=30, noise=0.3, noisy_ids=10, dups=20, merged=3, low=20, s
     for k in range(low):
         r = rows[(k * 7919) % len(rows)]
         if r["truth"] == "ok":
-            r.update(norm=rng.uniform(1, 3), sharp=rng.uniform(1, 5), truth="low")
+            r.update(v=rng.normal(size=D), norm=rng.uniform(1, 3), sharp=rng.uniform(1, 5), truth="low")
     for k in range(dups):
         src = rows[(k * 104729) % len(rows)]
         if src["truth"] != "ok":
@@ -68,15 +69,27 @@ def make(n_ids=40, per=30, noise=0.3, noisy_ids=10, dups=20, merged=3, low=20, s
 
 
 def reference(seed=1):
-    """A calibration measured on clean synthetic identities drawn like make()'s clean faces."""
-    from curate.stats import calibrate
+    """A calibration measured on clean synthetic identities drawn like make()'s clean faces, with
+    its match model (curate.quality) fitted on them and on degraded copies of 200 of them: low
+    norm and sharpness, the embedding drifted to no one (make()'s low faces), or still near (a
+    degraded copy the recognizer still matches)."""
+    from curate.calibration import match_model
+    from curate.stats import calibrate, unit
 
     t, _ = make(n_ids=40, per=40, noisy_ids=0, dups=0, merged=0, low=0, seed=seed)
-    from curate.schema import decode_embeddings
-
-    return calibrate(decode_embeddings(t["embedding"]).astype(np.float32), np.asarray(t["feat_norm"]),
-                     t["identity"].to_pylist(), cues={"sharpness": np.asarray(t["sharpness"]),
-                                                      "det_score": np.asarray(t["det_score"])})
+    emb = decode_embeddings(t["embedding"]).astype(np.float64)
+    norms, sharp = np.asarray(t["feat_norm"], np.float64), np.asarray(t["sharpness"], np.float64)
+    cal = calibrate(emb, norms, t["identity"].to_pylist(), cues={"sharpness": sharp, "det_score": np.asarray(t["det_score"])})
+    rng = np.random.default_rng(seed)
+    orig = rng.choice(len(emb), 200, replace=False)
+    lost = rng.random(200) < 0.7
+    bad = unit(np.where(lost[:, None], rng.normal(size=(200, D)), emb[orig] + rng.normal(scale=0.05, size=(200, D))))
+    codes = np.unique(t["identity"].to_pylist(), return_inverse=True)[1]
+    values = {"norm": np.r_[norms, rng.uniform(1, 8, 200)], "sharpness": np.r_[sharp, rng.uniform(1, 20, 200)]}
+    cal["quality"] = {"signals": ["norm", "sharpness"],
+                      "match": match_model(cal, emb, norms, codes, bad, orig, values, seed)}
+    cal["quality"]["signals"] = cal["quality"]["match"]["signals"]
+    return cal
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +203,7 @@ def test_head_mode_fits_subcenter_arcface_on_embeddings():
     """The issue's main mode: a K=3 sub-center ArcFace head fitted on the frozen embeddings, other
     identities as negatives; same precision/recall bar as k-means."""
     t, truth = make()
-    s, _, _ = score_table(t, ScoreConfig(far_angle=75.0, mode="head", head_epochs=20))
+    s, _, _ = score_table(t, ScoreConfig(far_angle=75.0, mode="head", head_epochs=20), reference())
     reason = np.array(s["reason"].to_pylist())
     flagged = np.isin(reason, ["far_from_dominant", "non_dominant_subcenter", "cross_id_conflict"])
     p, r = pr(flagged, truth == "noise")

@@ -83,7 +83,7 @@ def retrain(shards, out, backbone, head, head_arg, embedding_size, epochs, batch
 @click.option("--out", "-o", "card_out", type=click.Path(dir_okay=False),
               help="Card to write the calibration into (merged; default: <model>.card.json beside an onnx: file).")
 @click.option("--duplicates", default=300, show_default=True, help="Near-duplicate copies made of reference photos.")
-@click.option("--degraded", default=200, show_default=True, help="Photos degraded six ways to choose the quality signals.")
+@click.option("--degraded", default=200, show_default=True, help="Photos degraded every way curate.degrade knows (blur, thumbnails, occlusion, low light...) to fit quality.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the copies and samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
 def calibrate(recognizer, detector, reference, card_out, duplicates, degraded, seed, as_json):
@@ -128,9 +128,17 @@ def calibrate(recognizer, detector, reference, card_out, duplicates, degraded, s
                f"{cal['reference']['identities']} identities -> {card_out}")
     click.echo(f"thresholds   far angle {th['far_angle']} deg (floor {th['far_angle_floor']}, ceiling {th['far_angle_ceiling']}), "
                f"duplicate cos {th['dup_cos']}, merge cos {th['merge_cos']}")
-    click.echo(f"verification TAR@FAR 1e-3 {v['tar_at_far_0.001']}, 1e-4 {v['tar_at_far_0.0001']}")
-    click.echo(f"quality      {' + '.join(q['signals'])} (degraded-below-original AUC "
-               + ", ".join(f"{k} {a['mean']}" for k, a in q["auc"].items()) + ")")
+    from curate.stats import shown
+
+    n_gen = cal["reference"]["genuine_pairs"]
+    click.echo(f"verification TAR@FAR 1e-3 {shown(v['tar_at_far_0.001'], n_gen)}, 1e-4 {shown(v['tar_at_far_0.0001'], n_gen)} "
+               f"({n_gen:,} same-person pairs, {cal['reference']['impostor_pairs']:,} impostor pairs)")
+    m = q["match"]
+    click.echo(f"quality      the chance of matching, from {' + '.join(m['signals'])}: error-versus-discard {m['edc']} on "
+               f"held-out people (det_score alone {m['edc_alone'].get('det_score')}, norm alone {m['edc_alone'].get('norm')}); "
+               f"unidentifiable below quality {m['unidentifiable_below']}")
+    for w in cal.get("warnings", []):
+        click.echo(f"WARNING      {w}", err=True)
 
 
 @main.command()
@@ -170,6 +178,8 @@ def loop(input_path, input_format, holdout, epochs, recipe, seed, truth, **kw):
     if kw["as_json"]:
         click.echo(json.dumps(s, indent=1))
         return
+    from curate.stats import shown
+
     v = s["verification"]
     click.echo(f"held out     {v['held_out_people']} people, {v['held_out_faces']} kept faces "
                f"({v['base']['genuine_pairs']} genuine, {v['base']['impostor_pairs']} impostor pairs)")
@@ -177,13 +187,16 @@ def loop(input_path, input_format, holdout, epochs, recipe, seed, truth, **kw):
         m = v[name]
         label = {"base": "frozen base", "noisy": f"raw crawl ({v['train_faces']['noisy']})",
                  "curated": f"{recipe} ({v['train_faces']['curated']})"}[name]
-        tar = m["tar_at_far"]
-        click.echo(f"{label:<24} accuracy {m['accuracy']:.4f}  TAR@1e-3 {tar.get('0.001', tar.get(0.001))}  "
-                   f"TAR@1e-2 {tar.get('0.01', tar.get(0.01))}")
+        tar, n = m["tar_at_far"], m["genuine_pairs"]
+        click.echo(f"{label:<24} accuracy {shown(m['accuracy'], n + m['impostor_pairs'])}  "
+                   f"TAR@1e-3 {shown(tar.get('0.001', tar.get(0.001)), n)}  TAR@1e-2 {shown(tar.get('0.01', tar.get(0.01)), n)}")
     for k, r in enumerate(s["rounds"]):
         extra = f", purity {r['purity']}, clean retention {r['clean_retention']}" if "purity" in r else ""
         click.echo(f"round {k}      kept {r['kept']} of {r['images']}{extra}; model {r['model']}")
     click.echo(f"model        {s['model']}  (curate run ... --recognizer chain:{s['model']})")
+    click.echo(f"report       {s['report']}")
+    for w in s.get("warnings", []):
+        click.echo(f"WARNING      {w}", err=True)
 
 
 @main.command()

@@ -240,12 +240,36 @@ def _loop(store) -> str:
             + _table(ver))
 
 
-def _scoring_config(store, digest: str) -> dict:
+def _calibration(store, digest: str) -> dict:
     path = store.calibration_file(digest)
     if not os.path.exists(path):
         return {}
     with open(path) as f:
-        return json.load(f).get("config") or {}
+        return json.load(f)
+
+
+def _scoring_config(store, digest: str) -> dict:
+    return _calibration(store, digest).get("config") or {}
+
+
+def _quality(store, digest: str, charts) -> str:
+    """What quality is and what it does for recognition: the card's error-versus-discard curves on
+    people held out of its fit (curate.quality)."""
+    q = _calibration(store, digest).get("quality")
+    if not q:
+        return ('<p class="none">quality here is a percentile of reference norms: the recognizer has no match model '
+                '(run <code>curate calibrate</code>)</p>')
+    curves = q.get("edc_curves") or {}
+    rows = [{"signal": k, "discard": d, "fnmr": f} for k, v in curves.items() if k != "discard"
+            for d, f in zip(curves.get("discard", []), v)]
+    chart = charts.edc(pa.Table.from_pylist(rows)) if rows else ""
+    return (f"<p>quality is the recognizer's chance (percent) of matching the face to its identity "
+            f"({_esc(q.get('operating_point') or '')}), from {_esc(' + '.join(q.get('signals') or []))}. A face that does "
+            f"not match, with quality below {_esc(_fmt(q.get('unidentifiable_below'), '{:.1f}'))}, is "
+            f"<code>unidentifiable</code>: {_esc(q.get('why') or '')}. On the card's reference, people held out: "
+            f"error-versus-discard {_esc(_fmt(q.get('edc'), '{:.4f}'))} (lower is better; detector score alone "
+            f"{_esc(_fmt((q.get('edc_alone') or {}).get('det_score'), '{:.4f}'))}).</p>"
+            + (f'<div class="charts">{chart}</div>' if chart else ""))
 
 
 def _crops(con, ids: list[str]) -> dict[str, dict]:
@@ -451,6 +475,7 @@ def build_report(out: str, dest: str | None = None, identities: int = 12, per_id
                       _scoring_config(store, digest).get("min_dominant_share", 0.5), "review below")
         + "</div>",
         "<h2>Rejection reasons</h2>" + _table(reasons),
+        "<h2>Quality</h2>" + _quality(store, digest, charts),
         "<h2>Noisiest identities</h2>" + _table(q("noise_per_identity", limit=20)),
         "<h2>Merge candidates</h2>" + _table(q("merge_candidates", limit=20)),
         "<h2>Duplicates and near-identical shots</h2>" + _clusters(con, q("duplicate_clusters", limit=20)),

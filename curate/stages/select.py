@@ -5,7 +5,9 @@ Precedence (first that applies): the spine's own reason (decode, no face, ...), 
 reasons in the registry's order (curate.reasons.SCORING): duplicate (unless its twin is under
 another identity and the face is far from its own: then the label flag), near_identical (only with
 ``drop_near_identical``), identity_merge_candidate (only with ``merge="reject"``),
-unidentifiable, far_from_dominant, cross_id_conflict, non_dominant_subcenter (only with
+unidentifiable (a face that does not match its identity, far or nearer another one, whose quality
+says it could not have: not evidence against its label), far_from_dominant, cross_id_conflict,
+non_dominant_subcenter (only with
 ``drop_non_dominant``: the paper keeps such faces within the angle); else ok. Every score behind a
 decision stays in the row, so any threshold can be re-applied in SQL later.
 """
@@ -20,27 +22,20 @@ from curate.config import ScoreConfig
 from curate.reasons import SCORING, with_is_columns
 from curate.schema import require
 
-READS = ("image_id", "identity", "spine_reason", "dup_of", "dup_identity", "near_identical_of", "merge_into", "quality", "sharpness_pct", "det_score_pct", "face_size",
-         "yaw", "angle_to_dominant", "own_sim", "other_sim", "is_dominant")
+READS = ("image_id", "identity", "spine_reason", "dup_of", "dup_identity", "near_identical_of", "merge_into", "quality",
+         "angle_to_dominant", "own_sim", "other_sim", "is_dominant")
 
 
-def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, quality_rules: bool = True) -> pa.Table:
-    """``quality_rules`` False (a model with no calibrated reference): quality only ranks faces,
-    it rejects none, because a percentile of the run's own norms makes its lowest face 0 in any run."""
+def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, unidentifiable: float | None = None) -> pa.Table:
+    """``unidentifiable``: the quality under which a face that does not match is unidentifiable
+    (curate.curation.unidentifiable_below); None (a model with no match model): quality only ranks
+    faces, it rejects none."""
     require(t, READS, "select")
 
     def col(name):
         return np.asarray(t[name].to_numpy(zero_copy_only=False), dtype=np.float64)
 
-    quality, yaw = col("quality"), col("yaw")
-    # sharpness_pct, det_score_pct: percentiles in the model card's reference set (the run's own
-    # for an uncalibrated model), like quality
-    degraded = (
-        (col("sharpness_pct") <= cfg.degraded_pct)
-        | (col("det_score_pct") <= cfg.degraded_pct)
-        | (col("face_size") < cfg.degraded_face_size)
-        | (np.abs(yaw) > cfg.max_yaw)
-    )
+    quality = col("quality")
     far = col("angle_to_dominant") > far_angle
     conflict = col("other_sim") - col("own_sim") > cfg.conflict_margin
     # a near-duplicate of a face filed under another identity, and far from its own: the copy is
@@ -50,10 +45,10 @@ def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, quality_rules: bool 
         "duplicate": pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False) & ~(cross_dup & (far | conflict)),
         "near_identical": cfg.drop_near_identical & pc.is_valid(t["near_identical_of"]).to_numpy(zero_copy_only=False),
         "identity_merge_candidate": (cfg.merge == "reject") & pc.is_valid(t["merge_into"]).to_numpy(zero_copy_only=False),
-        # too poor to tell whose face it is: very low quality, or a face that looks like another
-        # person's but is of low quality too (AdaFace: a hard low-quality face is no label evidence)
-        "unidentifiable": quality_rules & degraded & ((quality <= cfg.unidentifiable_pct) | (
-            (quality <= cfg.ambiguous_pct) & (far | conflict))),
+        # too poor to tell whose face it is: it does not match its identity, and its quality says
+        # it could not have (AdaFace: a hard low-quality face is no evidence against its label). A
+        # low-quality face that matches was identified: it stays, ranked by its quality
+        "unidentifiable": (unidentifiable is not None) & (far | conflict) & (quality < (unidentifiable or 0)),
         "far_from_dominant": far,
         "cross_id_conflict": conflict,
         "non_dominant_subcenter": cfg.drop_non_dominant

@@ -140,6 +140,8 @@ class EmbeddingCrawl:
             "face_size": pa.array(rng.uniform(40, 200, m).astype(np.float32)),
             "det_score": pa.array(rng.uniform(0.5, 1.0, m).astype(np.float32)),
             "sharpness": pa.array(rng.uniform(20, 400, m).astype(np.float32)),
+            "brightness": pa.array(rng.uniform(60, 180, m).astype(np.float32)),
+            "contrast": pa.array(rng.uniform(30, 70, m).astype(np.float32)),
             "keep": pa.array(~no_face),
             "reason": pa.array(np.where(no_face, "no_face", "ok").tolist()),
             "image_hash": pa.array([x.tobytes() for x in ih], pa.binary(80)),

@@ -1,0 +1,184 @@
+"""Quality as recognition: the chance that the recognizer matches a face to its own identity,
+given what the face looks like (../shared/spec: MagFace and AdaFace use the feature norm as that
+proxy; here the norm is one signal among several, weighed by what they do for matching).
+
+On a model card's reference set (clean labelled faces and degraded copies of some of them, through
+the spine: curate.calibration), a face *matches* when its angle to its identity's template, the face
+itself (and for a copy, its original) left out, is within the card's far angle: the operating point
+the scorer's own ``far_from_dominant`` rule uses. ``fit`` models that as a logistic regression on
+transformed quality signals (``FEATURES``); a fitted coefficient of the wrong sign drops its signal,
+so the probability is monotone in every signal it uses: a sharper, larger, better-detected face
+never scores lower. Signals are chosen by forward selection on the error-versus-discard curve (EDC:
+mean FNMR at FMR 1e-3 of the same-person pairs left after discarding the lowest 0-30%) with the
+probability predicted for people held out of the fit (folds by identity), not by how well a signal
+ranks a degraded copy below its original.
+
+The fitted model lives in the card as ``quality.match`` (plain numbers) and scoring applies it with
+``probability``. ``quality`` = 100 x that probability; ``unidentifiable_below`` (the card's choice,
+``threshold``) is the quality under which a face that fails to match its identity is called
+unidentifiable instead of mislabelled. Pure NumPy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# signal -> (transform, the sign its coefficient must have: quality rises with +1 signals)
+FEATURES = {
+    "norm": (lambda v: np.log(np.maximum(v, 1e-3)), 1),
+    "det_score": (lambda v: np.log(np.clip(v, 1e-4, 1 - 1e-4) / (1 - np.clip(v, 1e-4, 1 - 1e-4))), 1),
+    "sharpness": (np.log1p, 1),
+    "brightness": (np.log1p, 1),
+    "contrast": (np.log1p, 1),
+    "face_size": (lambda v: np.log(np.maximum(v, 4.0)), 1),
+    "yaw": (lambda v: np.abs(v) / 45.0, -1),
+    "pitch": (lambda v: np.abs(v) / 45.0, -1),
+}
+FMR = 1e-3  # the EDC's operating point, as the benchmark's
+DISCARD = np.arange(0.0, 0.3001, 0.02)
+MIN_GAIN = 0.002  # a signal joins when it lowers the held-out EDC by at least this (absolute FNMR)
+PRIOR = 10.0  # among faces that do not match, mislabelled ones are taken to be this many times as common as badly seen ones
+ODDS = 3.0 * PRIOR  # ``threshold``: a face is called unidentifiable at odds of 3 to 1 after that prior
+
+
+def design(values: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """(N, F) transformed signals (NaN where a value is missing)."""
+    return np.stack([FEATURES[k][0](np.asarray(values[k], np.float64)) for k in names], 1) if names else \
+        np.zeros((len(next(iter(values.values()))), 0))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logistic regression of y (N,) in {0, 1} on standardised x (N, F), ridge ``l2`` per face, by
+    Newton's method. -> (mean (F,), scale (F,), weights (F + 1,), the intercept first)."""
+    mean, scale = np.nanmean(x, 0), np.nanstd(x, 0) + 1e-9
+    z = np.c_[np.ones(len(x)), np.nan_to_num((x - mean) / scale)]
+    w = np.zeros(z.shape[1])
+    ridge = l2 * len(y) * np.diag(np.r_[0.0, np.ones(z.shape[1] - 1)])
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-np.clip(z @ w, -30, 30)))
+        step = np.linalg.solve((z * (p * (1 - p))[:, None]).T @ z + ridge + 1e-9 * np.eye(len(w)), z.T @ (p - y) + ridge @ w)
+        w -= step
+        if np.abs(step).max() < 1e-6:
+            break
+    return mean, scale, w
+
+
+def _predict(mean, scale, w, x: np.ndarray) -> np.ndarray:
+    z = np.nan_to_num((x - mean) / scale)  # a missing signal counts as the reference's average
+    return 1 / (1 + np.exp(-np.clip(w[0] + z @ w[1:], -30, 30)))
+
+
+def probability(model: dict, values: dict[str, np.ndarray]) -> np.ndarray:
+    """(N,) the card's match probability of faces with these signal values."""
+    names = model["signals"]
+    n = len(next(iter(values.values())))
+    x = design({k: values.get(k, np.full(n, np.nan)) for k in names}, names)
+    return _predict(np.array(model["mean"]), np.array(model["scale"]), np.array([model["intercept"], *model["coef"]]), x)
+
+
+def edc(emb: np.ndarray, person: np.ndarray, q: np.ndarray) -> float:
+    """The area under the error-versus-discard curve: its mean FNMR."""
+    c = edc_curve(emb, person, q)
+    return float(np.mean(c)) if c else float("nan")
+
+
+def edc_curve(emb: np.ndarray, person: np.ndarray, q: np.ndarray) -> list[float]:
+    """FNMR of the same-person pairs left after discarding each DISCARD share of the faces, lowest
+    ``q`` first, at the threshold where FMR of the different-person pairs left is FMR."""
+    iu = np.triu_indices(len(emb), 1)
+    sims = (emb @ emb.T)[iu]
+    same = person[iu[0]] == person[iu[1]]
+    order = np.argsort(q, kind="stable")
+    out = []
+    for r in DISCARD:
+        keep = np.ones(len(q), bool)
+        keep[order[: int(round(r * len(q)))]] = False
+        k = keep[iu[0]] & keep[iu[1]]
+        gen, imp = sims[k & same], sims[k & ~same]
+        if len(gen) and len(imp):
+            out.append(round(float(np.mean(gen <= np.quantile(imp, 1 - FMR))), 5))
+    return out
+
+
+def _monotone(w: np.ndarray, names: list[str]) -> bool:
+    return all(np.sign(c) in (0, FEATURES[k][1]) for c, k in zip(w[1:], names))
+
+
+def fit(values: dict[str, np.ndarray], matched: np.ndarray, emb: np.ndarray, person: np.ndarray, folds: int = 5,
+        seed: int = 0, max_faces: int = 4000) -> dict:
+    """The match model of a reference: ``values`` signal -> (N,) (``FEATURES``' names; a signal
+    missing for any face is not a candidate), ``matched`` (N,) bool, ``emb`` (N, D) unit
+    embeddings and ``person`` (N,) int identity codes for the held-out EDC. -> the card's
+    ``quality.match`` (module doc), with the held-out EDC of each step and of each signal alone."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(matched, np.float64)
+    cands = [k for k in FEATURES if k in values and np.isfinite(np.asarray(values[k], np.float64)).all()]
+    ids = np.unique(person)
+    fold = dict(zip(ids.tolist(), (rng.permutation(len(ids)) % folds).tolist()))
+    f_of = np.array([fold[p] for p in person.tolist()])
+    sub = np.sort(rng.choice(len(y), min(max_faces, len(y)), replace=False))  # the EDC's faces (pairs grow as N^2)
+
+    def predicted(names: list[str]) -> np.ndarray | None:
+        """Each face's probability from a model fitted without its person; None if not monotone."""
+        x, p = design(values, names), np.zeros(len(y))
+        for f in range(folds):
+            tr = f_of != f
+            if not tr.any() or tr.all() or len(set(y[tr])) < 2:
+                return None
+            m = fit_logistic(x[tr], y[tr])
+            if not _monotone(m[2], names):
+                return None
+            p[~tr] = _predict(*m, x[~tr])
+        return p
+
+    def held_out(names: list[str]) -> float:
+        p = predicted(names)
+        return edc(emb[sub], person[sub], p[sub]) if p is not None else float("nan")
+
+    alone = {k: held_out([k]) for k in cands}
+    chosen, best, steps = [], float("inf"), []
+    while True:
+        trial = {k: held_out(chosen + [k]) for k in cands if k not in chosen}
+        trial = {k: v for k, v in trial.items() if np.isfinite(v)}
+        if not trial:
+            break
+        k = min(trial, key=trial.get)
+        if trial[k] > best - MIN_GAIN:
+            break
+        chosen.append(k)
+        best = trial[k]
+        steps.append({"signals": list(chosen), "edc": round(best, 4)})
+    if not chosen:  # nothing helps (or one class): the best single signal, for a ranking at least
+        chosen = [min(alone, key=lambda k: alone[k] if np.isfinite(alone[k]) else np.inf)] if alone else []
+    mean, scale, w = fit_logistic(design(values, chosen), y) if chosen and len(set(y)) == 2 else \
+        (np.zeros(len(chosen)), np.ones(len(chosen)), np.r_[0.0, np.zeros(len(chosen))])
+    curves = {"discard": DISCARD.round(2).tolist()}
+    for name, names in (("quality", chosen), *((k, [k]) for k in ("det_score", "norm") if k in cands)):
+        p = predicted(names) if names else None
+        if p is not None:
+            curves[name] = edc_curve(emb[sub], person[sub], p[sub])
+    return {"signals": chosen, "mean": mean.round(6).tolist(), "scale": scale.round(6).tolist(),
+            "intercept": round(float(w[0]), 6), "coef": w[1:].round(6).tolist(), "steps": steps,
+            "edc_alone": {k: round(v, 4) if np.isfinite(v) else None for k, v in alone.items()},  # None: wrong sign alone
+            "edc": round(best, 4) if steps else round(alone[chosen[0]], 4) if chosen and np.isfinite(alone[chosen[0]]) else None,
+            "faces": int(len(y)), "matched": round(float(y.mean()), 4) if len(y) else None, "edc_curves": curves}
+
+
+def threshold(p_matched: np.ndarray, p_unmatched: np.ndarray) -> tuple[float, str]:
+    """Quality (0-100) under which a face that does not match its identity is called unidentifiable,
+    and why: the highest at which a reference face below it is ODDS times likelier to be one that
+    failed to match (a degraded copy, a badly seen face) than one that matched (what a mislabelled,
+    well-seen face of someone else looks like). 0 (never) when no threshold reaches the odds."""
+    a, b = np.sort(100 * np.asarray(p_matched)), np.sort(100 * np.asarray(p_unmatched))
+    if not len(a) or not len(b):
+        return 0.0, "the reference has no faces that fail to match: nothing is called unidentifiable"
+    best = 0.0
+    for t in np.arange(0.5, 100.0, 0.5):
+        fa = np.searchsorted(a, t) / len(a)
+        fb = np.searchsorted(b, t) / len(b)
+        if fb > 0 and fb >= ODDS * max(fa, 1.0 / len(a)):
+            best = float(t)
+    return best, (f"the highest quality at which a reference face below it is {ODDS:g} times likelier to be one that did "
+                  f"not match than one that did: among faces that fail to match, mislabelled ones are taken to be "
+                  f"{PRIOR:g} times as common as badly seen ones, and a face is called unidentifiable at odds of "
+                  f"{ODDS / PRIOR:g} to 1")

@@ -1,0 +1,89 @@
+"""Quality as recognition (issue 28): the chance of matching, fitted on a reference, monotone in
+every signal it uses, signals chosen by what they do for matching on people held out; and
+`curate calibrate` end to end on real faces."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import SHARED_DATA
+
+from curate import quality
+from curate.stats import unit
+
+
+def reference(n_ids=30, per=12, d=32, seed=0):
+    """Faces of n_ids people; a third of them degraded: low sharpness, embedding drifted away from
+    their person in proportion to how degraded. Noise: a signal with no bearing on matching."""
+    rng = np.random.default_rng(seed)
+    centers = unit(rng.normal(size=(n_ids, d)))
+    person = np.repeat(np.arange(n_ids), per)
+    damage = np.where(rng.random(len(person)) < 0.33, rng.uniform(0, 1, len(person)), 0.0)
+    emb = unit(centers[person] * (1 - damage[:, None]) + rng.normal(scale=0.12 + 0.6 * damage[:, None], size=(len(person), d)))
+    values = {"sharpness": 300 * np.exp(-4 * damage) * rng.uniform(0.8, 1.2, len(person)),
+              "contrast": rng.uniform(20, 60, len(person))}
+    tmpl = unit(np.stack([emb[person == k].sum(0) for k in range(n_ids)]))
+    matched = np.einsum("nd,nd->n", emb, tmpl[person]) > 0.5
+    return values, matched, emb, person
+
+
+def test_fit_picks_the_signal_that_predicts_matching_and_is_monotone():
+    values, matched, emb, person = reference()
+    m = quality.fit(values, matched, emb, person)
+    assert m["signals"][0] == "sharpness"
+    assert "contrast" not in m["signals"]  # noise: it lowers no held-out error
+    assert m["edc"] < m["edc_curves"]["quality"][0]  # discarding by quality lowers the error on people held out
+    sharp = np.linspace(1, 400, 50)
+    p = quality.probability(m, {"sharpness": sharp, "contrast": np.full(50, 40.0)})
+    assert np.all(np.diff(p) >= 0) and p[0] < 0.5 < p[-1]
+    # a missing signal counts as the reference's average, not as zero
+    assert np.isfinite(quality.probability(m, {"sharpness": np.array([np.nan])})).all()
+    assert m["edc_curves"]["discard"][0] == 0.0 and len(m["edc_curves"]["quality"]) == len(m["edc_curves"]["discard"])
+
+
+def test_a_signal_of_the_wrong_sign_is_never_used():
+    """Quality never falls as a face gets sharper: a signal whose fitted weight says otherwise is
+    dropped, however much it would lower the error on the reference."""
+    values, matched, emb, person = reference(seed=1)
+    values = {"sharpness": 1000.0 / values["sharpness"]}  # 'sharper' now means worse: the wrong sign
+    m = quality.fit(values, matched, emb, person)
+    assert m["edc_alone"]["sharpness"] is None
+    assert m["steps"] == []
+
+
+def test_threshold_calls_a_poor_face_unidentifiable_only_at_the_stated_odds():
+    rng = np.random.default_rng(0)
+    matched, unmatched = rng.beta(20, 1, 2000), rng.beta(2, 3, 300)  # well-seen faces near 1, failures spread low
+    below, why = quality.threshold(matched, unmatched)
+    share_matched = max(np.mean(100 * matched < below), 1 / 2000)
+    assert np.mean(100 * unmatched < below) >= quality.ODDS * share_matched and "30 times likelier" in why
+    assert 0 < below < 100
+    assert quality.threshold(matched, unmatched[:0])[0] == 0.0  # nothing fails to match: nothing is unidentifiable
+
+
+FACES = SHARED_DATA / "faces"
+PEOPLE = ("lfw__Tony_Blair", "lfw__Hugo_Chavez", "lfw__Colin_Powell", "lfw__Jacques_Chirac", "orl__s24", "orl__s28")
+
+
+@pytest.mark.skipif(not all((FACES / p).is_dir() for p in PEOPLE), reason="no ../shared/data/faces")
+def test_calibrate_writes_a_match_model_on_real_faces(tmp_path):
+    """`curate calibrate` on 6 real people: the spine over the photos, re-saved and degraded copies,
+    the match model in the card, its figures printed."""
+    from curate.cli import main
+
+    ref = tmp_path / "ref"
+    for p in PEOPLE:
+        (ref / p).mkdir(parents=True)
+        for f in sorted((FACES / p).iterdir())[:8]:
+            (ref / p / f.name).write_bytes(f.read_bytes())
+    card = tmp_path / "card.json"
+    r = CliRunner().invoke(main, ["calibrate", "--recognizer", "edgeface_s", "--reference", str(ref), "--out", str(card),
+                                  "--duplicates", "10", "--degraded", "10"])
+    assert r.exit_code == 0, r.output
+    assert "the chance of matching" in r.output and "unidentifiable below quality" in r.output
+    cal = json.loads(card.read_text())["calibrations"]["yunet"]
+    m = cal["quality"]["match"]
+    assert m["signals"] and set(m["signals"]) <= set(quality.FEATURES)
+    assert 0 <= m["unidentifiable_below"] <= 100 and m["why"]
+    assert cal["quality"]["face_found"]  # every degradation was tried
