@@ -105,7 +105,7 @@ def _monotone(w: np.ndarray, names: list[str]) -> bool:
 
 
 def fit(values: dict[str, np.ndarray], matched: np.ndarray, emb: np.ndarray, person: np.ndarray, folds: int = 5,
-        seed: int = 0, max_faces: int = 4000) -> dict:
+        seed: int = 0, max_faces: int = 2000) -> dict:
     """The match model of a reference: ``values`` signal -> (N,) (``FEATURES``' names; a signal
     missing for any face is not a candidate), ``matched`` (N,) bool, ``emb`` (N, D) unit
     embeddings and ``person`` (N,) int identity codes for the held-out EDC. -> the card's

@@ -104,6 +104,20 @@ def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None, mapper
         return _score_run(store, cfg, calibration, mapper, part_rows)
 
 
+THRESHOLDS = {"far_angle": "{:.1f}", "dup_cos": "{:.4f}", "merge_cos": "{:.4f}", "unidentifiable_below": "{:.1f}"}
+
+
+def threshold_changes(previous: dict | None, now: dict) -> list[str]:
+    """Each threshold that differs from the previous scoring's, as 'far_angle 70.0 -> 78.2 (card)'."""
+    out = []
+    for k, fmt in THRESHOLDS.items():
+        a, b = (previous or {}).get(k), now.get(k)
+        shown = [("none" if v is None else fmt.format(v)) for v in (a, b)]
+        if previous is not None and shown[0] != shown[1]:
+            out.append(f"{k} {shown[0]} -> {shown[1]} ({(now.get('threshold_source') or {}).get(k, '?')})")
+    return out
+
+
 def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, mapper, part_rows: int | None) -> dict:
     from curate import reviews as R
 
@@ -112,6 +126,8 @@ def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, map
     if not shards:
         raise InputError(f"{out}: no completed shards to score")
     t0 = time.perf_counter()
+    before = store.current_scoring()
+    previous = store._json(store.summary_file(before)) if before else None
     cal, cal_where, cal_warnings = run_calibration(store, calibration)
     reviews = R.read(out)
     digest = score_digest(store, cfg, cal, R.digest_part(out))
@@ -123,6 +139,9 @@ def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, map
         reviews, digest, part_rows or P.PART_ROWS, mapper or P.local_map, store.config().detect.min_face_size)
     calib["card"] = cal_where
     calib["warnings"] = cal_warnings + calib["warnings"]
+    calib["unidentifiable_below"] = C.unidentifiable_below(cfg, cal)
+    calib.setdefault("threshold_source", {})["unidentifiable_below"] = (
+        "config" if cfg.unidentifiable_below is not None else "card" if calib["unidentifiable_below"] is not None else "none")
     plan = work.plan
     P.stream_outputs(work, store.scores_file(digest), store.identities_file(digest), store.group_faces_file(digest))
     write_json(store.calibration_file(digest), {**calib, "config": cfg.__dict__, "digest": digest})
@@ -140,10 +159,12 @@ def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, map
         "identities_merged": int(pc.sum(pc.is_valid(identities["merge_into"])).as_py() or 0),
         "persons": len(pc.unique(identities["label"])), "merge": cfg.merge,
         "far_angle": calib["far_angle"], "dup_cos": calib.get("dup_cos"), "merge_cos": calib.get("merge_cos"),
-        "merge_angle": calib.get("merge_angle"), "threshold_source": calib.get("threshold_source"),
+        "merge_angle": calib.get("merge_angle"), "unidentifiable_below": calib["unidentifiable_below"],
+        "threshold_source": calib.get("threshold_source"),
         "calibrated": calib["calibrated"], "warnings": calib["warnings"], "score_seconds": round(seconds, 2),
-        "partitions": plan["partitions"],
+        "partitions": plan["partitions"], "previous_scoring": before,
     }
+    summary["changes"] = threshold_changes(previous, summary)
     summary["identities_dropped"] = summary["identities"] - summary["identities_kept"]
     write_json(store.summary_file(digest), summary)
     store.set_current_scoring(digest, cfg.__dict__, calibration)  # last: every file it names exists

@@ -63,5 +63,6 @@ def test_curate_loop_end_to_end(sample_crawl, tmp_path):
     card = json.load(open(out / "model" / "projection.card.json"))
     assert card["base"] == "edgeface_s" and card["calibrations"]
     assert json.load(open(out / "loop.json")) == s
-    r = CliRunner().invoke(main, ["report", str(out / "round-1")])
-    assert r.exit_code == 0 and "The loop: rounds side by side" in open(r.output.strip().splitlines()[-1]).read()
+    assert "The loop: rounds side by side" in open(s["report"]).read()  # the loop writes its report
+    # a sample crawl holds out a handful of people: the figures say how little they rest on
+    assert any("impostor pairs" in w for w in s["warnings"])

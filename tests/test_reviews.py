@@ -79,11 +79,15 @@ def test_decisions_made_on_the_review_page_are_applied(scored_run, tmp_path):
     r = CliRunner().invoke(main, ["review", "import", str(run), str(f)])
     assert r.exit_code == 0 and "3 imported" in r.output, r.output
     assert "0 imported, 3 already there" in CliRunner().invoke(main, ["review", "import", str(run), str(f)]).output
-    r = CliRunner().invoke(main, ["score", str(run)])
-    assert r.exit_code == 0, r.output
     from curate.io.shards import ShardStore
 
     store = ShardStore(str(run))
+    before = store.current_scoring()
+    r = CliRunner().invoke(main, ["score", str(run)])
+    assert r.exit_code == 0, r.output
+    # the reviews make a new scoring with the same thresholds; the output names the one now current
+    assert f"is current now (was {before})" in r.output and store.current_scoring() in r.output
+    assert "changed" not in r.output
     scores = pq.read_table(store.scores_file(store.current_scoring())).to_pylist()
     face = next(d for d in made if d["scope"] == "image")
     row = next(s for s in scores if s["image_id"] == face["key"])
@@ -96,7 +100,11 @@ def test_decisions_made_on_the_review_page_are_applied(scored_run, tmp_path):
     assert r.exit_code == 0 and "review_keep" in r.output, r.output
     r = CliRunner().invoke(main, ["report", str(run)])
     assert "review_keep" in open(r.output.strip().splitlines()[-1]).read()
-    r = CliRunner().invoke(main, ["export", str(run), str(tmp_path / "x"), "--format", "folders"])
+    r = CliRunner().invoke(main, ["score", str(run), "--far-angle", "70"])
+    assert r.exit_code == 0 and "changed      far_angle" in r.output and "-> 70.0 (config)" in r.output, r.output
+    r = CliRunner().invoke(main, ["score", str(run)])  # no option: the current scoring's thresholds stay
+    assert r.exit_code == 0 and "changed" not in r.output, r.output
+    r = CliRunner().invoke(main, ["export", str(run), str(tmp_path / "x"), "--format", "folder"])
     assert r.exit_code == 0, r.output
     exported = set(pq.read_table(tmp_path / "x" / "manifest.parquet")["identity"].to_pylist())
     assert rejected not in exported and (renamed not in exported)

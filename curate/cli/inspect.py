@@ -190,10 +190,11 @@ def report(out, output, identities, per_identity, scores):
 @main.command("export")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["rec", "webdataset", "folders"]), default="rec", show_default=True,
-              help="rec: MXNet train.rec/.idx/property (arcface_torch); webdataset: tar shards; folders: identity/image.jpg.")
+@click.option("--format", "fmt", type=click.Choice(["rec", "webdataset", "folders", "folder"]), default="rec",
+              show_default=True, help="rec: MXNet train.rec/.idx/property (arcface_torch); webdataset: tar shards; "
+                                      "folders (or folder, as the input format is named): identity/image.jpg.")
 @click.option("--min-quality", type=click.FloatRange(0, 100),
-              help="Only kept faces with quality (reference percentile, 0-100) at least this.")
+              help="Only kept faces with quality (the chance of matching, 0-100) at least this.")
 @click.option("--shard-size", default=10000, show_default=True, help="Images per WebDataset tar shard.")
 @click.option("--shuffle", type=int, default=None, metavar="SEED",
               help="WebDataset: samples in a seeded random order across shards, not identity by identity.")
@@ -212,5 +213,6 @@ def export_cmd(out, dest, fmt, min_quality, shard_size, shuffle, scores, exclude
 
         exclude = sorted(leaked_identities(out))
         click.echo(f"excluded     {len(exclude)} identities found in evaluation sets")
+    fmt = "folders" if fmt == "folder" else fmt
     r = export(out, dest, fmt, min_quality, shard_size, scores=scores, exclude=exclude, shuffle=shuffle)
     click.echo(f"exported     {r['images']} images of {r['identities']} identities as {r['format']} -> {r['dest']}")

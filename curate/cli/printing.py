@@ -19,6 +19,10 @@ def print_curation(s: dict, as_json: bool) -> None:
         return "n/a" if v is None else f"{fmt.format(v)} ({src.get(key, '?')})"
 
     click.echo(f"curation     {s['kept']} of {s['images']} images kept (scores {s['score_digest']}, {s['score_seconds']} s)")
+    if s.get("previous_scoring") and s["previous_scoring"] != s["score_digest"]:
+        click.echo(f"scoring      {s['score_digest']} is current now (was {s['previous_scoring']})")
+    for c in s.get("changes", []):
+        click.echo(f"changed      {c}")
     click.echo(f"thresholds   far angle {th('far_angle', '{:.1f} deg')}, duplicate cos {th('dup_cos', '{:.3f}')}, "
                f"merge cos {th('merge_cos', '{:.3f}')}")
     for reason, n in s["reasons"].items():

@@ -88,7 +88,7 @@ class _Charts:
         kept, rej = t["kept"].to_pylist(), t["rejected"].to_pylist()
         ax.bar(x, kept, width=w * 0.9, color=KEEP_COLOR, label="kept")
         ax.bar(x, rej, width=w * 0.9, bottom=kept, color=FLAG_COLOR, label="rejected")
-        ax.set_xlabel("quality (norm percentile)")
+        ax.set_xlabel("quality (chance of matching, %)")
         ax.set_ylabel("faces")
         ax.set_title("Quality, kept vs rejected")
         ax.legend(frameon=False)
@@ -104,7 +104,8 @@ class _Charts:
         ax.set_xlabel("images per identity")
         ax.set_ylabel("identities")
         ax.set_title("Identity sizes, before vs after")
-        ax.legend(frameon=False)
+        ax.set_ylim(0, max([*t["identities_before"].to_pylist(), *t["identities_after"].to_pylist(), 1]) * 1.25)
+        ax.legend(frameon=False, loc="upper right", ncols=2)  # headroom above the bars: one bucket fills the width
         return _svg(fig)
 
     def hist(self, values, title, xlabel, line=None, line_label=None, bins=30):
@@ -314,10 +315,16 @@ def _unusable(con, store, limit: int = 24) -> str:
         img = thumbs.get(r["item"])
         pic = (f'<img class="face" alt="{_esc(r["source"])}" src="data:image/jpeg;base64,{img}">' if img
                else '<div class="noface">cannot show</div>')
-        cap = _esc(r["reason"]) + (f"<br>{_esc((r['reason_detail'] or '')[:60])}" if r["reason_detail"] else "")
+        cap = (_esc(r["reason"]) + f"<br><small>{_esc(_tail(r['source']))}</small>"
+               + (f"<br>{_esc((r['reason_detail'] or '')[:60])}" if r["reason_detail"] else ""))
         tiles.append(f'<figure title="{_esc(r["source"])}">{pic}<figcaption>{cap}</figcaption></figure>')
     note = f'<p class="note">{len(t)} of {total} shown</p>' if total > len(t) else ""
     return f'<div class="tiles">{"".join(tiles)}</div>{note}'
+
+
+def _tail(source: str, n: int = 40) -> str:
+    """The end of a source path (the file name and its folder), to fit under a tile."""
+    return source if len(source) <= n else "…" + source[-(n - 1):]
 
 
 def _originals(store, t: pa.Table) -> dict[int, bytes]:
