@@ -2,7 +2,14 @@
 
 ``OUT/reviews.parquet`` holds every decision ever imported (``REVIEWS``: scope ``image`` or
 ``identity``, the image_id or identity, action ``keep`` / ``reject`` / ``relabel`` with the new
-label in ``value``, who, when, a note). ``curate review import`` appends to it; ``curate score``
+label in ``value``, who, when, a note). A face's relabel ("this face is X") also keeps it, under X.
+The review page downloads, and ``curate review import`` reads, a JSON list of such objects:
+
+    [{"scope": "image", "key": "<image_id>", "action": "relabel", "value": "Tony_Blair",
+      "reviewer": "ann", "at": "2026-12-06T10:00:00Z", "note": "the label of a swap"}]
+
+(a CSV with those column names works too; ``at`` defaults to the import time, ``reviewer`` to
+``--reviewer``). ``curate review import`` appends to it; ``curate score``
 applies the latest decision per image and per identity (an image's own decision wins over its
 identity's) with ``apply``: ``keep`` and ``reason`` become the reviewer's (``review_keep``,
 ``review_reject``), the automatic ones stay in ``auto_keep`` and ``auto_reason``, ``review`` says
@@ -28,7 +35,7 @@ from curate.reasons import with_is_columns
 
 REVIEWS = pa.schema([("scope", pa.string()), ("key", pa.string()), ("action", pa.string()), ("value", pa.string()),
                      ("reviewer", pa.string()), ("at", pa.string()), ("note", pa.string())])
-ACTIONS = {"image": ("keep", "reject"), "identity": ("keep", "reject", "relabel")}
+ACTIONS = {"image": ("keep", "reject", "relabel"), "identity": ("keep", "reject", "relabel")}
 
 
 def path(run: str) -> str:
@@ -121,6 +128,8 @@ def apply(scores: pa.Table, reviews: pa.Table) -> pa.Table:
                 continue
             if r["action"] == "relabel":
                 label[i] = r["value"]
+                if r["scope"] == "image" and spine[i] == "ok":  # "this face is X": a good face, under X
+                    keep[i], reason[i] = True, "review_keep"
             elif spine[i] == "ok" or r["action"] == "reject":  # a face that is not there cannot be kept
                 keep[i] = r["action"] == "keep"
                 reason[i] = f"review_{r['action']}"

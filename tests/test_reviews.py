@@ -45,9 +45,25 @@ def test_bad_review_files_are_refused(scored_run, tmp_path):
         R.import_file(scored_run, str(f))
     with pytest.raises(InputError, match="name no image or identity"):
         R.import_file(scored_run, str(f), reviewer="ann")
-    f.write_text(json.dumps([{"scope": "image", "key": "x", "action": "relabel", "reviewer": "ann"}]))
+    f.write_text(json.dumps([{"scope": "image", "key": "x", "action": "rename", "reviewer": "ann"}]))
     with pytest.raises(InputError, match="allowed"):
         R.import_file(scored_run, str(f))
+    f.write_text(json.dumps([{"scope": "image", "key": "x", "action": "relabel", "reviewer": "ann"}]))
+    with pytest.raises(InputError, match="needs the new label"):
+        R.import_file(scored_run, str(f))
+
+
+def test_a_face_relabelled_is_kept_under_its_new_label():
+    """'This face is Tony Blair': the natural fix of a label swap. The face is kept and exported
+    under the new label; its identity's other faces are untouched."""
+    scores = pa.table({"image_id": ["c1", "c2"], "identity": ["chavez", "chavez"], "spine_reason": ["ok", "ok"],
+                       "keep": [False, True], "reason": ["far_from_dominant", "ok"]})
+    reviews = pa.Table.from_pylist([{"scope": "image", "key": "c1", "action": "relabel", "value": "Tony_Blair",
+                                     "reviewer": "ann", "at": "2026-01-01T00:00:00", "note": None}], schema=R.REVIEWS)
+    by = {r["image_id"]: r for r in R.apply(scores, reviews).to_pylist()}
+    assert (by["c1"]["keep"], by["c1"]["reason"], by["c1"]["label"]) == (True, "review_keep", "Tony_Blair")
+    assert by["c1"]["auto_reason"] == "far_from_dominant" and "relabel to Tony_Blair by ann" in by["c1"]["review"]
+    assert (by["c2"]["keep"], by["c2"]["label"]) == (True, "chavez")
 
 
 def test_decisions_made_on_the_review_page_are_applied(scored_run, tmp_path):
