@@ -146,7 +146,7 @@ def test_metadata_attributes_and_demographic_audits(run_copy, tmp_path):
     rej = dict(con.execute("SELECT v.value, count(*) FILTER (WHERE NOT s.keep) FROM scores s JOIN attributes v "
                            "USING (image_id) WHERE v.attribute = 'gender' GROUP BY 1").fetchall())
     assert {x["value"]: x["dropped"] for x in drops if x["attribute"] == "gender" and x["reason"] == "any"} == rej
-    assert all(x["pct_lo"] <= x["pct_dropped"] <= x["pct_hi"] for x in drops)
+    assert all(x["pct_lo"] <= x["pct_dropped_per_person"] <= x["pct_hi"] for x in drops)
     with pytest.raises(InputError, match="duplicate"):
         from curate.demographics import add_metadata
 
@@ -155,9 +155,9 @@ def test_metadata_attributes_and_demographic_audits(run_copy, tmp_path):
         add_metadata(run_copy, str(dup))
 
 
-def _z_two_proportions(r1, n1, r2, n2):
-    p = (r1 + r2) / (n1 + n2)
-    return (r1 / n1 - r2 / n2) / np.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+def _welch(a, b):
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return (a.mean() - b.mean()) / np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
 
 
 def _group_stats(rej, mq, n=600, seed=0):
@@ -168,12 +168,13 @@ def _group_stats(rej, mq, n=600, seed=0):
     for g in rej:
         for i in range(n):
             rows.append((f"{g}{i}", g, bool(rng.random() > rej[g]), float(np.clip(rng.normal(mq[g], 20), 0, 100))))
-    scores = pa.table({"image_id": [r[0] for r in rows], "keep": [r[2] for r in rows], "quality": [r[3] for r in rows]})
+    scores = pa.table({"image_id": [r[0] for r in rows], "identity": [r[0] for r in rows],  # a person a photo
+                       "keep": [r[2] for r in rows], "quality": [r[3] for r in rows]})
     attrs = pa.table({"image_id": [r[0] for r in rows], "attribute": ["group"] * len(rows), "value": [r[1] for r in rows]})
     con = duckdb.connect()
     con.register("scores", scores)
     con.register("attributes", attrs)
-    out = audit.run_sql(con, audit.queries()["quality_by_demographic"].sql, {"z_crit": 3.0, "min_images": 10})
+    out = audit.run_sql(con, audit.queries()["quality_by_demographic"].sql, {"z_crit": 3.0, "min_people": 5})
     return {r["value"]: r for r in out.to_pylist()}, rows
 
 
@@ -185,10 +186,36 @@ def test_groups_that_differ_significantly_are_flagged():
     out, rows = _group_stats({"A": 0.1, "B": 0.3, "C": 0.1}, {"A": 50.0, "B": 40.0, "C": 50.0})
     assert out["B"]["flagged"]
     assert abs(out["B"]["z_rejection"]) == max(abs(r["z_rejection"]) for r in out.values())
-    rb = sum(1 for r in rows if r[1] == "B" and not r[2])
-    rrest = sum(1 for r in rows if r[1] != "B" and not r[2])
-    assert out["B"]["z_rejection"] == pytest.approx(_z_two_proportions(rb, 600, rrest, 1200), abs=0.01)
+    rej = lambda inside: [0.0 if r[2] else 1.0 for r in rows if (r[1] == "B") == inside]  # noqa: E731
+    assert out["B"]["z_rejection"] == pytest.approx(_welch(rej(True), rej(False)), abs=0.01)
     assert out["B"]["z_quality"] < -3
+
+
+def test_one_persons_photos_are_one_sample():
+    """Demographic tests count people: a 'group' that is one person with 80 photos, all rejected, is
+    too few people, not a significant group (photo by photo its z would be about 9); and 30 people of
+    a group each losing the same share as the rest is no difference, however many photos each has."""
+    import duckdb
+
+    rng = np.random.default_rng(1)
+    rows = []  # (image_id, identity, value, keep, reason, quality)
+    for k in range(80):
+        rows.append((f"solo{k}", "solo", "X", False, "far_from_dominant", 50.0))
+    for g in ("Y", "Z"):
+        for person in range(30):
+            for k in range(int(rng.integers(5, 40))):
+                keep = bool(rng.random() > 0.1)
+                rows.append((f"{g}{person}_{k}", f"{g}{person}", g, keep, "ok" if keep else "unidentifiable", 50.0))
+    cols = list(zip(*rows))
+    con = duckdb.connect()
+    con.register("scores", pa.table({"image_id": cols[0], "identity": cols[1], "keep": cols[3], "reason": cols[4],
+                                     "quality": pa.array(cols[5], pa.float64())}))
+    con.register("attributes", pa.table({"image_id": cols[0], "attribute": ["g"] * len(rows), "value": cols[2]}))
+    for q in ("demographic_drop_rates", "quality_by_demographic"):
+        out = audit.run_sql(con, audit.queries()[q].sql, {"z_crit": 3.0, "min_people": 5}).to_pylist()
+        solo = [r for r in out if r["value"] == "X"]
+        assert solo and all(not r["flagged"] and r["note"] == "too few people" and r["people"] == 1 for r in solo)
+        assert not any(r["flagged"] for r in out), q
 
 
 def _genderage_onnx(path):
@@ -258,7 +285,7 @@ def test_a_moved_run_keeps_working(run_copy, tmp_path):
 
 def test_drop_rates_by_group_and_reason_flag_the_group_dropped_more():
     """Group B loses 20% to unidentifiable, the others 5%; far_from_dominant hits all alike: only
-    (B, unidentifiable) and (B, any) are flagged, and the Wilson interval brackets the rate."""
+    (B, unidentifiable) and (B, any) are flagged, and the interval brackets the rate."""
     import duckdb
 
     rng = np.random.default_rng(0)
@@ -269,19 +296,19 @@ def test_drop_rates_by_group_and_reason_flag_the_group_dropped_more():
             reason = "unidentifiable" if u < p_unid else "far_from_dominant" if u < p_unid + 0.05 else "ok"
             rows.append((f"{g}{i}", g, reason))
     con = duckdb.connect()
-    con.register("scores", pa.table({"image_id": [r[0] for r in rows], "keep": [r[2] == "ok" for r in rows],
-                                     "reason": [r[2] for r in rows]}))
+    con.register("scores", pa.table({"image_id": [r[0] for r in rows], "identity": [r[0] for r in rows],
+                                     "keep": [r[2] == "ok" for r in rows], "reason": [r[2] for r in rows]}))
     con.register("attributes", pa.table({"image_id": [r[0] for r in rows], "attribute": ["group"] * len(rows),
                                          "value": [r[1] for r in rows]}))
-    out = audit.run_sql(con, audit.queries()["demographic_drop_rates"].sql, {"z_crit": 3.0, "min_images": 10}).to_pylist()
+    out = audit.run_sql(con, audit.queries()["demographic_drop_rates"].sql, {"z_crit": 3.0, "min_people": 5}).to_pylist()
     flagged = {(r["value"], r["reason"]) for r in out if r["flagged"]}
     assert flagged == {("B", "unidentifiable"), ("B", "any")}
     b = next(r for r in out if (r["value"], r["reason"]) == ("B", "unidentifiable"))
     k = sum(1 for r in rows if r[1] == "B" and r[2] == "unidentifiable")
     assert b["dropped"] == k and b["pct_dropped"] == pytest.approx(100 * k / 500, abs=0.01)
-    assert b["pct_lo"] < b["pct_dropped"] < b["pct_hi"]
-    rest = sum(1 for r in rows if r[1] != "B" and r[2] == "unidentifiable")
-    assert b["z"] == pytest.approx(_z_two_proportions(k, 500, rest, 1000), abs=0.01)
+    assert b["pct_lo"] < b["pct_dropped_per_person"] < b["pct_hi"] and b["people"] == 500
+    unid = lambda inside: [float(r[2] == "unidentifiable") for r in rows if (r[1] == "B") == inside]  # noqa: E731
+    assert b["z"] == pytest.approx(_welch(unid(True), unid(False)), abs=0.01)
 
 
 def test_binary_cells_are_base64_in_csv_and_json():
