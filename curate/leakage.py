@@ -10,7 +10,10 @@ the spine (detect, align, embed); an insightface ``.bin`` or an LFW ``pairs.txt`
 A crawl identity is leaked when it holds a same-image match, or ``min_faces`` same-person matches
 of one evaluation identity, or (for labelled evaluation sets) its template matches the evaluation
 identity's template above the card's merge threshold (the same question as two labels being one
-person). Only the faces the current scoring keeps count: a rejected face is not trained on.
+person). Only the faces the current scoring keeps count: a rejected face is not trained on. What
+is left out of an export (``scope``): the whole identity when its template matches or at least half
+its kept faces do (the person is in the evaluation set); otherwise only the matching faces (a
+stray photo of an evaluation person, or one photo copied into it, under another label).
 Results, one set of rows per evaluation set (a later check of the same set replaces its rows, of
 another set adds to them): ``OUT/leakage/faces.parquet`` and ``identities.parquet``; ``curate
 export --exclude-leaked`` leaves every set's leaked identities out.
@@ -150,18 +153,23 @@ def find(run: str, ev: dict, cal: dict | None, min_faces: int = 2, chunk: int = 
             e = unit_rows(ev["emb"][ev["label"] == lab].mean(0, keepdims=True))[0]
             for n, c in crawl_t.items():
                 templates[(n, lab)] = float(c @ e)
+    kept = dict(zip(*np.unique(np.array(ids, object).astype(str), return_counts=True))) if ids else {}
     out = []
     for (ident, lab), d in leaked.items():
         tcos = templates.get((ident, lab))
-        why = ("same_image" if d["same_image"] else "template" if tcos is not None and tcos >= th["template"]
+        template = tcos is not None and tcos >= th["template"]
+        why = ("same_image" if d["same_image"] else "template" if template
                else "same_person" if len(d["faces"]) >= min_faces else None)
         if why:
+            whole = template or 2 * len(d["faces"]) >= kept.get(ident, 0)
             out.append({"identity": ident, "eval_identity": lab, "faces_matched": len(d["faces"]),
-                        "same_image": d["same_image"], "max_cos": round(d["max_cos"], 4),
-                        "template_cos": None if tcos is None else round(tcos, 4), "why": why})
+                        "kept_faces": int(kept.get(ident, 0)), "same_image": d["same_image"],
+                        "max_cos": round(d["max_cos"], 4), "template_cos": None if tcos is None else round(tcos, 4),
+                        "why": why, "scope": "identity" if whole else "faces"})
     identities = pa.Table.from_pylist(out, schema=pa.schema([
-        ("identity", pa.string()), ("eval_identity", pa.string()), ("faces_matched", pa.int64()), ("same_image", pa.int64()),
-        ("max_cos", pa.float64()), ("template_cos", pa.float64()), ("why", pa.string())]))
+        ("identity", pa.string()), ("eval_identity", pa.string()), ("faces_matched", pa.int64()), ("kept_faces", pa.int64()),
+        ("same_image", pa.int64()), ("max_cos", pa.float64()), ("template_cos", pa.float64()), ("why", pa.string()),
+        ("scope", pa.string())]))
     return faces, identities, th
 
 
@@ -192,8 +200,18 @@ def write(run: str, faces: pa.Table, identities: pa.Table, meta: dict) -> str:
     return d
 
 
-def leaked_identities(run: str) -> set[str]:
-    p = os.path.join(ShardStore.of(run).leakage_dir(), "identities.parquet")
+def leaked(run: str) -> tuple[set[str], set[str]]:
+    """(identities left out whole, image_ids left out one by one) over every evaluation set checked."""
+    d = ShardStore.of(run).leakage_dir()
+    p = os.path.join(d, "identities.parquet")
     if not os.path.exists(p):
         raise InputError(f"{run}: no leakage check yet (run `curate leakage {run} --against ...`)")
-    return set(pq.read_table(p, columns=["identity"])["identity"].to_pylist())
+    ids = pq.read_table(p)
+    scope = ids["scope"].to_pylist() if "scope" in ids.column_names else ["identity"] * len(ids)  # an older check
+    whole = {i for i, s in zip(ids["identity"].to_pylist(), scope) if s == "identity"}
+    partial = {(i, e, a) for i, e, a, s in zip(ids["identity"].to_pylist(), ids["eval_identity"].to_pylist(),
+                                               ids["against"].to_pylist(), scope) if s == "faces"}
+    faces = pq.read_table(os.path.join(d, "faces.parquet"))
+    images = {r["image_id"] for r in faces.to_pylist()
+              if (r["identity"], r["eval_identity"], r["against"]) in partial and r["identity"] not in whole}
+    return whole, images

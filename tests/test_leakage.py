@@ -90,10 +90,24 @@ def test_planted_people_and_photos_are_found_on_real_faces(tmp_path, default_mod
     leaked = {x["identity"] for x in json.loads(r.output[r.output.index("["):])}
     assert leaked == {"someone_new"}
 
-    r = CliRunner().invoke(main, ["export", run, str(tmp_path / "clean"), "--format", "folders", "--exclude-leaked"])
+    # a reviewer keeps the Blair photo under Chavez: now a kept face matches a benchmark person, but
+    # Chavez's template and his other faces do not: that face is left out, not Chavez
+    copy_id = CliRunner().invoke(main, ["sql", run, "SELECT image_id FROM curated WHERE source LIKE '%zz_copy.jpg'",
+                                        "--format", "csv"]).output.split()[-1]
+    (tmp_path / "keep.json").write_text(json.dumps([{"scope": "image", "key": copy_id, "action": "keep", "reviewer": "t"}]))
+    assert CliRunner().invoke(main, ["review", "import", run, str(tmp_path / "keep.json")]).exit_code == 0
+    assert CliRunner().invoke(main, ["score", run]).exit_code == 0
+    r = CliRunner().invoke(main, ["leakage", run, "--against", str(bench), "--json"])
     assert r.exit_code == 0, r.output
-    exported = set(pq.read_table(tmp_path / "clean" / "manifest.parquet")["identity"].to_pylist())
-    assert not exported & leaked and exported
+    found = {(x["identity"], x["eval_identity"]): x for x in json.loads(r.output[r.output.index("["):])}
+    assert found[("lfw__Hugo_Chavez", "lfw__Tony_Blair")]["scope"] == "faces"
+    assert found[("someone_new", "lfw__Colin_Powell")]["scope"] == "identity"
+
+    r = CliRunner().invoke(main, ["export", run, str(tmp_path / "clean"), "--format", "folders", "--exclude-leaked"])
+    assert r.exit_code == 0 and "and 1 faces" in r.output, r.output
+    manifest = pq.read_table(tmp_path / "clean" / "manifest.parquet")
+    exported = set(manifest["identity"].to_pylist())
+    assert not exported & leaked and "lfw__Hugo_Chavez" in exported and copy_id not in manifest["image_id"].to_pylist()
 
 
 def test_a_bin_of_one_identity_is_found_in_the_sample_crawl(scored_run, tmp_path):

@@ -201,18 +201,22 @@ def report(out, output, identities, per_identity, scores):
 @click.option("--scores", "scores", default=None, metavar="DIGEST",
               help="Which scoring (digest or a prefix, see OUT/scores/; default: the current one).")
 @click.option("--exclude-leaked", is_flag=True,
-              help="Leave out the identities `curate leakage` found in an evaluation set (OUT/leakage/).")
+              help="Leave out what `curate leakage` found in an evaluation set (OUT/leakage/): an identity whose "
+                   "template or half its kept faces match, else the matching faces one by one.")
 def export_cmd(out, dest, fmt, min_quality, shard_size, shuffle, scores, exclude_leaked):
     """Export the kept faces of the run in OUT (aligned 112x112 crops, grouped by identity, labels
     0..C-1) to DEST for a trainer. DEST must be new or empty; it appears complete or not at all."""
     from curate.io.export import export
 
-    exclude = None
+    exclude = exclude_images = None
     if exclude_leaked:
-        from curate.leakage import leaked_identities
+        from curate.leakage import leaked
 
-        exclude = sorted(leaked_identities(out))
-        click.echo(f"excluded     {len(exclude)} identities found in evaluation sets")
+        whole, faces = leaked(out)
+        exclude, exclude_images = sorted(whole), sorted(faces)
+        click.echo(f"excluded     {len(exclude)} identities found in evaluation sets, and {len(exclude_images)} faces "
+                   "of other identities that match an evaluation person")
     fmt = "folders" if fmt == "folder" else fmt
-    r = export(out, dest, fmt, min_quality, shard_size, scores=scores, exclude=exclude, shuffle=shuffle)
+    r = export(out, dest, fmt, min_quality, shard_size, scores=scores, exclude=exclude, shuffle=shuffle,
+               exclude_images=exclude_images)
     click.echo(f"exported     {r['images']} images of {r['identities']} identities as {r['format']} -> {r['dest']}")

@@ -44,7 +44,7 @@ def safe_name(label: str) -> str:
 
 
 def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores: str | None = None,
-          exclude: list[str] | None = None, shuffle: int | None = None):
+          exclude: list[str] | None = None, shuffle: int | None = None, exclude_images: list[str] | None = None):
     """(count, identities, batch reader) of the kept rows in identity order (``shuffle``: in the
     order of a seeded hash of the image ids), streamed by DuckDB (it sorts out of core, spilling
     under ``tmp``). ``scores``: a scoring digest (default: the current one)."""
@@ -59,9 +59,11 @@ def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores
     con.execute(f"SET temp_directory = '{tmp.replace(chr(39), chr(39) * 2)}'")
     con.execute("SET preserve_insertion_order = false")
     where = ("keep AND crop IS NOT NULL" + (" AND quality >= $q" if min_quality is not None else "")
-             + (" AND NOT list_contains($exclude, identity)" if exclude else ""))
+             + (" AND NOT list_contains($exclude, identity)" if exclude else "")
+             + (" AND NOT list_contains($exclude_images, image_id)" if exclude_images else ""))
     params = {"files": files, **({"q": float(min_quality)} if min_quality is not None else {}),
-              **({"exclude": sorted(exclude)} if exclude else {})}
+              **({"exclude": sorted(exclude)} if exclude else {}),
+              **({"exclude_images": sorted(exclude_images)} if exclude_images else {})}
     cols = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet($files)", {"files": files}).fetchall()}
     label = "coalesce(label, identity)" if "label" in cols else "identity"  # a reviewer's relabel wins
     base = f"FROM read_parquet($files) WHERE {where}"
@@ -79,8 +81,9 @@ def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores
 
 def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shard_size: int = 10000,
            batch_rows: int = 4096, scores: str | None = None, exclude: list[str] | None = None,
-           shuffle: int | None = None) -> dict:
-    """``exclude``: identities left out (e.g. those the leakage check found in an evaluation set);
+           shuffle: int | None = None, exclude_images: list[str] | None = None) -> dict:
+    """``exclude``: identities left out (e.g. those the leakage check found in an evaluation set),
+    ``exclude_images``: faces left out one by one (image ids);
     ``shuffle``: a seed, WebDataset only: samples in a seeded random order over the shards (a
     trainer's shuffle buffer then mixes identities), not identity by identity.
 
@@ -104,7 +107,7 @@ def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shar
         raise OutputError(f"cannot create {tmp}: {exc.strerror}") from exc
     try:
         n, ids, reader, con = _rows(out, min_quality, batch_rows, os.path.join(tmp, ".spill"), scores, exclude,
-                                    shuffle)
+                                    shuffle, exclude_images)
         folders = _folders(ids)
         ids = sorted(ids, key=lambda name: folders[name])  # ImageFolder's class order
         label_of = {name: i for i, name in enumerate(ids)}
