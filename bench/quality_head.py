@@ -4,10 +4,10 @@
                                            [--export models/quality/edgeface_s-magface.onnx]
 
 1. Runs the real spine (default detector and recognizer) over every photo of ``--faces`` and one
-   degraded copy per photo and degradation (blur, downscale, occlusion, extreme crop, dark, noise;
-   ``curate.degrade``), cached in ``--work``.
+   degraded copy per photo and degradation (``curate.degrade``), cached in ``--work``.
 2. For each seed: holds out 20% of the identities, trains the MagFace head
    (``models.quality_head``) on the rest (photos and the degraded copies whose face was found),
+   and fits the shipped quality (the chance of matching, ``curate.quality``) on the same people,
    then on the held-out people measures, for each signal, the error-versus-discard curve (FNMR at
    FMR 1e-3 as the lowest-quality share is discarded; mean over 0-30%) and the AUC of "degraded
    copy below its original".
@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 def pool(faces: str, work: str, detector: str, recognizer: str) -> pa.Table:
     """Photos and degraded copies through the spine: one row per face found, with ``original``
     (row of the photo a copy was made from, -1 for photos) and ``kind``."""
-    path = os.path.join(work, f"pool-{detector}-{recognizer}.parquet")
+    path = os.path.join(work, f"pool2-{detector}-{recognizer}.parquet")
     if os.path.exists(path):
         return pq.read_table(path)
     from curate.calibration import reference_rows
@@ -40,7 +40,8 @@ def pool(faces: str, work: str, detector: str, recognizer: str) -> pa.Table:
     cfg = RunConfig(detect=DetectConfig(detector=detector), embed=EmbedConfig(recognizer=recognizer))
     t0 = time.time()
     ref = reference_rows(faces, load_models(cfg), cfg, duplicates=0, degraded=10**9, seed=0)
-    cols = ["identity", "embedding", "feat_norm", "det_score", "sharpness"]
+    cols = ["identity", "embedding", "feat_norm", "det_score", "sharpness", "brightness", "contrast", "face_size",
+            "landmarks"]
     rows = ref.rows.select(cols).append_column("original", pa.array(np.full(len(ref.rows), -1), pa.int64())) \
         .append_column("kind", pa.array(["photo"] * len(ref.rows)))
     bad = ref.degraded.filter(ref.degraded["keep"]).select(cols + ["original", "kind"])
@@ -56,6 +57,29 @@ def raw_features(t: pa.Table) -> np.ndarray:
 
     emb = decode_embeddings(t["embedding"]).astype(np.float32)
     return emb * t["feat_norm"].to_numpy().astype(np.float32)[:, None]
+
+
+def shipped_quality(t: pa.Table, train: np.ndarray, test: np.ndarray, cal: dict, seed: int) -> np.ndarray:
+    """The shipped quality (curate.quality, the chance of matching) fitted as `curate calibrate`
+    fits it, but on the training people's photos and degraded copies only, then applied to the
+    held-out people: the head's own conditions."""
+    from curate import quality
+    from curate.calibration import _signals, match_model
+    from curate.schema import decode_embeddings
+    from curate.stats import unit
+
+    original = t["original"].to_numpy()
+    photos = np.flatnonzero(train & (original < 0))
+    copies = np.flatnonzero(train & (original >= 0) & np.isin(original, photos))
+    pos = {int(r): k for k, r in enumerate(photos)}
+    emb = unit(decode_embeddings(t["embedding"]).astype(np.float64))
+    norms = t["feat_norm"].to_numpy().astype(np.float64)
+    codes = np.unique(np.array(t["identity"].to_pylist(), object)[photos].astype(str), return_inverse=True)[1]
+    sig = _signals(t)
+    values = {k: np.concatenate([v[photos], v[copies]]) for k, v in sig.items()}
+    model = match_model(cal, emb[photos], norms[photos], codes, emb[copies],
+                        np.array([pos[int(o)] for o in original[copies]], np.int64), values, seed)
+    return 100 * quality.probability(model, {k: v[test] for k, v in sig.items()})
 
 
 def pct(v: np.ndarray) -> np.ndarray:
@@ -110,7 +134,6 @@ def main() -> None:
                     help="quality signals the exported card names (geometric mean of their percentiles)")
     args = ap.parse_args()
 
-    from curate.stats import combined_quality
     from models import quality_head
     from models.cards import builtin, file_sha256, pick_calibration
 
@@ -140,7 +163,7 @@ def main() -> None:
         quality_head.norms(head, raw[test])
         per_face_ms = (time.time() - t1) / max(test.sum(), 1) * 1000
         signals = {"learned_norm": learned, "norm": vals["norm"], "det_score": vals["det_score"],
-                   "sharpness": vals["sharpness"], "quality (shipped)": combined_quality(vals, cal),
+                   "sharpness": vals["sharpness"], "quality (shipped)": shipped_quality(t, ~test, test, cal, seed),
                    "learned+det_score": np.sqrt(pct(learned) * pct(vals["det_score"]))}
         r = evaluate(tt, signals, seed)
         r.update({"seed": seed, "held_out_people": len(held), "held_out_faces": int(test.sum()),

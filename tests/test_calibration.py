@@ -112,3 +112,36 @@ def test_one_identity_has_no_run_fallback_surprises():
     assert s["reason"].to_pylist().count("near_duplicate") == 0
     assert calib["threshold_source"]["far_angle"] == "fallback" and calib["warnings"]
     assert pa.compute.all(s["keep"]).as_py()
+
+
+def test_a_small_reference_says_what_each_figure_rests_on():
+    """12 identities of 20 faces: every figure is computed, and each one its pairs cannot support
+    (TAR at 1e-4 from ~28,000 impostor pairs, the merge threshold from 66 pairs of identities) is
+    named in a warning with the number it needs."""
+    emb, norms, labels = clusters(n_ids=12, per=20)
+    cal = calibrate(emb, norms, labels)
+    assert cal["support"]["tar_at_far_0.0001"]["needed"] == 100_000
+    assert any(w.startswith("tar_at_far_0.0001 rests on") for w in cal["warnings"])
+    assert any(w.startswith("merge_cos rests on 66 pairs of identities") for w in cal["warnings"])
+    assert "collapsed" not in cal
+
+
+def test_a_collapsed_model_is_never_used():
+    """Every face nearly the same vector (a collapsed training): the calibration says so, and a card
+    holding it gives no calibration to a run, with a warning, instead of thresholds that reject all."""
+    from models.cards import pick_calibration
+
+    rng = np.random.default_rng(0)
+    emb = np.ones((240, 64)) + rng.normal(scale=0.01, size=(240, 64))
+    cal = calibrate(emb, np.full(240, 20.0), [f"id{i % 12}" for i in range(240)])
+    assert cal["collapsed"] and "collapsed" in cal["warnings"][0]
+    got, warning = pick_calibration({"calibrations": {"yunet": cal}}, "yunet")
+    assert got is None and "collapsed" in warning
+
+
+def test_rates_are_shown_with_the_precision_their_counts_support():
+    from curate.stats import shown
+
+    assert shown(0.912345, 90) == "0.91"  # 90 pairs: two decimals at most
+    assert shown(0.912345, 200_000) == "0.9123"
+    assert shown(float("nan"), 10) == "n/a"
