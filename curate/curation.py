@@ -146,6 +146,9 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
         pct = signal_percentiles({k: signals[k] for k in ("norm", "sharpness", "det_score")}, ref)
         lm = pc.fill_null(c["landmarks"], pa.scalar([0.0] * 10, c["landmarks"].type)).combine_chunks()
         yaw, pitch, roll = score.pose(lm.flatten().to_numpy(zero_copy_only=False).reshape(-1, 10))
+        no_lm = np.asarray(pc.is_null(c["landmarks"]).to_numpy(zero_copy_only=False), bool)
+        for v in (yaw, pitch, roll):  # no landmarks (embeddings from elsewhere): no pose
+            v[no_lm] = np.nan
         signals.update(yaw=yaw, pitch=pitch)
         # own similarity without the face itself (as the angle), to the full template if it is alone
         own = np.where(np.isfinite(sc.angle), np.cos(np.radians(sc.angle)), score.rowdot(emb, sc.centers, codes))
@@ -357,9 +360,10 @@ def calibration_record(g: Globals | None, cal: dict | None, merge_angle: float, 
                                      "norm reference): it ranks faces within this run, and no face is rejected as "
                                      "unidentifiable")
         elif not match:
-            calib["warnings"].append("the recognizer's card predates quality as the chance of matching: quality is a "
-                                     "percentile of its reference norms and no face is rejected as unidentifiable; "
-                                     "re-run `curate calibrate` to fit it")
+            calib["warnings"].append("the calibration has no quality model (a card older than quality as the chance of "
+                                     "matching, or a reference without degraded copies): quality is a percentile of "
+                                     "its reference norms and no face is rejected as unidentifiable; `curate "
+                                     "calibrate` fits one")
     return calib
 
 
