@@ -83,3 +83,20 @@ def test_bad_input_is_refused_clearly():
     with pytest.raises(InputError, match="20 of 3 identities"):
         facecurate.score_embeddings(emb, list("aabb"), reference=(emb, list("aabb")))
     assert isinstance(facecurate.score_embeddings(pa.array(emb.tolist()), list("aabb")), pa.Table)
+
+
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"<!-- tested: api -->\n```python\n(.*?)```", text, re.S).group(1)
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(10, 16))
+    np.save(tmp_path / "embeddings.npy", (centers[np.arange(200) // 20] + rng.normal(scale=0.3, size=(200, 16))) * 20)
+    np.save(tmp_path / "labels.npy", np.repeat([f"person{i}" for i in range(10)], 20).astype(object))
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    with pytest.warns(UserWarning):
+        exec(compile(code, "README.md", "exec"), scope)
+    assert scope["clean"].num_rows >= 180
