@@ -144,3 +144,24 @@ def test_labels_follow_imagefolder_and_webdataset_can_shuffle(scored_run, tmp_pa
     assert len(first) > 5  # identity by identity, 20 samples would hold two or three
     refused = cli.invoke(main, ["export", str(run), str(tmp_path / "rec"), "--format", "rec", "--shuffle", "1"])
     assert refused.exit_code != 0 and "WebDataset" in refused.output
+
+
+def test_a_hugging_face_export_loads_with_its_features(scored_run, tmp_path):
+    """`export --format hf` -> datasets.load_dataset(DEST): an Image column, the identities as a
+    ClassLabel in the export's label order, quality; the same images as the manifest."""
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+
+    dest = tmp_path / "hf"
+    r = CliRunner().invoke(main, ["export", scored_run, str(dest), "--format", "hf", "--shard-size", "20"])
+    assert r.exit_code == 0, r.output
+    ds = datasets.load_dataset(str(dest), split="train", cache_dir=str(tmp_path / "cache"))
+    manifest = pq.read_table(dest / "manifest.parquet")
+    assert len(ds) == len(manifest) and len(list((dest / "data").iterdir())) == -(-len(ds) // 20)
+    assert isinstance(ds.features["image"], datasets.Image) and isinstance(ds.features["label"], datasets.ClassLabel)
+    labels = [ln.split("\t") for ln in (dest / "labels.tsv").read_text().splitlines()[1:]]
+    assert ds.features["label"].names == [json.loads(x[2]) for x in labels]
+    row = ds[0]
+    assert isinstance(row["image"], Image.Image) and row["image"].size == (112, 112)
+    assert ds.features["label"].int2str(row["label"]) == row["identity"] and 0 <= row["quality"] <= 100
+    assert sorted(ds["image_id"]) == sorted(manifest["image_id"].to_pylist())

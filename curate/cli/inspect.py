@@ -190,9 +190,10 @@ def report(out, output, identities, per_identity, scores):
 @main.command("export")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["rec", "webdataset", "folders", "folder"]), default="rec",
+@click.option("--format", "fmt", type=click.Choice(["rec", "webdataset", "folders", "folder", "hf"]), default="rec",
               show_default=True, help="rec: MXNet train.rec/.idx/property (arcface_torch); webdataset: tar shards; "
-                                      "folders (or folder, as the input format is named): identity/image.jpg.")
+                                      "folders (or folder, as the input format is named): identity/image.jpg; hf: a "
+                                      "Hugging Face datasets folder (Parquet and a dataset card).")
 @click.option("--min-quality", type=click.FloatRange(0, 100),
               help="Only kept faces with quality (the chance of matching, 0-100) at least this.")
 @click.option("--shard-size", default=10000, show_default=True, help="Images per WebDataset tar shard.")

@@ -6,6 +6,11 @@ identity, with dense class labels 0..C-1 (identities sorted by name).
                 (labels: N+1, N+1+C), records 1..N the images (label = class), records N+1.. one
                 per identity (labels: first key, end key).
 ``webdataset``  tar shards ``shard-000000.tar``: ``<image_id>.jpg``, ``.cls`` (class), ``.json``.
+``hf``          a Hugging Face ``datasets`` folder: ``data/train-NNNNN-of-MMMMM.parquet`` with an
+                ``image`` column (``{bytes, path}``), ``label`` (a ClassLabel of the identities),
+                ``identity``, ``image_id``, ``quality``, and ``README.md``, the dataset card with its
+                ``dataset_info``: ``datasets.load_dataset(DEST)`` loads it with those features, and
+                ``huggingface-cli upload NAME DEST --repo-type dataset`` shares it.
 ``folders``     ``<folder>/<folder>_0001.jpg`` ... best quality first, as LFW lays out its
                 images, so an LFW-style ``pairs.txt`` (``name i j`` / ``name1 i name2 j``) over the
                 export works with ``curate retrain --eval-pairs``; identity labels are made safe as
@@ -34,7 +39,7 @@ from curate.errors import ConfigError, InputError, OutputError
 from curate.io import recordio
 from curate.io.shards import ShardStore
 
-FORMATS = ("rec", "webdataset", "folders")
+FORMATS = ("rec", "webdataset", "folders", "hf")
 
 
 def safe_name(label: str) -> str:
@@ -111,7 +116,8 @@ def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shar
         folders = _folders(ids)
         ids = sorted(ids, key=lambda name: folders[name])  # ImageFolder's class order
         label_of = {name: i for i, name in enumerate(ids)}
-        writer = {"rec": _Rec, "webdataset": _WebDataset, "folders": _Folders}[fmt](tmp, n, len(ids), shard_size, folders)
+        writer = {"rec": _Rec, "webdataset": _WebDataset, "folders": _Folders, "hf": _HF}[fmt](tmp, n, len(ids), shard_size,
+                                                                                            folders)
         manifest = {k: [] for k in ("key", "image_id", "identity", "label", "quality", "file")}
         key = 0
         for batch in reader:
@@ -221,3 +227,73 @@ class _Folders:
 
     def close(self):
         pass
+
+
+class _HF:
+    """Parquet shards and a dataset card that Hugging Face ``datasets`` loads (module doc)."""
+
+    SCHEMA = pa.schema([("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])), ("label", pa.int64()),
+                        ("identity", pa.string()), ("image_id", pa.string()), ("quality", pa.float32())])
+
+    def __init__(self, d, n, c, shard_size, folders):
+        self.d, self.n, self.size = d, n, max(shard_size, 1)
+        self.names = sorted(folders, key=lambda name: folders[name])  # label order (export's)
+        self.shards = max(1, -(-n // self.size))
+        self.rows: list[dict] = []
+        self.shard = 0
+        os.makedirs(os.path.join(d, "data"))
+        features = {"image": {"_type": "Image"}, "label": {"names": self.names, "_type": "ClassLabel"},
+                    "identity": {"dtype": "string", "_type": "Value"}, "image_id": {"dtype": "string", "_type": "Value"},
+                    "quality": {"dtype": "float32", "_type": "Value"}}
+        self.schema = self.SCHEMA.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
+
+    def add(self, key, label, identity, image_id, crop, quality):
+        self.rows.append({"image": {"bytes": crop, "path": f"{image_id}.jpg"}, "label": label, "identity": identity,
+                          "image_id": image_id, "quality": quality})
+        if len(self.rows) == self.size:
+            self._flush()
+
+    def _flush(self):
+        if self.rows:
+            name = f"train-{self.shard:05d}-of-{self.shards:05d}.parquet"
+            pq.write_table(pa.Table.from_pylist(self.rows, schema=self.schema), os.path.join(self.d, "data", name))
+            self.shard += 1
+            self.rows = []
+
+    def close(self):
+        self._flush()
+        names = "\n".join(f"          '{i}': {json.dumps(name, ensure_ascii=False)}" for i, name in enumerate(self.names))
+        card = f"""---
+dataset_info:
+  features:
+  - name: image
+    dtype: image
+  - name: label
+    dtype:
+      class_label:
+        names:
+{names}
+  - name: identity
+    dtype: string
+  - name: image_id
+    dtype: string
+  - name: quality
+    dtype: float32
+  splits:
+  - name: train
+    num_examples: {self.n}
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.parquet
+---
+
+# Curated face crops
+
+Aligned 112x112 face crops kept by facecurate: {self.n} images of {len(self.names)} identities. `label` is
+the identity's class (names sorted as torchvision's ImageFolder sorts the folder export's), `quality`
+the recognizer's chance (percent) of matching the face. Same terms as the crawl it was curated from.
+"""
+        with open(os.path.join(self.d, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card)
