@@ -70,6 +70,15 @@ def _strings(x, n: int, what: str) -> pa.Array:
     return a
 
 
+def norms_of(x) -> np.ndarray | None:
+    """The rows' norms, unless they are unit rows (normalised already: no quality in them)."""
+    head = np.asarray(x[:10_000], np.float32)
+    if np.allclose(np.sqrt(np.einsum("nd,nd->n", head, head)), 1.0, atol=1e-2):
+        return None
+    return np.concatenate([np.sqrt(np.einsum("nd,nd->n", c, c)) for c in
+                           (np.asarray(x[a : a + CHUNK], np.float32) for a in range(0, len(x), CHUNK))])
+
+
 def _calibration(card, reference, norms_of, detector: str | None = None) -> tuple[dict | None, list[str]]:
     from curate.stats import calibrate
     from models.cards import pick_calibration, read_card
@@ -94,6 +103,39 @@ def _calibration(card, reference, norms_of, detector: str | None = None) -> tupl
 
 
 SIGNALS = ("det_score", "sharpness", "brightness", "contrast", "face_size", "landmarks")
+
+
+def check_signals(signals: dict | None, n: int) -> dict[str, np.ndarray]:
+    extra = dict(signals or {})
+    if set(extra) - set(SIGNALS):
+        raise InputError(f"signals: unknown {sorted(set(extra) - set(SIGNALS))}; known: {', '.join(SIGNALS)}")
+    for k, v in extra.items():
+        extra[k] = np.asarray(v, np.float32)
+        if len(extra[k]) != n or (k == "landmarks" and extra[k].shape[1:] != (10,)):
+            raise InputError(f"signals[{k!r}]: shape {extra[k].shape} for {n} embeddings")
+    return extra
+
+
+def spine_rows(ids: pa.Array, label: pa.Array, emb, raw: np.ndarray | None, extra: dict, a: int, b: int) -> pa.Table:
+    """Rows a..b as the spine would have written them for one face a row (no photo: no crop, no
+    hash, no bytes): what the scorer reads."""
+    m = b - a
+
+    def column(k: str) -> pa.Array:
+        if k == "landmarks":
+            return (pa.FixedSizeListArray.from_arrays(pa.array(extra[k][a:b].ravel()), 10).cast(pa.list_(pa.float32(), 10))
+                    if k in extra else pa.nulls(m, pa.list_(pa.float32(), 10)))
+        return pa.array(extra[k][a:b], pa.float32()) if k in extra else pa.nulls(m, pa.float32())
+
+    x = np.asarray(emb[a:b], np.float32)
+    return pa.table({
+        "image_id": ids.slice(a, m), "identity": label.slice(a, m), "sha1": ids.slice(a, m),
+        "embedding": encode_embeddings(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)),
+        "feat_norm": pa.array(raw[a:b], pa.float32()) if raw is not None else pa.array(np.ones(m, np.float32)),
+        "model_id": pa.array(["embeddings"] * m), **{k: column(k) for k in SIGNALS},
+        "keep": pa.array(np.ones(m, bool)), "reason": pa.array(["ok"] * m), "n_faces": pa.array(np.ones(m, np.int16)),
+        "face_idx": pa.array(np.zeros(m, np.int16)),
+    })
 
 
 def score_embeddings(embeddings, labels, *, image_ids=None, norms=None, signals=None, card=None, detector=None,
@@ -125,50 +167,17 @@ def score_embeddings(embeddings, labels, *, image_ids=None, norms=None, signals=
     if len(pc.unique(ids)) != n:
         raise InputError("image_ids: keys repeat; each row needs its own")
 
-    def norms_of(x: np.ndarray) -> np.ndarray | None:
-        """The rows' norms, unless they are unit rows (normalised already: no quality in them)."""
-        head = np.asarray(x[:10_000], np.float32)
-        if np.allclose(np.sqrt(np.einsum("nd,nd->n", head, head)), 1.0, atol=1e-2):
-            return None
-        return np.concatenate([np.sqrt(np.einsum("nd,nd->n", c, c)) for c in
-                               (np.asarray(x[a : a + CHUNK], np.float32) for a in range(0, len(x), CHUNK))])
-
     raw = np.asarray(norms, np.float32) if norms is not None else norms_of(emb)
     if raw is not None and len(raw) != n:
         raise InputError(f"norms: {len(raw)} values for {n} embeddings")
     cal, cal_warnings = _calibration(card, reference, norms_of, detector)
-    extra = dict(signals or {})
-    if set(extra) - set(SIGNALS):
-        raise InputError(f"signals: unknown {sorted(set(extra) - set(SIGNALS))}; known: {', '.join(SIGNALS)}")
-    for k, v in extra.items():
-        extra[k] = np.asarray(v, np.float32)
-        if len(extra[k]) != n or (k == "landmarks" and extra[k].shape[1:] != (10,)):
-            raise InputError(f"signals[{k!r}]: shape {extra[k].shape} for {n} embeddings")
-
-    def column(k: str, a: int, b: int) -> pa.Array:
-        if k == "landmarks":
-            return (pa.FixedSizeListArray.from_arrays(pa.array(extra[k][a:b].ravel()), 10).cast(pa.list_(pa.float32(), 10))
-                    if k in extra else pa.nulls(b - a, pa.list_(pa.float32(), 10)))
-        return pa.array(extra[k][a:b], pa.float32()) if k in extra else pa.nulls(b - a, pa.float32())
-
+    extra = check_signals(signals, n)
     with tempfile.TemporaryDirectory(prefix="facecurate-embeddings-") as d:
         files = []
         for s, a in enumerate(range(0, n, CHUNK)):
-            b = min(a + CHUNK, n)
-            m = b - a
-            t = pa.table({
-                "image_id": ids.slice(a, m), "identity": label.slice(a, m), "sha1": ids.slice(a, m),
-                "embedding": encode_embeddings(emb[a:b]),
-                "feat_norm": pa.array(raw[a:b], pa.float32()) if raw is not None else pa.array(np.ones(m, np.float32)),
-                "model_id": pa.array(["embeddings"] * m), **{k: column(k, a, b) for k in SIGNALS},
-                "keep": pa.array(np.ones(m, bool)),
-                "reason": pa.array(["ok"] * m), "n_faces": pa.array(np.ones(m, np.int16)),
-                "face_idx": pa.array(np.zeros(m, np.int16)),
-            })
             f = os.path.join(d, f"part-{s:06d}.parquet")
-            pq.write_table(t, f)
+            pq.write_table(spine_rows(ids, label, emb, raw, extra, a, min(a + CHUNK, n)), f)
             files.append((s, f))
-            del t
         os.makedirs(os.path.join(d, "curated"))
         work, calib, _ = P.score_partitioned(os.path.join(d, "work"), d, files, cfg, cal, R.REVIEWS.empty_table(),
                                              "embeddings")

@@ -100,3 +100,39 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     with pytest.warns(UserWarning):
         exec(compile(code, "README.md", "exec"), scope)
     assert scope["clean"].num_rows >= 180
+
+
+def test_score_embeddings_writes_a_run_that_every_command_reads(scored_run, tmp_path):
+    """`curate score-embeddings` on a .npy of a run's faces: a run directory that `score`, `sql`,
+    `audit` and `report` read like any other; `export` says there is no photo to export."""
+    from click.testing import CliRunner
+
+    from curate.cli import main
+
+    store, t, emb, _ = run_arrays(scored_run)
+    np.save(tmp_path / "emb.npy", emb)
+    np.save(tmp_path / "labels.npy", np.array(t["identity"].to_pylist(), object))
+    (tmp_path / "ids.txt").write_text("\n".join(t["image_id"].to_pylist()) + "\n")
+    out = tmp_path / "run"
+    cli = CliRunner()
+    r = cli.invoke(main, ["score-embeddings", str(tmp_path / "emb.npy"), "--labels", str(tmp_path / "labels.npy"),
+                          "--ids", str(tmp_path / "ids.txt"), "--out", str(out), "--calibration", store.recognizer_card_file()])
+    assert r.exit_code == 0, r.output
+    assert f"{len(emb):,} embeddings of dimension {emb.shape[1]}" in r.output and "(card)" in r.output
+    r = cli.invoke(main, ["sql", str(out), "SELECT count(*) AS n, count(*) FILTER (WHERE keep) AS kept FROM curated",
+                          "--format", "csv"])
+    assert r.exit_code == 0 and r.output.splitlines()[1].startswith(f"{len(emb)},"), r.output
+    assert cli.invoke(main, ["audit", str(out), "-q", "reasons"]).exit_code == 0
+    r = cli.invoke(main, ["report", str(out)])
+    assert r.exit_code == 0 and "Quality" in open(r.output.strip().splitlines()[-1]).read(), r.output
+    r = cli.invoke(main, ["export", str(out), str(tmp_path / "x")])
+    assert r.exit_code != 0 and "no crop" in r.output, r.output
+    # again into the same directory: resumed, nothing duplicated
+    r = cli.invoke(main, ["score-embeddings", str(tmp_path / "emb.npy"), "--labels", str(tmp_path / "labels.npy"),
+                          "--ids", str(tmp_path / "ids.txt"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    r = cli.invoke(main, ["sql", str(out), "SELECT count(*) FROM images", "--format", "csv"])
+    assert r.output.splitlines()[1] == str(len(emb))
+    bad = cli.invoke(main, ["score-embeddings", str(tmp_path / "emb.npy"), "--labels", str(tmp_path / "ids.txt") + "x",
+                            "--out", str(tmp_path / "r2")])
+    assert bad.exit_code != 0 and "neither a column" in bad.output

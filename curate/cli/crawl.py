@@ -173,3 +173,61 @@ def score_cmd(out, as_json, partition_rows, **kw):
         click.echo(note)
     s = score_run(out, cfg, calibration, mapper=ray_map, part_rows=partition_rows)
     print_curation(s, as_json)
+
+
+@main.command("score-embeddings")
+@click.argument("embeddings", type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", required=True, help="The identity of each row: a column of the Parquet input, or a .npy/.txt file.")
+@click.option("--ids", default=None, help="Image ids (default row<i>): a column, or a .npy/.txt file.")
+@click.option("--norms", default=None, help="Raw feature norms (for quality): a column, or a .npy file. Default: the "
+                                           "rows' own norms when they are not unit length.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="The run directory to write.")
+@score_options
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def score_embeddings_cmd(embeddings, labels, ids, norms, out, as_json, **kw):
+    """Score embeddings you made with your own recognizer (a .npy matrix or a Parquet table with an
+    'embedding' column): label noise, near-identical shots, merged identities and quality, with no
+    photo and no model. Writes a normal run directory, so `curate score`, `sql`, `audit`, `report`
+    and `export` work on it (with no photos, there are no crops to show or export). Thresholds come
+    from the scoring options, --calibration CARD (from `curate calibrate` on your recognizer), else
+    the data, with a warning. From Python: facecurate.score_embeddings."""
+    import pyarrow as pa
+
+    from curate.api import norms_of, spine_rows
+    from curate.config import EmbedConfig, RunConfig
+    from curate.io.lock import run_lock
+    from curate.io.shards import ShardStore
+    from curate.io.sources import EmbeddingsSource
+    from curate.schema import detections_schema, images_schema
+    from curate.scoring import score_run
+
+    source = EmbeddingsSource(embeddings, **{k: v for k, v in (("labels", labels), ("ids", ids), ("norms", norms)) if v})
+    emb, label, image_ids, raw = source.load()
+    raw = raw if raw is not None else norms_of(emb)
+    cfg = RunConfig(embed=EmbedConfig(recognizer="embeddings"))
+    dim = emb.shape[1]
+    with run_lock(out):
+        store = ShardStore(out)
+        store.open_run(source, cfg)
+        ischema, dschema = images_schema(dim), detections_schema(dim)
+        for s in store.pending():
+            index = store.shard_index(s)
+            a, b = int(index["item"][0].as_py()), int(index["item"][-1].as_py()) + 1
+            rows = spine_rows(image_ids, label, emb, raw, {}, a, b)
+            n = len(rows)
+            full = {f.name: rows[f.name] if f.name in rows.column_names else pa.nulls(n, f.type) for f in ischema}
+            full.update(item=index["item"], source=index["source"], embedding=rows["embedding"].cast(ischema.field("embedding").type))
+            full["sha1"] = pa.nulls(n, pa.string())  # no bytes
+            store.commit(s, pa.table(full, schema=ischema), dschema.empty_table(), {"seconds": {}})
+        store.write_views()
+    cfg_s, calibration, note = scoring_for(out, kw)
+    if note and not as_json:
+        click.echo(note)
+    s = score_run(out, cfg_s, calibration)
+    if not as_json:
+        click.echo(f"input        {embeddings}: {len(emb):,} embeddings of dimension {dim}, "
+                   f"{len(set(label.to_pylist())):,} identities" + ("" if raw is not None else "; unit rows: no quality"))
+    print_curation(s, as_json)
+    if not as_json:
+        click.echo(f"next         curate audit {out}   |   curate report {out}   |   curate sql {out} \"SELECT ...\"")
+

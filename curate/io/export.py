@@ -74,7 +74,12 @@ def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores
     base = f"FROM read_parquet($files) WHERE {where}"
     n, c = con.execute(f"SELECT count(*), count(DISTINCT {label}) {base}", params).fetchone()
     if n == 0:
+        cropless = con.execute("SELECT count(*) FROM read_parquet($files) WHERE keep AND crop IS NULL", {"files": files}).fetchone()[0]
         con.close()
+        if cropless:
+            raise InputError(f"{out}: its {cropless} kept faces have no crop (a run of embeddings has no photos): "
+                             f"nothing to export; its decisions are in `curate sql {out} \"SELECT image_id, label, keep, "
+                             "reason FROM curated\" --format csv`")
         why = f" with quality >= {min_quality}" if min_quality is not None else ""
         raise InputError(f"{out}: no kept face{why} in scoring {digest}: nothing to export")
     ids = [r[0] for r in con.execute(f"SELECT DISTINCT {label} AS l {base} ORDER BY l", params).fetchall()]

@@ -8,7 +8,7 @@
 
 Supported: an image-folder tree (``identity/.../image``), MXNet RecordIO (``.rec`` + ``.idx``), an
 MS-Celeb-1M TSV (identity column + base64 image column), and Parquet tables holding either image
-bytes or paths (a manifest).
+bytes or paths (a manifest); and, for ``curate score-embeddings`` only, a file of embeddings.
 
 Longer than 400 lines because it holds one reader class per input kind (a new format is one class
 here plus its test), with the helpers they share.
@@ -24,7 +24,9 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import ConfigError, InputError
@@ -583,5 +585,78 @@ def options_from(kind: str | None, path: str, given: dict) -> dict:
     return dict(cls.CLI[k](v) for k, v in set_.items())
 
 
+# -- embeddings as an input ----------------------------------------------------------------------
+# ``curate score-embeddings`` turns a file of embeddings made with the user's own recognizer into a
+# normal run directory (one face a row, no photo): a ``.npy`` (N, D) matrix, memory-mapped, with
+# labels (and optionally image ids and raw norms) in ``.npy`` or one-per-line ``.txt`` files, or a
+# Parquet table with an ``embedding`` list column and those as columns. Not a ``curate run`` input.
+
+def _vector(spec: str | None, table: pa.Table | None, n: int, what: str, numeric: bool = False):
+    """A column of ``table`` named ``spec``, else a .npy / .txt file at ``spec``; None without spec."""
+    if spec is None:
+        return None
+    if table is not None and spec in table.column_names:
+        col = table[spec]
+    elif os.path.isfile(spec):
+        if spec.endswith(".npy"):
+            col = pa.array(np.load(spec, allow_pickle=not numeric).tolist())
+        else:
+            with open(spec, encoding="utf-8") as f:
+                col = pa.array([ln.rstrip("\n") for ln in f if ln.strip()])
+    else:
+        raise InputError(f"{what} {spec!r}: neither a column of the input nor a file")
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if len(col) != n:
+        raise InputError(f"{what} {spec!r}: {len(col)} values for {n} embeddings")
+    return col.cast(pa.float32()) if numeric else col.cast(pa.string())
+
+
+class EmbeddingsSource(Source):
+    """A file of embeddings (module doc); options ``labels`` (required), ``ids``, ``norms``."""
+
+    kind = "embeddings"
+
+    def load(self) -> tuple[object, pa.Array, pa.Array, np.ndarray | None]:
+        """(the (N, D) matrix, memory-mapped where it can be; labels; image ids; raw norms or None)."""
+        table = None
+        if self.path.endswith(".npy"):
+            try:
+                emb = np.load(self.path, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{self.path}: not a readable .npy matrix ({exc})") from exc
+        elif self.path.endswith(".parquet"):
+            table = pq.read_table(self.path)
+            if "embedding" not in table.column_names:
+                raise InputError(f"{self.path}: no 'embedding' column (has {table.column_names})")
+            emb = np.asarray(table["embedding"].combine_chunks().flatten().to_numpy(zero_copy_only=False),
+                             np.float32).reshape(len(table), -1)
+        else:
+            raise InputError(f"{self.path}: embeddings are a .npy matrix or a .parquet table with an 'embedding' column")
+        if getattr(emb, "ndim", 0) != 2 or not len(emb):
+            raise InputError(f"{self.path}: expected an (N, D) matrix, got shape {getattr(emb, 'shape', None)}")
+        n = len(emb)
+        labels = _vector(self.options.get("labels"), table, n, "--labels")
+        if labels is None:
+            raise InputError("--labels: the identity of each row is needed (a column of the Parquet file, or a .npy/.txt file)")
+        ids = _vector(self.options.get("ids"), table, n, "--ids")
+        if ids is None:
+            ids = pa.array([f"row{i}" for i in range(n)])
+        if len(pc.unique(ids)) != n:
+            raise InputError("--ids: image ids repeat; each row needs its own")
+        norms = _vector(self.options.get("norms"), table, n, "--norms", numeric=True)
+        return emb, labels, ids, None if norms is None else norms.to_numpy(zero_copy_only=False)
+
+    def check(self) -> None:
+        self.load()
+
+    def plan(self) -> pa.Table:
+        _, labels, ids, _ = self.load()
+        return _index(ids.to_pylist(), labels.to_pylist())
+
+    def fetch(self, index: pa.Table, max_bytes: int) -> pa.Table:  # there are no photos to read
+        raise InputError(f"{self.path}: a run of embeddings has no photos")
+
+
 def source_from_description(d: dict) -> Source:
-    return SOURCES[d["kind"]](d["path"], **d["options"])
+    cls = EmbeddingsSource if d["kind"] == EmbeddingsSource.kind else SOURCES[d["kind"]]
+    return cls(d["path"], **d["options"])
