@@ -165,3 +165,43 @@ def test_a_hugging_face_export_loads_with_its_features(scored_run, tmp_path):
     assert isinstance(row["image"], Image.Image) and row["image"].size == (112, 112)
     assert ds.features["label"].int2str(row["label"]) == row["identity"] and 0 <= row["quality"] <= 100
     assert sorted(ds["image_id"]) == sorted(manifest["image_id"].to_pylist())
+
+
+def test_a_fiftyone_export_holds_every_image_with_its_decision(scored_run, tmp_path):
+    """`export --format fiftyone`: every image, kept and rejected, in FiftyOne's LegacyFiftyOneDataset
+    layout (what fiftyone's own importer parses: checked with it here where FiftyOne is installed;
+    loading into its database needs MongoDB, which this machine cannot install)."""
+    import base64
+    import io
+    import zlib
+
+    import numpy as np
+
+    dest = tmp_path / "fo"
+    r = CliRunner().invoke(main, ["export", scored_run, str(dest), "--format", "fiftyone"])
+    assert r.exit_code == 0, r.output
+    samples = json.loads((dest / "samples.json").read_text())["samples"]
+    n = CliRunner().invoke(main, ["sql", scored_run, "SELECT count(*) FROM curated", "--format", "csv"]).output.split()[-1]
+    assert len(samples) == int(n)  # kept and rejected alike
+    assert {s["reason"] for s in samples} >= {"ok"} and any(not s["keep"] for s in samples)
+    for s in samples:  # the photo, else its crop; an unreadable file has neither (its sample says so)
+        assert s["ground_truth"]["_cls"] == "Classification" and (dest / s["filepath"]).exists() == bool(s["photo"])
+    assert sum(bool(s["photo"]) for s in samples) >= 0.9 * len(samples)
+    faced = [s for s in samples if s.get("faces")]
+    assert faced and all(sum("chosen" in d["tags"] for d in s["faces"]["detections"]) <= 1 for s in faced)
+    assert all(0 <= v <= 1.0001 for s in faced for d in s["faces"]["detections"] for v in d["bounding_box"][:2])
+    e = next(s["embedding"] for s in samples if "embedding" in s)
+    vec = np.load(io.BytesIO(zlib.decompress(base64.b64decode(e["$binary"]["base64"]))))
+    assert vec.ndim == 1 and abs(np.linalg.norm(vec) - 1) < 0.01
+
+
+def test_fiftyones_own_importer_reads_the_export(scored_run, tmp_path):
+    """Where FiftyOne is installed (`pip install fiftyone`; not in CI), its importer parses every
+    sample of the export (no database is needed to parse, only to load)."""
+    fo_importers = pytest.importorskip("fiftyone.utils.data.importers")
+    dest = tmp_path / "fo"
+    assert CliRunner().invoke(main, ["export", scored_run, str(dest), "--format", "fiftyone"]).exit_code == 0
+    samples = json.loads((dest / "samples.json").read_text())["samples"]
+    with fo_importers.LegacyFiftyOneDatasetImporter(str(dest)) as imp:
+        parsed = list(imp)
+    assert len(parsed) == len(samples) and parsed[0].ground_truth.label == samples[0]["ground_truth"]["label"]

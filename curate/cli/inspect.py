@@ -190,10 +190,11 @@ def report(out, output, identities, per_identity, scores):
 @main.command("export")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["rec", "webdataset", "folders", "folder", "hf"]), default="rec",
-              show_default=True, help="rec: MXNet train.rec/.idx/property (arcface_torch); webdataset: tar shards; "
-                                      "folders (or folder, as the input format is named): identity/image.jpg; hf: a "
-                                      "Hugging Face datasets folder (Parquet and a dataset card).")
+@click.option("--format", "fmt", type=click.Choice(["rec", "webdataset", "folders", "folder", "hf", "fiftyone"]),
+              default="rec", show_default=True,
+              help="rec: MXNet train.rec/.idx/property (arcface_torch); webdataset: tar shards; folders (or folder, as "
+                   "the input format is named): identity/image.jpg; hf: a Hugging Face datasets folder (Parquet and a "
+                   "dataset card); fiftyone: every image, kept and rejected, as a FiftyOne dataset directory.")
 @click.option("--min-quality", type=click.FloatRange(0, 100),
               help="Only kept faces with quality (the chance of matching, 0-100) at least this.")
 @click.option("--shard-size", default=10000, show_default=True, help="Images per WebDataset tar shard.")
@@ -220,4 +221,8 @@ def export_cmd(out, dest, fmt, min_quality, shard_size, shuffle, scores, exclude
     fmt = "folders" if fmt == "folder" else fmt
     r = export(out, dest, fmt, min_quality, shard_size, scores=scores, exclude=exclude, shuffle=shuffle,
                exclude_images=exclude_images)
+    if fmt == "fiftyone":
+        click.echo(f"exported     {r['images']} images, kept and rejected, -> {r['dest']}  (fo.Dataset.from_dir(..., "
+                   "dataset_type=fo.types.LegacyFiftyOneDataset))")
+        return
     click.echo(f"exported     {r['images']} images of {r['identities']} identities as {r['format']} -> {r['dest']}")

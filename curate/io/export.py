@@ -6,6 +6,8 @@ identity, with dense class labels 0..C-1 (identities sorted by name).
                 (labels: N+1, N+1+C), records 1..N the images (label = class), records N+1.. one
                 per identity (labels: first key, end key).
 ``webdataset``  tar shards ``shard-000000.tar``: ``<image_id>.jpg``, ``.cls`` (class), ``.json``.
+``fiftyone``    every image of the run, kept and rejected, for looking at in FiftyOne
+                (curate.io.fo_export); not a training set.
 ``hf``          a Hugging Face ``datasets`` folder: ``data/train-NNNNN-of-MMMMM.parquet`` with an
                 ``image`` column (``{bytes, path}``), ``label`` (a ClassLabel of the identities),
                 ``identity``, ``image_id``, ``quality``, and ``README.md``, the dataset card with its
@@ -39,7 +41,7 @@ from curate.errors import ConfigError, InputError, OutputError
 from curate.io import recordio
 from curate.io.shards import ShardStore
 
-FORMATS = ("rec", "webdataset", "folders", "hf")
+FORMATS = ("rec", "webdataset", "folders", "hf", "fiftyone")
 
 
 def safe_name(label: str) -> str:
@@ -115,6 +117,8 @@ def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shar
         os.makedirs(os.path.join(tmp, ".spill"))
     except OSError as exc:
         raise OutputError(f"cannot create {tmp}: {exc.strerror}") from exc
+    if fmt == "fiftyone":
+        return _fiftyone(out, dest, tmp, scores)
     try:
         n, ids, reader, con = _rows(out, min_quality, batch_rows, os.path.join(tmp, ".spill"), scores, exclude,
                                     shuffle, exclude_images)
@@ -152,6 +156,29 @@ def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shar
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"dest": dest, "format": fmt, "images": n, "identities": len(ids)}
+
+
+def _fiftyone(out: str, dest: str, tmp: str, scores: str | None) -> dict:
+    from curate.io import fo_export
+
+    store = ShardStore.of(out)
+    digest = store.resolve_scoring(scores)
+    files = store.view_files(digest).get("curated") if digest else None
+    try:
+        if not files:
+            raise InputError(f"{out}: not scored yet (run `curate score {out}`)")
+        shutil.rmtree(os.path.join(tmp, ".spill"))
+        n = fo_export.write(store, files, tmp)
+        if os.path.isdir(dest):
+            os.rmdir(dest)  # empty, checked above
+        os.replace(tmp, dest)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"export to {dest} failed: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"dest": dest, "format": "fiftyone", "images": n, "identities": None}
 
 
 def _folders(ids: list[str]) -> dict[str, str]:
