@@ -1,7 +1,7 @@
 """Every reason a row can have, as data: name, the stage that sets it, whether it says the label is
 wrong (label noise), what it means and the rule that sets it. Selection applies the scoring
 reasons in this order; the benchmark, the report, the SQL library (the ``reasons`` table every
-connection has) and the README's table (``python -m curate.reasons`` prints it; a test keeps it
+connection has) and the table in docs/scoring.md (``python -m curate.reasons`` prints it; a test keeps it
 equal) all read this list. Each scores row carries ``is_<reason>`` booleans beside ``reason``.
 
 A new reason is one entry here, its rule (in its stage; scoring rules in stages/select.py) and
@@ -96,7 +96,7 @@ def table() -> pa.Table:
 
 
 def markdown() -> str:
-    """The README's table of reasons."""
+    """The table of reasons in docs/scoring.md."""
     rows = ["| reason | stage | label noise | meaning | rule |", "|---|---|---|---|---|"]
     rows += [f"| `{r.name}` | {r.stage} | {'yes' if r.label_noise else ''} | {r.description} | {r.rule} |"
              for r in REASONS]

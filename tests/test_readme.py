@@ -1,5 +1,6 @@
 """The README's demo block runs: each command of the block marked `<!-- tested: demo-out/run -->`,
-against a copy of a scored run laid out as the demo leaves it."""
+against a copy of a scored run laid out as the demo leaves it; every `curate sql` / `audit` line of
+the README and of the reference pages in docs/ runs; the reasons table is the registry's."""
 
 import re
 import shlex
@@ -10,7 +11,14 @@ from click.testing import CliRunner
 
 from curate.cli import main
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+def manual() -> str:
+    """The README and every reference page."""
+    return "\n".join(p.read_text() for p in [README, *DOCS])
 
 
 def demo_block() -> list[str]:
@@ -40,7 +48,7 @@ def test_every_sql_and_audit_example_in_the_readme_runs(scored_run, tmp_path):
     run = tmp_path / "ms1m"
     shutil.copytree(scored_run, run)
     (tmp_path / "checks.sql").write_text("SELECT count(*) AS n FROM images; SELECT count(*) AS kept FROM curated WHERE keep;")
-    lines = [ln.split("  #")[0].strip() for ln in README.read_text().splitlines()
+    lines = [ln.split("  #")[0].strip() for ln in manual().splitlines()
              if re.match(r"\.venv/bin/curate (sql|audit) ", ln)]
     assert len(lines) >= 8
     for line in lines:
@@ -55,5 +63,15 @@ def test_every_sql_and_audit_example_in_the_readme_runs(scored_run, tmp_path):
 def test_the_readme_reasons_table_is_the_registry():
     from curate import reasons
 
-    m = re.search(r"<!-- reasons: generated from curate/reasons.py -->\n(.*?)\n<!-- /reasons -->", README.read_text(), re.S)
-    assert m and m.group(1) == reasons.markdown(), "README reasons table: paste `python -m curate.reasons`"
+    m = re.search(r"<!-- reasons: generated from curate/reasons.py -->\n(.*?)\n<!-- /reasons -->", manual(), re.S)
+    assert m and m.group(1) == reasons.markdown(), "docs/scoring.md reasons table: paste `python -m curate.reasons`"
+
+
+def test_the_readme_links_every_reference_page_and_every_link_resolves():
+    text = README.read_text()
+    for page in DOCS:
+        assert f"](docs/{page.name})" in text, page.name
+    for page in [README, *DOCS]:
+        for target in re.findall(r"\]\(([^)#]+)\)", page.read_text()):
+            if not target.startswith("http"):
+                assert (page.parent / target).exists(), f"{page.name}: {target}"
