@@ -87,3 +87,9 @@ def test_calibrate_writes_a_match_model_on_real_faces(tmp_path):
     assert m["signals"] and set(m["signals"]) <= set(quality.FEATURES)
     assert 0 <= m["unidentifiable_below"] <= 100 and m["why"]
     assert cal["quality"]["face_found"]  # every degradation was tried
+    # the recognizer's own card, as this process holds it, is untouched: later runs still get it
+    from curate.config import RunConfig
+    from curate.pipeline import load_models
+
+    held = load_models(RunConfig()).recognizer.card["calibrations"]["yunet"]
+    assert held["reference"]["set"] != cal["reference"]["set"] and held["reference"]["identities"] > 100

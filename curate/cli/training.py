@@ -3,6 +3,7 @@ calibrated and measured."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -113,7 +114,10 @@ def calibrate(recognizer, detector, reference, card_out, duplicates, degraded, s
                           "identities; a calibration needs at least 20 faces of 3 identities")
     cal = calibrate_reference(ref, seed)
     cal["reference"]["set"] = os.path.abspath(reference)
-    card = read_card(card_out) if os.path.exists(card_out) else {k: v for k, v in rec.card.items() if not k.startswith("_")}
+    # a deep copy: the recognizer's card is the registry's cached one, which other runs in this
+    # process read (a shallow copy shared its calibrations, so this reference became theirs)
+    card = read_card(card_out) if os.path.exists(card_out) else \
+        copy.deepcopy({k: v for k, v in rec.card.items() if not k.startswith("_")})
     card.setdefault("name", rec.id.split("@")[0])
     card.setdefault("task", "recognition")
     if getattr(rec, "sha256", None) and not card.get("sha256"):
