@@ -50,6 +50,16 @@ def safe_name(label: str) -> str:
     return s[:120]
 
 
+def _curated(out: str, scores: str | None) -> tuple[str, list[str]]:
+    """(digest, curated shard files) of the scoring ``scores`` (default: the current one)."""
+    store = ShardStore.of(out)
+    digest = store.resolve_scoring(scores)
+    files = store.view_files(digest).get("curated") if digest else None
+    if not files:
+        raise InputError(f"{out}: not scored yet (run `curate score {out}`)")
+    return digest, files
+
+
 def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores: str | None = None,
           exclude: list[str] | None = None, shuffle: int | None = None, exclude_images: list[str] | None = None):
     """(count, identities, batch reader) of the kept rows in identity order (``shuffle``: in the
@@ -57,11 +67,7 @@ def _rows(out: str, min_quality: float | None, batch_rows: int, tmp: str, scores
     under ``tmp``). ``scores``: a scoring digest (default: the current one)."""
     import duckdb
 
-    store = ShardStore.of(out)
-    digest = store.resolve_scoring(scores)
-    files = store.view_files(digest).get("curated") if digest else None
-    if not files:
-        raise InputError(f"{out}: not scored yet (run `curate score {out}`)")
+    digest, files = _curated(out, scores)
     con = duckdb.connect(":memory:")
     con.execute(f"SET temp_directory = '{tmp.replace(chr(39), chr(39) * 2)}'")
     con.execute("SET preserve_insertion_order = false")
@@ -117,35 +123,15 @@ def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shar
         os.makedirs(os.path.join(tmp, ".spill"))
     except OSError as exc:
         raise OutputError(f"cannot create {tmp}: {exc.strerror}") from exc
-    if fmt == "fiftyone":
-        return _fiftyone(out, dest, tmp, scores)
-    try:
-        n, ids, reader, con = _rows(out, min_quality, batch_rows, os.path.join(tmp, ".spill"), scores, exclude,
-                                    shuffle, exclude_images)
-        folders = _folders(ids)
-        ids = sorted(ids, key=lambda name: folders[name])  # ImageFolder's class order
-        label_of = {name: i for i, name in enumerate(ids)}
-        writer = {"rec": _Rec, "webdataset": _WebDataset, "folders": _Folders, "hf": _HF}[fmt](tmp, n, len(ids), shard_size,
-                                                                                            folders)
-        manifest = {k: [] for k in ("key", "image_id", "identity", "label", "quality", "file")}
-        key = 0
-        for batch in reader:
-            for identity, image_id, crop, quality in zip(*(batch.column(i).to_pylist() for i in range(4))):
-                key += 1
-                file = writer.add(key, label_of[identity], identity, image_id, crop, quality)
-                for k, v in zip(manifest, (key, image_id, identity, label_of[identity], quality, file)):
-                    manifest[k].append(v)
-        writer.close()
-        con.close()
-        shutil.rmtree(os.path.join(tmp, ".spill"), ignore_errors=True)
-        with open(os.path.join(tmp, "labels.tsv"), "w", encoding="utf-8") as f:
-            f.write("label\tfolder\tidentity\n")
-            for name in ids:
-                f.write(f"{label_of[name]}\t{folders[name]}\t{json.dumps(name, ensure_ascii=False)}\n")
-        pq.write_table(pa.table(manifest, schema=pa.schema([("key", pa.int64()), ("image_id", pa.string()),
-                                                           ("identity", pa.string()), ("label", pa.int32()),
-                                                           ("quality", pa.float32()), ("file", pa.string())])),
-                       os.path.join(tmp, "manifest.parquet"))
+    try:  # built under tmp, renamed into place: DEST is complete or absent
+        if fmt == "fiftyone":
+            from curate.io import fo_export
+
+            shutil.rmtree(os.path.join(tmp, ".spill"))
+            r = {"images": fo_export.write(ShardStore.of(out), _curated(out, scores)[1], tmp), "identities": None}
+        else:
+            r = _training_set(out, tmp, fmt, min_quality, shard_size, batch_rows, scores, exclude, shuffle,
+                              exclude_images)
         if os.path.isdir(dest):
             os.rmdir(dest)  # empty, checked above
         os.replace(tmp, dest)
@@ -155,30 +141,39 @@ def export(out: str, dest: str, fmt: str, min_quality: float | None = None, shar
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"dest": dest, "format": fmt, "images": n, "identities": len(ids)}
+    return {"dest": dest, "format": fmt, **r}
 
 
-def _fiftyone(out: str, dest: str, tmp: str, scores: str | None) -> dict:
-    from curate.io import fo_export
-
-    store = ShardStore.of(out)
-    digest = store.resolve_scoring(scores)
-    files = store.view_files(digest).get("curated") if digest else None
-    try:
-        if not files:
-            raise InputError(f"{out}: not scored yet (run `curate score {out}`)")
-        shutil.rmtree(os.path.join(tmp, ".spill"))
-        n = fo_export.write(store, files, tmp)
-        if os.path.isdir(dest):
-            os.rmdir(dest)  # empty, checked above
-        os.replace(tmp, dest)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"export to {dest} failed: {exc}") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return {"dest": dest, "format": "fiftyone", "images": n, "identities": None}
+def _training_set(out: str, tmp: str, fmt: str, min_quality, shard_size: int, batch_rows: int, scores, exclude,
+                  shuffle, exclude_images) -> dict:
+    """The kept crops written under ``tmp`` in ``fmt``, with labels.tsv and manifest.parquet."""
+    n, ids, reader, con = _rows(out, min_quality, batch_rows, os.path.join(tmp, ".spill"), scores, exclude,
+                                shuffle, exclude_images)
+    folders = _folders(ids)
+    ids = sorted(ids, key=lambda name: folders[name])  # ImageFolder's class order
+    label_of = {name: i for i, name in enumerate(ids)}
+    writer = {"rec": _Rec, "webdataset": _WebDataset, "folders": _Folders, "hf": _HF}[fmt](tmp, n, len(ids), shard_size,
+                                                                                        folders)
+    manifest = {k: [] for k in ("key", "image_id", "identity", "label", "quality", "file")}
+    key = 0
+    for batch in reader:
+        for identity, image_id, crop, quality in zip(*(batch.column(i).to_pylist() for i in range(4))):
+            key += 1
+            file = writer.add(key, label_of[identity], identity, image_id, crop, quality)
+            for k, v in zip(manifest, (key, image_id, identity, label_of[identity], quality, file)):
+                manifest[k].append(v)
+    writer.close()
+    con.close()
+    shutil.rmtree(os.path.join(tmp, ".spill"), ignore_errors=True)
+    with open(os.path.join(tmp, "labels.tsv"), "w", encoding="utf-8") as f:
+        f.write("label\tfolder\tidentity\n")
+        for name in ids:
+            f.write(f"{label_of[name]}\t{folders[name]}\t{json.dumps(name, ensure_ascii=False)}\n")
+    pq.write_table(pa.table(manifest, schema=pa.schema([("key", pa.int64()), ("image_id", pa.string()),
+                                                       ("identity", pa.string()), ("label", pa.int32()),
+                                                       ("quality", pa.float32()), ("file", pa.string())])),
+                   os.path.join(tmp, "manifest.parquet"))
+    return {"images": n, "identities": len(ids)}
 
 
 def _folders(ids: list[str]) -> dict[str, str]:
