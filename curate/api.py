@@ -79,7 +79,7 @@ def norms_of(x) -> np.ndarray | None:
                            (np.asarray(x[a : a + CHUNK], np.float32) for a in range(0, len(x), CHUNK))])
 
 
-def _calibration(card, reference, norms_of, detector: str | None = None) -> tuple[dict | None, list[str]]:
+def _calibration(card, reference, detector: str | None = None) -> tuple[dict | None, list[str]]:
     from curate.stats import calibrate
     from models.cards import pick_calibration, read_card
 
@@ -170,7 +170,7 @@ def score_embeddings(embeddings, labels, *, image_ids=None, norms=None, signals=
     raw = np.asarray(norms, np.float32) if norms is not None else norms_of(emb)
     if raw is not None and len(raw) != n:
         raise InputError(f"norms: {len(raw)} values for {n} embeddings")
-    cal, cal_warnings = _calibration(card, reference, norms_of, detector)
+    cal, cal_warnings = _calibration(card, reference, detector)
     extra = check_signals(signals, n)
     with tempfile.TemporaryDirectory(prefix="facecurate-embeddings-") as d:
         files = []

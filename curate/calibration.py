@@ -172,14 +172,11 @@ def match_model(cal: dict, emb: np.ndarray, w: np.ndarray, codes: np.ndarray, ba
 
 
 def _signals(t: pa.Table) -> dict[str, np.ndarray]:
-    """The quality signals of spine rows (curate.quality.FEATURES), pose from the five landmarks."""
-    from curate.stages.score import pose
+    """The quality signals of spine rows (curate.quality.FEATURES), as scoring reads them."""
+    from curate.curation import pose_of, signals_of
 
-    lm = pc.fill_null(t["landmarks"], pa.scalar([0.0] * 10, t["landmarks"].type)).combine_chunks()
-    yaw, pitch, _ = pose(lm.flatten().to_numpy(zero_copy_only=False).reshape(-1, 10))
-    out = {"norm": t["feat_norm"], "det_score": t["det_score"], "sharpness": t["sharpness"], "brightness": t["brightness"],
-           "contrast": t["contrast"], "face_size": t["face_size"]}
-    return {**{k: np.asarray(v.to_numpy(zero_copy_only=False), np.float64) for k, v in out.items()}, "yaw": yaw, "pitch": pitch}
+    yaw, pitch, _ = pose_of(t)
+    return {**signals_of(t), "yaw": yaw, "pitch": pitch}
 
 
 def quality_check(ref: Reference, cal: dict, seed: int = 0) -> dict:

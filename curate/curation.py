@@ -69,6 +69,17 @@ def signals_of(c: pa.Table) -> dict[str, np.ndarray]:
                for k in ("sharpness", "det_score", "brightness", "contrast", "face_size")}}
 
 
+def pose_of(c: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(yaw, pitch, roll) degrees from the rows' five landmarks; NaN where a row has none
+    (embeddings from elsewhere)."""
+    lm = pc.fill_null(c["landmarks"], pa.scalar([0.0] * 10, c["landmarks"].type)).combine_chunks()
+    yaw, pitch, roll = score.pose(lm.flatten().to_numpy(zero_copy_only=False).reshape(-1, 10))
+    no_lm = np.asarray(pc.is_null(c["landmarks"]).to_numpy(zero_copy_only=False), bool)
+    for v in (yaw, pitch, roll):
+        v[no_lm] = np.nan
+    return yaw, pitch, roll
+
+
 def unidentifiable_below(cfg: ScoreConfig, cal: dict | None) -> float | None:
     """The quality under which a face that does not match its identity is unidentifiable: the
     user's, else the card's match model's; None (no such rule) for a model without one, whose
@@ -144,11 +155,7 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
             signals["learned"], ref = with_quality_model(cfg.quality_model, emb * norms[:, None], ref)
         used = list(ref.get("quality", {}).get("signals", ["norm"]))
         pct = signal_percentiles({k: signals[k] for k in ("norm", "sharpness", "det_score")}, ref)
-        lm = pc.fill_null(c["landmarks"], pa.scalar([0.0] * 10, c["landmarks"].type)).combine_chunks()
-        yaw, pitch, roll = score.pose(lm.flatten().to_numpy(zero_copy_only=False).reshape(-1, 10))
-        no_lm = np.asarray(pc.is_null(c["landmarks"]).to_numpy(zero_copy_only=False), bool)
-        for v in (yaw, pitch, roll):  # no landmarks (embeddings from elsewhere): no pose
-            v[no_lm] = np.nan
+        yaw, pitch, roll = pose_of(c)
         signals.update(yaw=yaw, pitch=pitch)
         # own similarity without the face itself (as the angle), to the full template if it is alone
         own = np.where(np.isfinite(sc.angle), np.cos(np.radians(sc.angle)), score.rowdot(emb, sc.centers, codes))
