@@ -72,12 +72,8 @@ def signals_of(c: pa.Table) -> dict[str, np.ndarray]:
 def pose_of(c: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(yaw, pitch, roll) degrees from the rows' five landmarks; NaN where a row has none
     (embeddings from elsewhere)."""
-    lm = pc.fill_null(c["landmarks"], pa.scalar([0.0] * 10, c["landmarks"].type)).combine_chunks()
-    yaw, pitch, roll = score.pose(lm.flatten().to_numpy(zero_copy_only=False).reshape(-1, 10))
-    no_lm = np.asarray(pc.is_null(c["landmarks"]).to_numpy(zero_copy_only=False), bool)
-    for v in (yaw, pitch, roll):
-        v[no_lm] = np.nan
-    return yaw, pitch, roll
+    lm = pc.fill_null(c["landmarks"], pa.scalar([np.nan] * 10, c["landmarks"].type)).combine_chunks()
+    return score.pose(lm.flatten().to_numpy(zero_copy_only=False).reshape(-1, 10))  # NaN in, NaN out
 
 
 def unidentifiable_below(cfg: ScoreConfig, cal: dict | None) -> float | None:
