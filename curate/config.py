@@ -149,12 +149,16 @@ class Resources:
     threads_per_worker: int = option(1, "CPUs (and onnxruntime threads) per Ray worker.", flag="--threads")
     gpus_per_worker: float = option(0.0, "GPUs per worker (used only where Ray sees GPUs).", flag="--gpus")
     batch_size: int = option(64, "Images processed together inside a shard.")
+    engine: str = option("auto", "local: every step in this process (no Ray, no Prefect); flow: the Prefect flow, "
+                         "shards on Ray; auto: local for a crawl of up to 1,000 images unless RAY_ADDRESS, "
+                         "PREFECT_API_URL or --gpus asks for the flow.", choices=("auto", "local", "flow"))
 
     def __post_init__(self):
         _check(self.workers >= 0, "workers must be >= 0")
         _check(self.threads_per_worker >= 1, "threads_per_worker must be >= 1")
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(self.gpus_per_worker >= 0, "gpus_per_worker must be >= 0")
+        _check(self.engine in ("auto", "local", "flow"), "engine must be auto, local or flow")
 
 
 @dataclass(frozen=True)

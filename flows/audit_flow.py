@@ -8,50 +8,18 @@ attributes yet) are listed with the reason, not failed.
 
 from __future__ import annotations
 
-import os
-
 from prefect import flow, task
 
-from curate import audit as A
-from curate.errors import InputError
-from curate.io.shards import ShardStore
+from curate import steps
 
-
-@task
-def run_audits(store: ShardStore, fmt: str, sql_dir: str | None, scores: str | None = None) -> dict:
-    digest = store.resolve_scoring(scores)
-    if not digest:
-        raise InputError(f"{store.out}: not scored yet (run `curate score {store.out}`)")
-    dest = store.audit_dir(digest)
-    os.makedirs(dest, exist_ok=True)
-    con = A.connect(store, score_digest=digest)
-    try:
-        have = A.views(con)
-        written, skipped = {}, {}
-        for name, q in A.queries(sql_dir).items():
-            msg = A.missing_message(q, have)
-            if msg:
-                skipped[name] = msg
-                continue
-            t = A.run_query(con, q)
-            written[name] = {"rows": t.num_rows, "path": A.write_result(t, fmt, os.path.join(dest, name))}
-    finally:
-        con.close()
-    return {"dir": dest, "digest": digest, "written": written, "skipped": skipped}
-
-
-@task
-def write_report(store: ShardStore, scores: str | None = None) -> str:
-    from curate.report import build_report
-
-    return build_report(store, scores=scores)
+run_audits = task(steps.audit)
+write_report = task(steps.report)
 
 
 @flow(name="audit")
 def audit_flow(out: str, fmt: str = "parquet", sql_dir: str | None = None, report: bool = True,
                scores: str | None = None) -> dict:
-    store = ShardStore.of(out)  # the run's one handle, for every task
-    result = run_audits(store, fmt, sql_dir, scores)
+    result = run_audits(out, fmt, sql_dir, scores)
     if report:
-        result["report"] = write_report(store, result["digest"])
+        result["report"] = write_report(out, result["digest"])
     return result

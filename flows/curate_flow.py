@@ -3,21 +3,20 @@ audits and report (the ``audit`` flow, as a subflow).
 
 Runs on Prefect's local ephemeral API by default (nothing to start) and unchanged against a
 Prefect server (PREFECT_API_URL). Tasks retry; shards are idempotent, so a retry redoes only the
-shards without a completion marker.
+shards without a completion marker. Each task is a step of ``curate.steps``, which also runs them
+in process for a small crawl (``--engine``).
 """
 
 from __future__ import annotations
 
-import os
 import time
 
 from prefect import flow, task
 
-from curate.config import Resources, RunConfig, ScoreConfig
+from curate import steps
+from curate.config import Resources, ScoreConfig
 from curate.errors import CurateError
 from curate.io.shards import ShardStore
-from curate.io.sources import open_source
-from curate.pipeline import load_models
 from curate.scoring import score_run
 from flows.audit_flow import audit_flow
 from flows.ray_exec import ray_map, run_shards
@@ -31,38 +30,20 @@ def _transient(task, task_run, state) -> bool:
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
 def plan(store: ShardStore, input_path: str, config: dict, input_format: str | None, input_options: dict,
          allow_download: bool, resources: dict) -> dict:
-    cfg = RunConfig.from_dict(config)
-    models = load_models(cfg, allow_download=allow_download)  # a bad model fails here, not in every worker
-    source = open_source(input_path, input_format, **input_options)
-    res = Resources(**resources)
-    workers = res.workers or max(1, (os.cpu_count() or 1) // res.threads_per_worker)
-    manifest = store.open_run(source, cfg, workers)
-    store.record_recognizer(models.recognizer, models.detector)  # its card and calibration, for scoring
-    return manifest
+    return steps.plan(store, input_path, config, input_format, input_options, allow_download, resources)[0]
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
 def curate_shards(store: ShardStore, resources: dict, allow_download: bool, progress: bool) -> list[dict]:
-    res = Resources(**resources)
-    total = store.manifest["items"]
-    done = sum(m["images"] for m in store.markers())
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=done, unit="img", desc="curate", smoothing=0.1)
+    bar = steps.progress_bar(store, progress)
     try:
-        return list(run_shards(store, res, allow_download, on_images=bar.update if bar else None))
+        return list(run_shards(store, Resources(**resources), allow_download, on_images=bar.update if bar else None))
     finally:
         if bar:
             bar.close()
 
 
-@task
-def finalize(store: ShardStore) -> dict:
-    store.remove_stale_temp_files()  # every shard landed: temp files left by a killed run are garbage
-    store.write_views()
-    return store.summary()
+finalize = task(steps.finalize)
 
 
 @task(retry_condition_fn=_transient)
@@ -85,8 +66,4 @@ def curate_flow(input_path: str, out: str, config: dict, resources: dict, input_
         summary["curation"] = score(store, score_config, calibration)
         if audit:
             summary["audit"] = audit_flow(out)
-    wall = time.perf_counter() - t0
-    n_new = sum(m["images"] for m in landed)
-    summary["this_run"] = {"shards": len(landed), "images": n_new, "seconds": round(wall, 2),
-                           "images_per_s": round(n_new / wall, 2) if wall > 0 else None}
-    return summary
+    return steps.this_run(summary, landed, t0, "flow")

@@ -4,6 +4,7 @@ import json
 import os
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -71,32 +72,42 @@ def test_rerun_resumes_without_redoing_shards(flow_run):
     assert {k: again[k] for k in ("images", "kept", "reasons")} == {k: first[k] for k in ("images", "kept", "reasons")}
 
 
-def test_cli_run_and_status(tmp_path, sample_crawl, flow_run):
+def _scores(out: str):
+    from curate.io.shards import ShardStore
+
+    s = ShardStore.of(out)
+    return pq.read_table(s.scores_file(s.current_scoring())).sort_by("image_id")
+
+
+def test_cli_run_in_process_equals_the_flow_and_status(tmp_path, sample_crawl, flow_run):
+    """A small crawl runs in this process (no Ray, no Prefect), with the flow's results to the bit
+    (the same shards and batches: onnxruntime's results move in the 6th digit with the batch)."""
     runner = CliRunner()
     out = str(tmp_path / "cli-out")
-    r = runner.invoke(main, ["run", str(sample_crawl), "--out", out, "--shard-size", "25", "--no-progress", "--json"])
+    r = runner.invoke(main, ["run", str(sample_crawl), "--out", out, "--shard-size", "10", "--batch-size", "8", "--no-progress", "--json"])
     assert r.exit_code == 0, r.output
     s = json.loads(r.output[r.output.index("{"):])
+    assert s["this_run"]["engine"] == "local" and flow_run[1]["this_run"]["engine"] == "flow"
     assert s["images"] == flow_run[1]["images"] and s["reasons"] == flow_run[1]["reasons"]
+    assert _scores(out).equals(_scores(flow_run[0]))
+    assert os.path.exists(s["audit"]["report"])
     r = runner.invoke(main, ["status", out])
-    assert r.exit_code == 0 and "shards       3/3 done" in r.output
+    assert r.exit_code == 0 and "shards       6/6 done" in r.output
     r = runner.invoke(main, ["score", out, "--far-angle", "10", "--json"])  # re-tune without models
     assert r.exit_code == 0, r.output
     tuned = json.loads(r.output)
     assert tuned["far_angle"] == 10.0 and tuned["threshold_source"]["far_angle"] == "config"
     # the same `run` again keeps that newer scoring: nothing silently reverts to the defaults
-    r = runner.invoke(main, ["run", str(sample_crawl), "--out", out, "--shard-size", "25", "--no-progress", "--json"])
+    r = runner.invoke(main, ["run", str(sample_crawl), "--out", out, "--shard-size", "10", "--batch-size", "8", "--no-progress", "--json"])
     assert r.exit_code == 0, r.output
     again = json.loads(r.output[r.output.index("{"):])
     assert again["curation"]["score_digest"] == tuned["score_digest"] and again["curation"]["far_angle"] == 10.0
     # a different config into the same directory: one clean line naming the setting, exit code of OutputError
     r = runner.invoke(main, ["run", str(sample_crawl), "--out", out, "--shard-size", "30", "--no-progress"])
-    assert r.exit_code == 9 and "shard_size: 30 here, 25 in the run" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 9 and "shard_size: 30 here, 10 in the run" in r.output and "Traceback" not in r.output
 
 
 def test_flow_ends_with_audits_and_report(flow_run):
-    import pyarrow.parquet as pq
-
     out, s, again = flow_run
     a = s["audit"]
     digest = s["curation"]["score_digest"]

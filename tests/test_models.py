@@ -130,3 +130,20 @@ def test_every_recognizer_satisfies_the_protocol(tiny_onnx):
         assert isinstance(rec.template, str) and isinstance(rec.size, int) and isinstance(rec.dim, int), spec
         out = rec.embed(np.zeros((2, rec.size, rec.size, 3), np.uint8) + 128)
         assert out.shape == (2, rec.dim) and out.dtype == np.float32, spec
+
+
+def test_the_batchable_graph_is_cached_by_the_models_digest(tmp_path, monkeypatch, tiny_onnx):
+    """The rewrite (and onnx's import) happens once per model; the cached graph is the same bytes,
+    and a file without external data is answered without onnx."""
+    import os
+
+    from models import runtime
+
+    monkeypatch.setenv("FACECURATE_CACHE", str(tmp_path / "cache"))
+    path = tiny_onnx["rec"]
+    assert runtime.model_files(path) == [path]
+    first = runtime.batchable_cached(path)
+    cached = os.listdir(tmp_path / "cache" / "onnx")
+    assert first == runtime.batchable(path) and len(cached) == 1 and cached[0].endswith(f"-0-v{runtime.REWRITE}.onnx")
+    monkeypatch.setattr(runtime, "batchable", lambda *a, **k: pytest.fail("rewritten again"))
+    assert runtime.batchable_cached(path) == first

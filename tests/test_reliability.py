@@ -245,11 +245,11 @@ def test_a_crawl_with_no_face_runs_to_the_end(tmp_path):
 @pytest.mark.slow
 def test_a_second_run_is_refused_ctrl_c_exits_at_once_and_the_rerun_resumes(tmp_path, sample_crawl):
     out = tmp_path / "out"
-    p = _curate("run", sample_crawl, "--out", out, "--shard-size", "8", "--workers", "1", "--no-audit")
+    p = _curate("run", sample_crawl, "--out", out, "--shard-size", "8", "--workers", "1", "--no-audit", "--engine", "flow")
     deadline = time.time() + 120
     while time.time() < deadline and not os.path.exists(ShardStore(str(out)).lock_file()):
         time.sleep(0.05)
-    r = cli("run", sample_crawl, "--out", out, "--shard-size", "8", "--workers", "1", "--no-audit")
+    r = cli("run", sample_crawl, "--out", out, "--shard-size", "8", "--workers", "1", "--no-audit", "--engine", "flow")
     assert r.exit_code == 8 and "another curate" in r.output, r.output  # two runs into one OUT: the second waits for none
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "_completions").glob("*.json")) if (out / "_completions").exists() \
@@ -267,7 +267,8 @@ def test_a_second_run_is_refused_ctrl_c_exits_at_once_and_the_rerun_resumes(tmp_
     time.sleep(1)
     assert not [x for x in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
                 if str(out) in x]  # nothing of it left running
-    r = _curate("run", sample_crawl, "--out", out, "--shard-size", "8", "--workers", "1", "--no-audit", "--json")
+    r = _curate("run", sample_crawl, "--out", out, "--shard-size", "8", "--workers", "1", "--no-audit", "--engine", "flow",
+                "--json")
     text, _ = r.communicate(timeout=300)
     assert r.returncode == 0, text
     summary = json.loads(text[text.index("{"):])

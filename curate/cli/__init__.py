@@ -4,7 +4,9 @@ report, export; annotate: attributes, leakage, review), the options built from t
 dataclasses (options.py), printing apart (printing.py).
 
 Orchestrated commands import ``flows`` (Ray, Prefect) only when they run, so the library and
-``--help`` never load them. Library errors map to exit codes (see curate.errors).
+``--help`` never load them. The commands load on first use of ``main``: the supervising parent
+of ``curate run`` never imports them (half a second). Library errors map to exit codes (see
+curate.errors).
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ from __future__ import annotations
 import os
 import sys
 
-from curate.cli import annotate, crawl, inspect, training  # noqa: F401  (the commands register on main)
-from curate.cli.base import main  # noqa: F401
+
+def __getattr__(name: str):
+    if name == "main":
+        from curate.cli import annotate, crawl, inspect, training  # noqa: F401  (the commands register on main)
+        from curate.cli.base import main
+
+        return main
+    raise AttributeError(name)
 
 SUPERVISED = {"run", "demo", "bench", "loop", "score", "retrain"}  # commands that start Ray or Prefect
 
@@ -27,4 +35,4 @@ def entry() -> None:
     command = next((a for a in args if not a.startswith("-")), None)
     if command in SUPERVISED and not os.environ.get(CHILD) and "--help" not in args and "-h" not in args:
         sys.exit(supervised(args))
-    main()
+    __getattr__("main")()

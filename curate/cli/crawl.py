@@ -50,7 +50,8 @@ def preflight(input_path, input_format, input_options, out, cfg):
 
 
 def curate(input_path, input_format, input_options, kw: dict) -> dict:
-    """Plan (here), then the curate flow: spine on Ray, scoring, audits; prints the summary."""
+    """Plan (here), then the steps: in this process for a small crawl, else the curate flow (spine on
+    Ray, scoring, audits); prints the summary."""
     from curate.io.lock import run_lock
     from curate.io.shards import ShardStore
     from curate.survey import index_summary, summary_lines
@@ -62,21 +63,29 @@ def curate(input_path, input_format, input_options, kw: dict) -> dict:
     with run_lock(out):
         store = ShardStore(out)  # planned here, before Ray and Prefect start: a bad crawl fails at once
         store.open_run(source, cfg, res.workers or max(1, (os.cpu_count() or 1) // res.threads_per_worker))
+        from curate.steps import engine_for
+
+        engine, why = engine_for(res.engine, store.manifest["items"], res)
         if not as_json:
             plan = index_summary(store.index_file())
             plan["empty_identities"] = store.manifest.get("empty_identities", 0)
             for line in summary_lines(plan):
                 click.echo(line)
-        from flows import quiet_prefect_errors
-        from flows.curate_flow import curate_flow  # noqa: I001  (Ray and Prefect load here, not at import)
+            click.echo(f"engine       {engine} ({why})")
+        args = dict(input_path=input_path, out=out, config=cfg.to_dict(), resources=res.__dict__,
+                    input_format=input_format, input_options=input_options, allow_download=kw["allow_download"],
+                    progress=not kw["no_progress"], score_config=None if score_cfg is None else score_cfg.__dict__,
+                    calibration=calibration)
+        if engine == "local":
+            from curate.steps import run_in_process
 
-        quiet_prefect_errors()
-        summary = curate_flow(
-            input_path=input_path, out=out, config=cfg.to_dict(), resources=res.__dict__, input_format=input_format,
-            input_options=input_options, allow_download=kw["allow_download"], progress=not kw["no_progress"],
-            score_config=None if score_cfg is None else score_cfg.__dict__, audit=not kw["no_audit"],
-            calibration=calibration,
-        )
+            summary = run_in_process(**args, audit_after=not kw["no_audit"])
+        else:
+            from flows import quiet_prefect_errors
+            from flows.curate_flow import curate_flow  # noqa: I001  (Ray and Prefect load here, not at import)
+
+            quiet_prefect_errors()
+            summary = curate_flow(**args, audit=not kw["no_audit"])
     if note and not as_json:
         click.echo(note)
     print_summary(summary, as_json)
