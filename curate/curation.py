@@ -33,10 +33,8 @@ READ = ["image_id", "identity", "sha1", "embedding", "feat_norm", "model_id", "l
         "sharpness", "brightness", "contrast", "keep", "reason", "n_faces", "face_idx", "image_hash", "n_bytes", "width", "height", "source"]
 # READ columns that a run made before them, or rows from elsewhere (score_table), may lack: null
 LATER = {"image_hash": pa.binary(80), "n_bytes": pa.int64(), "width": pa.int32(), "height": pa.int32(),
-         "brightness": pa.float32(), "contrast": pa.float32(),
-         "source": pa.string()}
+         "brightness": pa.float32(), "contrast": pa.float32(), "source": pa.string()}
 COPY_COS = 0.7  # a copy of a photo is the same face: its hashes are looked at from this cosine on
-
 
 EMPTY_DUPS = dedup.dup_table(*(np.zeros(0),) * 3, *(np.zeros(0, np.int64),) * 2, np.zeros(0, np.float32))
 SCORED = ("angle_to_dominant", "quality", "own_sim", "dominant_share", "yaw", "pitch", "roll", "sharpness_pct",
@@ -237,6 +235,7 @@ class Globals:
     into: dict  # identity -> the identity it merges into
     merge_sim: dict  # identity -> its best merge cosine
     index: object = None  # dedup.center_index(centers): built once, searched by every partition
+    neighbours: np.ndarray | None = None  # (I, K) each identity's nearest other identities (dedup.center_neighbours)
 
     def codes(self, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return codes_in(self.names, identity)
@@ -260,12 +259,13 @@ def global_scoring(names: list, sizes: np.ndarray, centers: np.ndarray, emb: np.
     identities at all: the configured or card thresholds, no index, no merges."""
     th = score.thresholds(emb, codes, centers, cfg, cal)
     index = dedup.center_index(centers)
-    merges = dedup.merge_candidates(centers, th.merge_cos, index)
+    neighbours, sims = dedup.center_neighbours(centers, index)
+    merges = dedup.merge_candidates(neighbours, sims, th.merge_cos)
     best = {}
     for a, b, sim in merges:
         for i in (a, b):
             best[names[i]] = max(best.get(names[i], -1.0), sim)
-    return Globals(names, centers, th, merge_groups(names, sizes, merges), best, index)
+    return Globals(names, centers, th, merge_groups(names, sizes, merges), best, index, neighbours)
 
 
 def merge_groups(names: list, sizes: np.ndarray, merges: list[tuple[int, int, float]]) -> dict:
@@ -299,7 +299,7 @@ def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreCo
         c = t.take(pa.array(idx))
         # a float16 view of the shards: searched (and normalised) chunk by chunk
         other, s = dedup.nearest_other_identity(decode_embeddings(c["embedding"]), g.codes(c["identity"]), g.index,
-                                                g.groups())
+                                                g.groups(), g.neighbours)
         other_name[idx] = np.where(other >= 0, np.array(g.names + [None], dtype=object)[other], None)
         osim[idx] = s
     at = pc.index_in(t["image_id"], value_set=dups["image_id"])

@@ -323,7 +323,8 @@ def decide(w: Work, p: int, cfg: ScoreConfig, unidentifiable: float | None, revi
     part = part.append_column("group_pick", picks["detail"].take(pc.index_in(t["image_id"], value_set=picks["image_id"])))
     g = _read_globals(w)
     if os.path.exists(w.path("centers.faiss")):
-        g.index = __import__("faiss").read_index(w.path("centers.faiss"))
+        g.index = dedup.with_rows(__import__("faiss").read_index(w.path("centers.faiss")))
+        g.neighbours = np.load(w.path("neighbours.npy"))
     dups, near = (pq.read_table(f) if os.path.exists(f) else C.EMPTY_DUPS
                   for f in (w.path("dups", f"p={p:05d}.parquet"), w.path("near", f"p={p:05d}.parquet")))
     scores = C.decide(t, part, g, dups, cfg, unidentifiable, near)
@@ -530,9 +531,8 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
     g = C.global_scoring(names, sizes, centers, sample_emb, C.codes_in(names, sample["identity"]) if len(sample)
                          else np.zeros(0, np.int64), cfg, cal)
     if g.index is not None:
-        faiss = __import__("faiss")
-        cpu = faiss.index_gpu_to_cpu(g.index) if dedup._on_gpu(faiss) else g.index
-        faiss.write_index(cpu, w.path("centers.faiss"))
+        __import__("faiss").write_index(g.index, w.path("centers.faiss"))
+        np.save(w.path("neighbours.npy"), g.neighbours.astype(np.int32))
     _write_globals(w, g)
 
     # duplicates: edges per search group, clusters over the edges' faces

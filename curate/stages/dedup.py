@@ -33,7 +33,8 @@ def _on_gpu(faiss) -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def _index(x: np.ndarray, nprobe: int = 16, fp16: bool = False, nlist: int | None = None, add: bool = True):
+def _index(x: np.ndarray, nprobe: int = 16, fp16: bool = False, nlist: int | None = None, add: bool = True,
+           gpu: bool = True):
     """Inner-product index over the rows of x, normalised (added CHUNK rows at a time): exact up
     to EXACT_LIMIT rows, IVF beyond with ``nlist`` cells (default 4 sqrt(N)), stored as fp16 when
     asked (half the memory of a float32 copy, and exact enough for cosine thresholds)."""
@@ -54,7 +55,7 @@ def _index(x: np.ndarray, nprobe: int = 16, fp16: bool = False, nlist: int | Non
         rng = np.random.default_rng(0)
         index.train(unit_rows(x[rng.choice(n, min(n, 20 * nlist), replace=False)]))
         index.nprobe = nprobe
-    if _on_gpu(faiss):
+    if gpu and _on_gpu(faiss):
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     if add:
         for a in range(0, n, CHUNK):
@@ -64,8 +65,22 @@ def _index(x: np.ndarray, nprobe: int = 16, fp16: bool = False, nlist: int | Non
 
 def center_index(centers: np.ndarray):
     """The index of the identities' dominant centers, built once per scoring: the nearest other
-    identity of every face, and the merge candidates."""
-    return _index(centers, nprobe=8) if len(centers) >= 2 else None
+    identity of every face, and the merge candidates. On the CPU (a file every partition reads),
+    its rows readable (center_rows)."""
+    return with_rows(_index(centers, nprobe=8, gpu=False)) if len(centers) >= 2 else None
+
+
+def with_rows(index):
+    """``index`` able to give back its vectors by id (an IVF keeps a map from id to list, 8 bytes
+    an identity): the centers are not held twice. Call again on an index read from a file."""
+    if index is not None and hasattr(index, "nlist") and hasattr(index, "make_direct_map"):
+        index.make_direct_map()
+    return index
+
+
+def center_rows(index, ids: np.ndarray) -> np.ndarray:
+    """(len(ids), D) float32: the vectors of ``ids`` in ``index`` (with_rows)."""
+    return index.reconstruct_batch(np.ascontiguousarray(ids, np.int64))
 
 
 def search(index, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -246,38 +261,80 @@ def dup_table(image_id: np.ndarray, identity: np.ndarray, quality: np.ndarray, r
                      "dup_identity": pa.array(np.where(is_rep, None, ident[rep_of]).tolist(), pa.string())})
 
 
-def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index,
-                           group: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+NEIGHBOURS = 16  # each identity's nearest other centers: its look-alikes, its faces' likeliest nearest others
+EXACT_NEIGHBOURS = 250_000  # identities up to which they come from an exact search (I^2 D: 290 s at 200K, 2 cores)
+NEIGHBOUR_PROBES = 32  # beyond: probes of the center index (measured recall in bench/center_search.py)
+
+
+def center_neighbours(centers: np.ndarray, index, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """(I, k) each identity's k nearest other centers and their cosines (-1 past the last): the
+    identity's look-alikes, for the merge candidates and every face's nearest other identity
+    (``nearest_other_identity``). Exact (blocked matrix products) up to EXACT_NEIGHBOURS
+    identities: look-alikes sit at cosines (0.3-0.6) where an IVF's cells do not hold them
+    together (32 probes of 1,788 cells found 55% of them at 200K identities); beyond, the center
+    index with NEIGHBOUR_PROBES probes."""
+    n = len(centers)
+    if index is None or n < 2:
+        return np.full((n, k), -1, np.int64), np.full((n, k), -1.0, np.float32)
+    if n <= EXACT_NEIGHBOURS:
+        faiss = require_module("faiss", "default")
+        x = unit_rows(centers)
+        sims, ids = faiss.knn(x, x, min(k + 1, n), metric=faiss.METRIC_INNER_PRODUCT)
+    else:
+        index.nprobe, probes = NEIGHBOUR_PROBES, index.nprobe
+        sims, ids = search(index, centers, min(k + 1, n))
+        index.nprobe = probes
+    self_hit = ids == np.arange(n)[:, None]
+    order = np.argsort(self_hit, axis=1, kind="stable")[:, : min(k, n - 1)]  # itself out, the rest in rank order
+    ids, sims = np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1)
+    pad = k - ids.shape[1]
+    return (np.pad(ids, ((0, 0), (0, pad)), constant_values=-1).astype(np.int64),
+            np.pad(sims, ((0, 0), (0, pad)), constant_values=-1.0).astype(np.float32))
+
+
+def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.ndarray | None = None,
+                           neighbours: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each face: the closest identity center outside its own identity's group, and that
     cosine (``index``: center_index of the centers; None for fewer than two identities; ``group``:
     (I,) group of each identity, e.g. the merge group of one person under several labels, whose
-    labels are never each other's conflict; default: each identity its own)."""
+    labels are never each other's conflict; default: each identity its own).
+
+    Two sources of candidates, the better cosine wins: the index's search (a face filed under the
+    wrong person lies near that person's center, which an IVF finds), and, given ``neighbours``
+    (center_neighbours), the exact cosines to its own identity's look-alikes (a
+    face of the right person is nearest one of them, among candidates too alike for an IVF to
+    rank: at 200K identities in families of look-alikes, 8 probes alone found the true nearest
+    other center for 74% of faces, see bench/center_search.py). A ``codes`` value outside the
+    identities (a face under no known label) uses the search alone."""
     if index is None:
         return np.full(len(emb), -1, np.int64), np.full(len(emb), -1.0, np.float32)
     group = np.arange(index.ntotal) if group is None else np.asarray(group)
+    own = np.where(codes < len(group), group[np.minimum(codes, len(group) - 1)], -1)
     k = min(index.ntotal, 1 + int(np.unique(group, return_counts=True)[1].max()))
     sims, ids = search(index, emb, k)
-    other = (ids >= 0) & (group[np.maximum(ids, 0)] != group[codes][:, None])
-    first = np.where(other.any(1), other.argmax(1), -1)
+    if neighbours is not None:
+        known = codes < len(neighbours)
+        cand = np.where(known[:, None], neighbours[np.minimum(codes, len(neighbours) - 1)], -1)
+        csim = np.full(cand.shape, -1.0, np.float32)
+        for a in range(0, len(emb), CHUNK // 16):  # (rows, K, D) gathered a chunk at a time
+            c = cand[a : a + CHUNK // 16]
+            got = center_rows(index, np.maximum(c, 0).ravel()).reshape(*c.shape, -1)
+            csim[a : a + len(c)] = np.einsum("nd,nkd->nk", unit_rows(emb, a, a + len(c)), got)
+        sims, ids = np.concatenate([sims, np.where(cand >= 0, csim, -2.0)], 1), np.concatenate([ids, cand], 1)
+    other = (ids >= 0) & (group[np.maximum(ids, 0)] != own[:, None])
+    best = np.where(other, sims, -np.inf).argmax(1)
     rows = np.arange(len(emb))
-    out = np.where(first >= 0, ids[rows, np.maximum(first, 0)], -1)
-    sim = np.where(first >= 0, sims[rows, np.maximum(first, 0)], -1.0).astype(np.float32)
+    found = other[rows, best]
+    out = np.where(found, ids[rows, best], -1)
+    sim = np.where(found, sims[rows, best], -1.0).astype(np.float32)
     return out.astype(np.int64), sim
 
 
-def merge_candidates(centers: np.ndarray, threshold: float, index=None) -> list[tuple[int, int, float]]:
+def merge_candidates(neighbours: np.ndarray, sims: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
     """Identity pairs (a < b) whose dominant centers have cosine >= threshold: one person crawled
-    under two labels (``index``: center_index of the centers, searched with 16 probes)."""
-    if len(centers) < 2:
-        return []
-    index = center_index(centers) if index is None else index
-    if hasattr(index, "nprobe"):
-        index.nprobe, probes = 16, index.nprobe
-    sims, ids = search(index, centers, min(8, len(centers)))
-    if hasattr(index, "nprobe"):
-        index.nprobe = probes
-    a = np.repeat(np.arange(len(centers)), ids.shape[1])
-    b, s = ids.ravel(), sims.ravel()
+    under two labels (``neighbours``, ``sims``: center_neighbours)."""
+    a = np.repeat(np.arange(len(neighbours)), neighbours.shape[1])
+    b, s = neighbours.ravel(), sims.ravel()
     hit = (b >= 0) & (b != a) & (s >= threshold)
     out: dict[tuple[int, int], float] = {}
     for x, y, v in zip(np.minimum(a[hit], b[hit]).tolist(), np.maximum(a[hit], b[hit]).tolist(), s[hit].tolist()):

@@ -73,6 +73,43 @@ def pairs(n_ids: int, n_pairs: int, seed: int = 1) -> tuple[list[bytes], np.ndar
     return images, np.asarray(same)
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def family_centers(n: int, dim: int, rng: np.random.Generator, size: tuple[int, int] = (2, 12),
+                   cos: tuple[float, float] = (0.3, 0.6)) -> tuple[np.ndarray, np.ndarray]:
+    """(centers (n, dim) unit float32, family (n,)): identities in families of ``size`` look-alikes
+    whose centers sit at cosine ``cos`` (drawn per family) to each other, and near 0 to the rest:
+    the geometry of a real crawl, where one's nearest other identities are a few similar people."""
+    fam = np.repeat(np.arange(n), rng.integers(size[0], size[1] + 1, n))[:n]
+    c = rng.uniform(*cos, fam.max() + 1)[fam][:, None]
+    dirs = _unit(rng.standard_normal((fam.max() + 1, dim), dtype=np.float32))
+    own = _unit(rng.standard_normal((n, dim), dtype=np.float32))
+    return _unit(np.sqrt(c) * dirs[fam] + np.sqrt(1 - c) * own).astype(np.float32), fam
+
+
+def family_faces(centers: np.ndarray, family: np.ndarray, n: int, rng: np.random.Generator, noise: float = 0.1,
+                 angle: tuple[float, float] = (45.0, 7.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(faces (n, dim) unit float32, label, true identity): faces at ``angle`` (mean, sd, degrees)
+    from their true center, as a recognizer's faces lie from their identity's template; ``noise``
+    of them labelled as another identity, half a look-alike of their family, half anyone."""
+    ids = len(centers)
+    true = rng.integers(0, ids, n)
+    theta = np.radians(np.clip(rng.normal(*angle, n), 5, 85)).astype(np.float32)[:, None]
+    g = rng.standard_normal((n, centers.shape[1]), dtype=np.float32)
+    g -= np.einsum("nd,nd->n", g, centers[true])[:, None] * centers[true]
+    faces = _unit(np.cos(theta) * centers[true] + np.sin(theta) * _unit(g))
+    label = true.copy()
+    wrong = np.flatnonzero(rng.random(n) < noise)
+    start = np.searchsorted(family, family[true[wrong]])  # families are runs of consecutive identities
+    size = np.searchsorted(family, family[true[wrong]], side="right") - start
+    look_alike = start + (true[wrong] - start + rng.integers(1, np.maximum(size, 2))) % np.maximum(size, 1)
+    anyone = (true[wrong] + rng.integers(1, ids, len(wrong))) % ids
+    label[wrong] = np.where((rng.random(len(wrong)) < 0.5) & (size > 1), look_alike, anyone)
+    return faces.astype(np.float32), label, true
+
+
 class EmbeddingCrawl:
     """A crawl already embedded: the images rows scoring reads (curate.curation.READ, plus keep
     and reason), written shard by shard so a 10M-face crawl never sits in memory. Identities are
