@@ -38,7 +38,13 @@ def timed(path: str, x: np.ndarray, repeat: int = 3) -> float:
 
 
 def main():
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     from models import runtime
     from models.cards import builtin, packaged_path

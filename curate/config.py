@@ -150,7 +150,7 @@ class Resources:
     gpus_per_worker: float = option(0.0, "GPUs per worker (used only where Ray sees GPUs).", flag="--gpus")
     batch_size: int = option(64, "Images processed together inside a shard.")
     engine: str = option("auto", "local: every step in this process (no Ray, no Prefect); flow: the Prefect flow, "
-                         "shards on Ray; auto: local for a crawl of up to 1,000 images unless RAY_ADDRESS, "
+                         "shards on Ray; auto: local for a crawl of up to 2,000 images unless RAY_ADDRESS, "
                          "PREFECT_API_URL or --gpus asks for the flow.", choices=("auto", "local", "flow"))
 
     def __post_init__(self):

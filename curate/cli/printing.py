@@ -49,7 +49,8 @@ def print_summary(s: dict, as_json: bool) -> None:
         click.echo(f"  {reason:<22} {n}")
     if "this_run" in s:
         r = s["this_run"]
-        click.echo(f"this run     {r['images']} images in {r['seconds']} s = {r['images_per_s']} img/s")
+        spine = f" (the spine {r['spine_seconds']} s = {r['spine_images_per_s']} img/s)" if r.get("spine_images_per_s") else ""
+        click.echo(f"this run     {r['images']} images in {r['seconds']} s = {r['images_per_s']} img/s{spine}")
     if s.get("worker_seconds"):
         click.echo("worker s     " + "  ".join(f"{k} {v}" for k, v in s["worker_seconds"].items()))
     if "curation" in s:
