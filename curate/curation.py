@@ -299,7 +299,7 @@ def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreCo
         c = t.take(pa.array(idx))
         # a float16 view of the shards: searched (and normalised) chunk by chunk
         other, s = dedup.nearest_other_identity(decode_embeddings(c["embedding"]), g.codes(c["identity"]), g.index,
-                                                g.groups(), g.neighbours)
+                                                g.groups(), g.neighbours, np.cos(np.radians(g.thresholds.far_angle)))
         other_name[idx] = np.where(other >= 0, np.array(g.names + [None], dtype=object)[other], None)
         osim[idx] = s
     at = pc.index_in(t["image_id"], value_set=dups["image_id"])

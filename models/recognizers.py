@@ -75,7 +75,10 @@ def _sniff(path: str) -> dict:
     """Preprocessing of a card-less ArcFace ONNX, by insightface's rule: a graph that starts with
     Sub and Mul nodes normalises its own input (feed 0-255); otherwise (x - 127.5) / 127.5. RGB."""
     onnx = require_module("onnx", "default")
-    nodes = onnx.load(path, load_external_data=False).graph.node[:8]
+    try:
+        nodes = onnx.load(path, load_external_data=False).graph.node[:8]
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from exc
     names = [n.name for n in nodes]
     own = any(n.startswith(("Sub", "_minus")) for n in names) and any(n.startswith(("Mul", "_mul")) for n in names)
     return {"color": "RGB", "mean": 0.0 if own else 127.5, "std": 1.0 if own else 127.5, "template": "arcface"}

@@ -36,6 +36,17 @@ def test_sigkill_of_the_driver_then_resume_equals_an_uninterrupted_run(reference
     assert not faults.leftovers(out)
 
 
+def test_sigkill_of_an_in_process_run_then_resume_equals_the_flow(reference, sample_crawl, tmp_path):
+    """The in-process engine (a small crawl's default) resumes the same way, with the flow's rows."""
+    out = str(tmp_path / "out")
+    at_kill, r = faults.kill_driver_then_resume(str(sample_crawl), out, 2, engine="local")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert at_kill < ShardStore(out).manifest["shards"] and "engine       local" in r.stdout
+    got, want = faults.rows(out), faults.rows(reference[0])
+    assert [g[0] for g in got] == list(range(len(want))) and got == want
+    assert not faults.leftovers(out)
+
+
 def test_killing_a_ray_worker_mid_shard_is_retried(reference, sample_crawl, tmp_path):
     out = str(tmp_path / "out")
     killed, proc, log = faults.kill_a_worker_mid_run(str(sample_crawl), out)

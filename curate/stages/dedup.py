@@ -292,8 +292,12 @@ def center_neighbours(centers: np.ndarray, index, k: int = NEIGHBOURS) -> tuple[
             np.pad(sims, ((0, 0), (0, pad)), constant_values=-1.0).astype(np.float32))
 
 
+DEEP_PROBES = 64  # probes for a face that matched no identity at the first search's
+
+
 def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.ndarray | None = None,
-                           neighbours: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                           neighbours: np.ndarray | None = None,
+                           unmatched_cos: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each face: the closest identity center outside its own identity's group, and that
     cosine (``index``: center_index of the centers; None for fewer than two identities; ``group``:
     (I,) group of each identity, e.g. the merge group of one person under several labels, whose
@@ -301,17 +305,20 @@ def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.
 
     Two sources of candidates, the better cosine wins: the index's search (a face filed under the
     wrong person lies near that person's center, which an IVF finds), and, given ``neighbours``
-    (center_neighbours), the exact cosines to its own identity's look-alikes (a
-    face of the right person is nearest one of them, among candidates too alike for an IVF to
-    rank: at 200K identities in families of look-alikes, 8 probes alone found the true nearest
-    other center for 74% of faces, see bench/center_search.py). A ``codes`` value outside the
-    identities (a face under no known label) uses the search alone."""
+    (center_neighbours), the exact cosines to its own identity's look-alikes (a face of the right
+    person is nearest one of them, among candidates too alike for an IVF to rank). A face whose
+    own center and best other are both below ``unmatched_cos`` (it matched nobody: a face of an
+    unrelated person, whose center the IVF's 8 probes missed) is searched again with DEEP_PROBES.
+    At 200K identities in families of look-alikes (bench/center_search.py) the search alone found
+    the true nearest other center for 31% of faces. A ``codes`` value outside the identities (a
+    face under no known label) uses the search alone."""
     if index is None:
         return np.full(len(emb), -1, np.int64), np.full(len(emb), -1.0, np.float32)
     group = np.arange(index.ntotal) if group is None else np.asarray(group)
     own = np.where(codes < len(group), group[np.minimum(codes, len(group) - 1)], -1)
     k = min(index.ntotal, 1 + int(np.unique(group, return_counts=True)[1].max()))
     sims, ids = search(index, emb, k)
+    cand = csim = None
     if neighbours is not None:
         known = codes < len(neighbours)
         cand = np.where(known[:, None], neighbours[np.minimum(codes, len(neighbours) - 1)], -1)
@@ -320,14 +327,35 @@ def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.
             c = cand[a : a + CHUNK // 16]
             got = center_rows(index, np.maximum(c, 0).ravel()).reshape(*c.shape, -1)
             csim[a : a + len(c)] = np.einsum("nd,nkd->nk", unit_rows(emb, a, a + len(c)), got)
-        sims, ids = np.concatenate([sims, np.where(cand >= 0, csim, -2.0)], 1), np.concatenate([ids, cand], 1)
+        csim = np.where(cand >= 0, csim, -2.0)
+    out, sim = _best_other(sims, ids, cand, csim, group, own)
+    if unmatched_cos is not None and hasattr(index, "nprobe") and len(emb):
+        mine = np.full(len(emb), -1.0, np.float32)
+        kn = np.flatnonzero(codes < index.ntotal)
+        for a in range(0, len(kn), CHUNK):
+            r = kn[a : a + CHUNK]
+            mine[r] = np.einsum("nd,nd->n", unit_rows(emb[r]), center_rows(index, codes[r]))
+        lost = np.flatnonzero((mine < unmatched_cos) & (sim < unmatched_cos))
+        if len(lost):
+            index.nprobe, probes = DEEP_PROBES, index.nprobe
+            deep = search(index, emb[lost], k)
+            index.nprobe = probes
+            out[lost], sim[lost] = _best_other(*deep, None if cand is None else cand[lost],
+                                               None if csim is None else csim[lost], group, own[lost])
+    return out, sim
+
+
+def _best_other(sims, ids, cand, csim, group, own) -> tuple[np.ndarray, np.ndarray]:
+    """The best candidate outside the row's own group (-1, -1.0 where none): the search's
+    (``sims``, ``ids``) and the look-alikes' (``cand``, ``csim``; None for none)."""
+    if cand is not None:
+        sims, ids = np.concatenate([sims, csim], 1), np.concatenate([ids, cand], 1)
     other = (ids >= 0) & (group[np.maximum(ids, 0)] != own[:, None])
     best = np.where(other, sims, -np.inf).argmax(1)
-    rows = np.arange(len(emb))
+    rows = np.arange(len(ids))
     found = other[rows, best]
-    out = np.where(found, ids[rows, best], -1)
-    sim = np.where(found, sims[rows, best], -1.0).astype(np.float32)
-    return out.astype(np.int64), sim
+    return (np.where(found, ids[rows, best], -1).astype(np.int64),
+            np.where(found, sims[rows, best], -1.0).astype(np.float32))
 
 
 def merge_candidates(neighbours: np.ndarray, sims: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:

@@ -1,5 +1,5 @@
 """Crash drills shared by tests/test_faults.py and bench/faults.py: run ``curate run`` as a real
-subprocess (Prefect + Ray), kill it (SIGKILL of the driver and everything it started, or of one Ray
+subprocess (Prefect + Ray by default; ``engine="local"``: in process), kill it (SIGKILL of the driver and everything it started, or of one Ray
 worker mid-shard), resume, and compare the output with an uninterrupted run."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 CURATE = [sys.executable, "-m", "curate.cli"]
 
 
-def command(crawl: str, out: str, shard_size: int = 8, workers: int = 2) -> list[str]:
+def command(crawl: str, out: str, shard_size: int = 8, workers: int = 2, engine: str = "flow") -> list[str]:
     return CURATE + ["run", crawl, "--out", out, "--shard-size", str(shard_size), "--workers", str(workers),
-                     "--batch-size", "4", "--no-progress"]
+                     "--batch-size", "4", "--no-progress", "--engine", engine]
 
 
 def env() -> dict:
