@@ -43,7 +43,7 @@ def exact_nearest_other(emb: np.ndarray, own: np.ndarray, centers: np.ndarray, b
     best, best_sim = np.full(len(emb), -1), np.full(len(emb), -np.inf, np.float32)
     for a in range(0, len(centers), block):
         s = emb @ centers[a : a + block].T
-        s[(own[:, None] >= a) & (own[:, None] < a + block) & (np.arange(a, a + len(s.T))[None, :] == own[:, None])] = -np.inf
+        s[np.arange(a, a + s.shape[1])[None, :] == own[:, None]] = -np.inf  # the face's own center
         j = s.argmax(1)
         v = s[np.arange(len(s)), j]
         better = v > best_sim

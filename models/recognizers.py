@@ -108,7 +108,7 @@ class OnnxRecognizer:
         if len(out) != 2 or not isinstance(out[1], int):
             raise ModelError(f"{path}: a recognizer returns [N, D] features; this one returns {out}")
         self.dim = int(out[1])
-        self._sess, limit = runtime.batched_session(path, threads, gpu, probe=(3, self.size, self.size))
+        self._sess, limit = runtime.batched_session(path, threads, gpu, probe=(3, self.size, self.size), digest=digest)
         self.batch_size = min(batch_size, limit)
         self.sha256 = digest
         self.id = f"{card.get('name') or os.path.basename(path)}@{digest[:12]}"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 
-from curate.errors import ModelError, require_module
+from curate.errors import CurateError, ModelError, require_module
+from curate.files import atomic_write
 
 
 def model_files(path: str) -> list[str]:
@@ -52,14 +53,16 @@ def _cache_dir() -> str:
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "facecurate"), "onnx")
 
 
-def batchable_cached(path: str, spatial: bool = False) -> bytes:
+def batchable_cached(path: str, spatial: bool = False, digest: str | None = None) -> bytes:
     """``batchable(path, spatial)``, kept in the user's cache (FACECURATE_CACHE, else
-    ~/.cache/facecurate) under the digest of the model's files: the rewrite (and its import of
-    onnx) costs about a second a run, the cached graph a file read. A cache that cannot be
-    written is skipped."""
-    from models.cards import files_sha256
+    ~/.cache/facecurate) under the digest of the model's files (``digest``: the one its loader
+    checked already; else computed): the rewrite (and its import of onnx) costs about a second a
+    run, the cached graph a file read. A cache that cannot be written is skipped."""
+    if digest is None:
+        from models.cards import files_sha256
 
-    key = f"{files_sha256(model_files(path))}-{int(spatial)}-v{REWRITE}"
+        digest = files_sha256(model_files(path))
+    key = f"{digest}-{int(spatial)}-v{REWRITE}"
     cached = os.path.join(_cache_dir(), key + ".onnx")
     try:
         with open(cached, "rb") as f:
@@ -67,8 +70,6 @@ def batchable_cached(path: str, spatial: bool = False) -> bytes:
     except OSError:
         pass
     model = batchable(path, spatial)
-    from curate.errors import CurateError
-    from curate.files import atomic_write
 
     def write(tmp):
         with open(tmp, "wb") as f:
@@ -138,14 +139,15 @@ def session(model: str | bytes, threads: int = 0, gpu: bool = False, name: str =
 
 
 def batched_session(path: str, threads: int = 0, gpu: bool = False, spatial: bool = False,
-                    probe: tuple[int, ...] = (3, 112, 112)):
+                    probe: tuple[int, ...] = (3, 112, 112), digest: str | None = None):
     """(session, batch limit): the batchable graph when two random inputs run together give what
     each gives alone, else the graph as exported with batches of one (a rewrite that would change
-    results is never used)."""
+    results is never used). ``digest``: the model files' digest its loader checked (the cache key
+    of the rewritten graph; computed when not given)."""
     import numpy as np
 
     try:
-        sess = session(batchable_cached(path, spatial), threads, gpu, name=path)
+        sess = session(batchable_cached(path, spatial, digest), threads, gpu, name=path)
         x = np.random.default_rng(0).uniform(-1, 1, (2, *probe)).astype(np.float32)
         name = sess.get_inputs()[0].name
         both = sess.run(None, {name: x})

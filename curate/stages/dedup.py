@@ -83,8 +83,15 @@ def center_rows(index, ids: np.ndarray) -> np.ndarray:
     return index.reconstruct_batch(np.ascontiguousarray(ids, np.int64))
 
 
-def search(index, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """index.search over the normalised rows of q, CHUNK rows at a time."""
+def search(index, q: np.ndarray, k: int, probes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """index.search over the normalised rows of q, CHUNK rows at a time; with ``probes``, an IVF
+    probes that many cells for this search only."""
+    if probes is not None and hasattr(index, "nprobe"):
+        index.nprobe, before = probes, index.nprobe
+        try:
+            return search(index, q, k)
+        finally:
+            index.nprobe = before
     out = [index.search(unit_rows(q, a, a + CHUNK), k) for a in range(0, len(q), CHUNK)]
     if not out:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
@@ -281,9 +288,7 @@ def center_neighbours(centers: np.ndarray, index, k: int = NEIGHBOURS) -> tuple[
         x = unit_rows(centers)
         sims, ids = faiss.knn(x, x, min(k + 1, n), metric=faiss.METRIC_INNER_PRODUCT)
     else:
-        index.nprobe, probes = NEIGHBOUR_PROBES, index.nprobe
-        sims, ids = search(index, centers, min(k + 1, n))
-        index.nprobe = probes
+        sims, ids = search(index, centers, min(k + 1, n), NEIGHBOUR_PROBES)
     self_hit = ids == np.arange(n)[:, None]
     order = np.argsort(self_hit, axis=1, kind="stable")[:, : min(k, n - 1)]  # itself out, the rest in rank order
     ids, sims = np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1)
@@ -337,9 +342,7 @@ def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.
             mine[r] = np.einsum("nd,nd->n", unit_rows(emb[r]), center_rows(index, codes[r]))
         lost = np.flatnonzero((mine < unmatched_cos) & (sim < unmatched_cos))
         if len(lost):
-            index.nprobe, probes = DEEP_PROBES, index.nprobe
-            deep = search(index, emb[lost], k)
-            index.nprobe = probes
+            deep = search(index, emb[lost], k, DEEP_PROBES)
             out[lost], sim[lost] = _best_other(*deep, None if cand is None else cand[lost],
                                                None if csim is None else csim[lost], group, own[lost])
     return out, sim

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from curate.schema import conform, images_schema
+from curate.stats import unit
 
 
 def identity_face(identity: int, rng: np.random.Generator, seed: int = 0) -> np.ndarray:
@@ -73,10 +74,6 @@ def pairs(n_ids: int, n_pairs: int, seed: int = 1) -> tuple[list[bytes], np.ndar
     return images, np.asarray(same)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
 def family_centers(n: int, dim: int, rng: np.random.Generator, size: tuple[int, int] = (2, 12),
                    cos: tuple[float, float] = (0.3, 0.6)) -> tuple[np.ndarray, np.ndarray]:
     """(centers (n, dim) unit float32, family (n,)): identities in families of ``size`` look-alikes
@@ -84,9 +81,9 @@ def family_centers(n: int, dim: int, rng: np.random.Generator, size: tuple[int, 
     the geometry of a real crawl, where one's nearest other identities are a few similar people."""
     fam = np.repeat(np.arange(n), rng.integers(size[0], size[1] + 1, n))[:n]
     c = rng.uniform(*cos, fam.max() + 1)[fam][:, None]
-    dirs = _unit(rng.standard_normal((fam.max() + 1, dim), dtype=np.float32))
-    own = _unit(rng.standard_normal((n, dim), dtype=np.float32))
-    return _unit(np.sqrt(c) * dirs[fam] + np.sqrt(1 - c) * own).astype(np.float32), fam
+    dirs = unit(rng.standard_normal((fam.max() + 1, dim), dtype=np.float32))
+    own = unit(rng.standard_normal((n, dim), dtype=np.float32))
+    return unit(np.sqrt(c) * dirs[fam] + np.sqrt(1 - c) * own).astype(np.float32), fam
 
 
 def family_faces(centers: np.ndarray, family: np.ndarray, n: int, rng: np.random.Generator, noise: float = 0.1,
@@ -99,7 +96,7 @@ def family_faces(centers: np.ndarray, family: np.ndarray, n: int, rng: np.random
     theta = np.radians(np.clip(rng.normal(*angle, n), 5, 85)).astype(np.float32)[:, None]
     g = rng.standard_normal((n, centers.shape[1]), dtype=np.float32)
     g -= np.einsum("nd,nd->n", g, centers[true])[:, None] * centers[true]
-    faces = _unit(np.cos(theta) * centers[true] + np.sin(theta) * _unit(g))
+    faces = unit(np.cos(theta) * centers[true] + np.sin(theta) * unit(g))
     label = true.copy()
     wrong = np.flatnonzero(rng.random(n) < noise)
     start = np.searchsorted(family, family[true[wrong]])  # families are runs of consecutive identities

@@ -185,7 +185,8 @@ class OnnxDetector(Detector):
         defaults = card.get("defaults", {})
         self.min_score = float(min_score if min_score is not None else defaults.get("min_score", 0.5))
         self.nms_iou = float(defaults.get("nms_iou", 0.4))
-        self._sess, limit = runtime.batched_session(path, threads, gpu, spatial=True, probe=(3, 96, 128))
+        self._sess, limit = runtime.batched_session(path, threads, gpu, spatial=True, probe=(3, 96, 128),
+                                                     digest=digest)
         # A batch holds about batch_pixels of canvas: four 640-px photos or dozens of small crops.
         # Activations scale with it, and it bounds a worker's memory; on a CPU a larger batch is
         # no faster (on a GPU, raise it).
