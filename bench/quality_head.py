@@ -73,13 +73,12 @@ def shipped_quality(t: pa.Table, train: np.ndarray, test: np.ndarray, cal: dict,
     copies = np.flatnonzero(train & (original >= 0) & np.isin(original, photos))
     pos = {int(r): k for k, r in enumerate(photos)}
     emb = unit(decode_embeddings(t["embedding"]).astype(np.float64))
-    norms = t["feat_norm"].to_numpy().astype(np.float64)
     codes = np.unique(np.array(t["identity"].to_pylist(), object)[photos].astype(str), return_inverse=True)[1]
     sig = _signals(t)
     values = {k: np.concatenate([v[photos], v[copies]]) for k, v in sig.items()}
-    model = match_model(cal, emb[photos], norms[photos], codes, emb[copies],
+    model = match_model(cal, emb[photos], codes, emb[copies],
                         np.array([pos[int(o)] for o in original[copies]], np.int64), values, seed)
-    return 100 * quality.probability(model, {k: v[test] for k, v in sig.items()})
+    return 100 * quality.probability(model, {k: v[test] for k, v in sig.items()}, emb[test])
 
 
 def pct(v: np.ndarray) -> np.ndarray:

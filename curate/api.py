@@ -38,7 +38,7 @@ from curate.schema import encode_embeddings
 
 COLUMNS = ("image_id", "identity", "keep", "reason", "label", "merged_from", "quality", "quality_rank", "subcenter",
            "is_dominant", "angle_to_dominant", "dominant_share", "own_sim", "other_sim", "nearest_other_identity",
-           "dup_of", "dup_sim", "near_identical_of", "merge_into")  # and is_<reason> for every reason
+           "dup_of", "dup_sim", "near_identical_of", "unmatched_copy_of", "merge_into")  # and is_<reason> for every reason
 CHUNK = 250_000  # rows per temporary shard (the partitioned scorer's partition size)
 
 
@@ -102,7 +102,7 @@ def _calibration(card, reference, detector: str | None = None) -> tuple[dict | N
     return None, []
 
 
-SIGNALS = ("det_score", "sharpness", "brightness", "contrast", "face_size", "landmarks")
+SIGNALS = ("det_score", "sharpness", "brightness", "contrast", "detail", "face_size", "landmarks")
 
 
 def check_signals(signals: dict | None, n: int) -> dict[str, np.ndarray]:
@@ -146,7 +146,8 @@ def score_embeddings(embeddings, labels, *, image_ids=None, norms=None, signals=
     a table with an ``embedding`` column; ``labels``: (N,) identity of each row; ``image_ids``:
     (N,) keys (default ``row<i>``); ``norms``: (N,) raw feature norms (default: the rows' own norms
     when they are not unit length); ``signals``: other quality signals per row, by name (SIGNALS:
-    the detector score, crop sharpness, brightness, contrast, face size in px, (N, 10) landmarks),
+    the detector score, crop sharpness, brightness, contrast, detail (curate.pipeline.pixel_cues), face size in
+    px, (N, 10) landmarks),
     which a card's quality model may use; ``card`` / ``reference`` / ``options``: where thresholds
     come from (module doc); ``detector``: which of a card's calibrations (they are per detector;
     default its first). Without photos a re-saved copy cannot be told from a near-identical

@@ -554,7 +554,7 @@ def edc_summary(curve: pa.Table, upto: float = 0.3) -> dict:
 SWEEPS = {
     "far_angle": tuple(range(50, 96, 5)),
     "merge_threshold": (0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9),
-    "unidentifiable_below": (0.0, 10.0, 25.0, 50.0, 75.0, 90.0),
+    "unidentifiable_below": (0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0),
 }
 
 

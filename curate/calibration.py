@@ -135,39 +135,55 @@ def reference_rows(root: str, models, cfg, batch_size: int = 32, duplicates: int
     return Reference(rows, pairs, bad)
 
 
-def match_angles(emb: np.ndarray, w: np.ndarray, codes: np.ndarray, bad: np.ndarray, original: np.ndarray) -> np.ndarray:
-    """Degrees from each face to its identity's template (norm-weighted, ``w``), the face itself left
-    out: the clean faces ``emb`` (N, D) unit with ``codes``, then the copies ``bad`` (M, D) unit of
-    the faces ``original`` (M,), whose original is left out too."""
-    tmpl = np.zeros((int(codes.max()) + 1 if len(codes) else 0, emb.shape[1]))
-    np.add.at(tmpl, codes, emb * w[:, None])
-    rest = np.concatenate([tmpl[codes] - emb * w[:, None], tmpl[codes[original]] - emb[original] * w[original, None]])
-    x = np.concatenate([emb, bad])
-    norm = np.linalg.norm(rest, axis=1)
-    cos = np.einsum("nd,nd->n", x, rest) / np.maximum(norm, 1e-9)
-    return np.where(norm > 1e-6, np.degrees(np.arccos(np.clip(cos, -1, 1))), np.nan)
+def match_rates(emb: np.ndarray, codes: np.ndarray, bad: np.ndarray, original: np.ndarray, cos: float) -> np.ndarray:
+    """Each face's share of its person's other photos it is verified against (cosine above ``cos``):
+    the clean faces ``emb`` (N, D) unit with ``codes``, then the copies ``bad`` (M, D) unit of the
+    faces ``original`` (M,), each against its person's photos but its original. NaN for a face
+    with no other photo of its person."""
+    out = np.full(len(emb) + len(bad), np.nan)
+    for k in np.unique(codes):
+        members = np.flatnonzero(codes == k)
+        hit = emb[members] @ emb[members].T > cos
+        np.fill_diagonal(hit, False)
+        if len(members) > 1:
+            out[members] = hit.sum(1) / (len(members) - 1)
+        copies = np.flatnonzero(codes[original] == k)
+        if len(copies):
+            hit = bad[copies] @ emb[members].T > cos
+            hit[np.arange(len(copies)), np.searchsorted(members, original[copies])] = False
+            out[len(emb) + copies] = hit.sum(1) / (len(members) - 1) if len(members) > 1 else np.nan
+    return out
 
 
-def match_model(cal: dict, emb: np.ndarray, w: np.ndarray, codes: np.ndarray, bad: np.ndarray, original: np.ndarray,
-                values: dict[str, np.ndarray], seed: int = 0) -> dict:
-    """``quality.match`` of a calibration (curate.quality): fitted on the clean faces and the copies
-    (arguments as ``match_angles``; ``values``: each signal over both, in that order), a face
-    matching when within the calibration's far angle, and the threshold of ``unidentifiable``."""
+def match_model(cal: dict, emb: np.ndarray, codes: np.ndarray, bad: np.ndarray, original: np.ndarray,
+                values: dict[str, np.ndarray], seed: int = 0, probe: bool = True) -> dict:
+    """``quality.match`` of a calibration (curate.quality): the chance that a face is verified against
+    another photo of its person at the calibration's cosine for quality.FMR (the EDC's), fitted on the clean
+    faces and the copies (arguments as ``match_rates``; ``values``: each signal over both, in that
+    order), and the thresholds of ``unidentifiable``. With ``probe``, the embedding itself is a
+    candidate signal (curate.quality.probe), its held-out logits standing in for it in the fit."""
     from curate import quality
 
-    ang = match_angles(emb, w, codes, bad, original)
-    ok = np.isfinite(ang)
-    matched = ang <= cal["thresholds"]["far_angle"]
+    cos = stats.at(cal["pair_cos"]["impostor"], 1 - quality.FMR, cal.get("grid", stats.GRID))
+    rate = match_rates(emb, codes, bad, original, cos)
+    ok = np.isfinite(rate)
     person = np.concatenate([codes, codes[original]])
-    model = quality.fit({k: np.asarray(v, np.float64)[ok] for k, v in values.items()}, matched[ok],
-                        np.concatenate([emb, bad])[ok], person[ok], seed=seed)
-    clean = np.zeros(len(ang), bool)
+    x = np.concatenate([emb, bad])
+    values = {k: np.asarray(v, np.float64) for k, v in values.items()}
+    if probe and len(np.unique(person[ok])) >= 5:  # the embedding's own say, as for people the probe never saw
+        values["embedding"] = np.zeros(len(x))
+        values["embedding"][ok] = quality.probe_logits(x[ok], rate[ok], person[ok], seed=seed)
+    model = quality.fit({k: v[ok] for k, v in values.items()}, rate[ok], x[ok], person[ok], seed=seed)
+    if "embedding" in model["signals"]:
+        model["probe"] = quality.probe(x[ok], rate[ok])
+    clean = np.zeros(len(rate), bool)
     clean[: len(emb)] = True
     p = quality.probability(model, values)
-    model["unidentifiable_below"], model["why"] = quality.threshold(p[clean & matched], p[ok & ~matched])
-    model["operating_point"] = f"within the far angle ({cal['thresholds']['far_angle']} deg) of the identity's template"
+    model.update(quality.thresholds(p[ok], rate[ok], clean[ok]))
+    model["operating_point"] = (f"verified against another photo of the person at cosine {cos:.3f}, "
+                                f"the reference's false-match rate {quality.FMR:g}")
     copies = ~clean & ok
-    model["copies_matched"] = round(float(matched[copies].mean()), 4) if copies.any() else None
+    model["copies_matched"] = round(float(rate[copies].mean()), 4) if copies.any() else None
     return model
 
 
@@ -195,11 +211,10 @@ def quality_check(ref: Reference, cal: dict, seed: int = 0) -> dict:
     clean = rows.filter(pa.array(base))
     emb = decode_embeddings(clean["embedding"]).astype(np.float64)
     bad = decode_embeddings(kept["embedding"]).astype(np.float64) if len(kept) else np.zeros((0, emb.shape[1]))
-    w = clean["feat_norm"].to_numpy(zero_copy_only=False).astype(np.float64)
     codes = np.unique(np.asarray(clean["identity"].to_pylist(), object).astype(str), return_inverse=True)[1]
     sc, sb = _signals(clean), _signals(kept)
     values = {k: np.concatenate([sc[k], sb[k]]) for k in sc}
-    model = match_model(cal, stats.unit(emb), w, codes, stats.unit(bad), orig, values, seed)
+    model = match_model(cal, stats.unit(emb), codes, stats.unit(bad), orig, values, seed)
     kinds = np.array(kept["kind"].to_pylist(), object)
     auc = {name: {k: round(stats.auc(sc[name][orig][kinds == k], sb[name][kinds == k]), 3) for k in sorted(set(kinds))}
            for name in ("norm", "det_score", "sharpness")}
@@ -283,7 +298,7 @@ def calibrate_held_out(embed, files: list[str], identities: list[str], seed: int
     bad_norm = np.linalg.norm(bad_raw, axis=1)
     n = len(raw)
     codes = np.unique(np.asarray(labels[:n], object).astype(str), return_inverse=True)[1]
-    model = match_model(cal, stats.unit(raw.astype(np.float64)), norms[:n], codes, stats.unit(bad_raw.astype(np.float64)),
+    model = match_model(cal, stats.unit(raw.astype(np.float64)), codes, stats.unit(bad_raw.astype(np.float64)),
                         np.repeat(pick, len(kinds)), {"norm": np.concatenate([norms[:n], bad_norm])}, seed)
     orig = np.repeat(norms[pick], len(kinds))
     auc = {k: round(stats.auc(orig[j::len(kinds)], bad_norm[j::len(kinds)]), 3) for j, k in enumerate(kinds)}

@@ -118,9 +118,12 @@ class ScoreConfig:
                         choices=("relabel", "flag", "reject"))
     conflict_margin: float = option(0.05, "Cosine by which a face must be nearer another identity.")
     # quality is the recognizer's chance (percent) of matching the face to its identity (curate.quality)
-    unidentifiable_below: float | None = option(None, "Quality (0-100: the recognizer's chance of matching the face, "
-                                                "from its signals) under which a face that does not match its "
-                                                "identity is unidentifiable, not mislabelled (default: the card's).")
+    unidentifiable_below: float | None = option(None, "Quality (0-100: the recognizer's chance of verifying the face "
+                                                "against another photo of the person, from its signals) under which "
+                                                "any face is unidentifiable (default: the card's).")
+    unmatched_below: float | None = option(None, "Quality under which a face that does not match its identity (far "
+                                           "from it, or nearer another) is unidentifiable, not mislabelled "
+                                           "(default: the card's; never below --unidentifiable-below).")
     # an exported quality head (models.quality_head): its output norm, as a percentile of its card's
     # reference, is the quality signal (with the signals its card names) instead of the recognizer's
     quality_model: str | None = option(None, "A quality head ONNX (bench/quality_head.py --export) run on the stored "
@@ -135,8 +138,8 @@ class ScoreConfig:
         _check(self.merge_angle is None or 0 < self.merge_angle <= 180, "merge_angle must be in (0, 180]")
         for v in (self.dup_threshold, self.merge_threshold):
             _check(v is None or -1 <= v <= 1, "cosine thresholds must be in [-1, 1]")
-        _check(self.unidentifiable_below is None or 0 <= self.unidentifiable_below <= 100,
-               "unidentifiable_below must be in [0, 100]")
+        for name in ("unidentifiable_below", "unmatched_below"):
+            _check(getattr(self, name) is None or 0 <= getattr(self, name) <= 100, f"{name} must be in [0, 100]")
         _check(0 <= self.min_dominant_share <= 1, "min_dominant_share must be in [0, 1]")
         _check(0 <= self.conflict_margin <= 2, "conflict_margin must be in [0, 2] (a cosine difference)")
 

@@ -30,10 +30,10 @@ from curate.stages.select import select
 from curate.stats import NORM_GRID, combined_quality, signal_percentiles, unit
 
 READ = ["image_id", "identity", "sha1", "embedding", "feat_norm", "model_id", "landmarks", "face_size", "det_score",
-        "sharpness", "brightness", "contrast", "keep", "reason", "n_faces", "face_idx", "image_hash", "n_bytes", "width", "height", "source"]
+        "sharpness", "brightness", "contrast", "detail", "keep", "reason", "n_faces", "face_idx", "image_hash", "n_bytes", "width", "height", "source"]
 # READ columns that a run made before them, or rows from elsewhere (score_table), may lack: null
 LATER = {"image_hash": pa.binary(80), "n_bytes": pa.int64(), "width": pa.int32(), "height": pa.int32(),
-         "brightness": pa.float32(), "contrast": pa.float32(), "source": pa.string()}
+         "brightness": pa.float32(), "contrast": pa.float32(), "detail": pa.float32(), "source": pa.string()}
 COPY_COS = 0.7  # a copy of a photo is the same face: its hashes are looked at from this cosine on
 
 EMPTY_DUPS = dedup.dup_table(*(np.zeros(0),) * 3, *(np.zeros(0, np.int64),) * 2, np.zeros(0, np.float32))
@@ -64,7 +64,7 @@ def signals_of(c: pa.Table) -> dict[str, np.ndarray]:
     """The face's quality signals (curate.quality.FEATURES but pose); NaN where a run predates one."""
     return {"norm": c["feat_norm"].to_numpy(zero_copy_only=False).astype(np.float32),
             **{k: (c[k].to_numpy(zero_copy_only=False).astype(np.float64) if k in c.column_names else np.full(len(c), np.nan))
-               for k in ("sharpness", "det_score", "brightness", "contrast", "face_size")}}
+               for k in ("sharpness", "det_score", "brightness", "contrast", "detail", "face_size")}}
 
 
 def pose_of(c: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -74,25 +74,16 @@ def pose_of(c: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return score.pose(lm.flatten().to_numpy(zero_copy_only=False).reshape(-1, 10))  # NaN in, NaN out
 
 
-def unidentifiable_below(cfg: ScoreConfig, cal: dict | None) -> float | None:
-    """The quality under which a face that does not match its identity is unidentifiable: the
-    user's, else the card's match model's; None (no such rule) for a model without one, whose
-    quality only ranks faces, and under a learned quality head (its norm is another scale)."""
-    if cfg.unidentifiable_below is not None:
-        return cfg.unidentifiable_below
-    match = (cal or {}).get("quality", {}).get("match")
-    return None if match is None or cfg.quality_model else match.get("unidentifiable_below")
-
-
-def quality_of(signals: dict[str, np.ndarray], ref: dict) -> np.ndarray:
-    """0-100: the card's match probability (curate.quality) in percent, or, for a model without a
+def quality_of(signals: dict[str, np.ndarray], ref: dict, emb: np.ndarray | None = None) -> np.ndarray:
+    """0-100: the card's match probability (curate.quality) of faces with unit embeddings ``emb`` in
+    percent, or, for a model without a
     match model (uncalibrated, a learned head, an older card), the geometric mean of the reference
     percentiles of its quality signals."""
     match = ref.get("quality", {}).get("match")
     if match is not None and "learned" not in signals:
         from curate.quality import probability
 
-        return 100.0 * probability(match, signals)
+        return 100.0 * probability(match, signals, emb)
     return combined_quality(signals, ref)
 
 
@@ -132,7 +123,7 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
     idx = np.flatnonzero(candidates(t))
     c = t if len(idx) == n else t.take(pa.array(idx))  # no copy when every row is a candidate
     cols = {k: np.full(n, np.nan, np.float32) for k in SCORED}
-    sub_col, dom_col = np.full(n, -1, np.int8), np.zeros(n, bool)
+    sub_col, dom_col, copy_of = np.full(n, -1, np.int8), np.zeros(n, bool), np.full(n, None, object)
     names, codes = identity_codes(c["identity"])
     ids = pa.table({"identity": pa.array(names, pa.string()), "faces": pa.array([], pa.int64()),
                     "dominant_share": pa.array([], pa.float32())}) if not len(idx) else None
@@ -153,13 +144,15 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
         signals.update(yaw=yaw, pitch=pitch)
         # own similarity without the face itself (as the angle), to the full template if it is alone
         own = np.where(np.isfinite(sc.angle), np.cos(np.radians(sc.angle)), score.rowdot(emb, sc.centers, codes))
-        for k, v in (("angle_to_dominant", sc.angle), ("quality", quality_of(signals, ref)), ("own_sim", own),
+        for k, v in (("angle_to_dominant", sc.angle), ("quality", quality_of(signals, ref, emb)), ("own_sim", own),
                      ("dominant_share", sc.share[codes]), ("yaw", yaw), ("pitch", pitch), ("roll", roll),
                      ("sharpness_pct", pct["sharpness"]), ("det_score_pct", pct["det_score"]), ("norm_pct", pct["norm"])):
             cols[k][idx] = v
         sub_col[idx], dom_col[idx] = sc.subcenter, sc.is_dominant
         centers = sc.centers
         pairs = dedup.identity_pairs(emb, codes, pair_floor(cfg, cal), hashes_of(c), COPY_COS)
+        worse, better = dedup.unmatched_copies(emb, codes, hashes_of(c), cols["quality"][idx], COPY_COS)
+        copy_of[idx[worse]] = np.asarray(c["image_id"].to_pylist(), object)[better]
         ids = pa.table({"identity": pa.array(names, pa.string()), "faces": pa.array(sc.size, pa.int64()),
                         "dominant_share": pa.array(sc.share, pa.float32())})
     cand = np.zeros(n, bool)
@@ -171,7 +164,7 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
         "angle_to_dominant": m["angle_to_dominant"], "dominant_share": m["dominant_share"], "quality": m["quality"],
         "norm_pct": m["norm_pct"], "yaw": m["yaw"], "pitch": m["pitch"], "roll": m["roll"], "sharpness": t["sharpness"],
         "sharpness_pct": m["sharpness_pct"], "det_score": t["det_score"], "det_score_pct": m["det_score_pct"],
-        "face_size": t["face_size"], "own_sim": m["own_sim"],
+        "face_size": t["face_size"], "own_sim": m["own_sim"], "unmatched_copy_of": pa.array(copy_of.tolist(), pa.string()),
     })
     if "face_idx" in t.column_names:  # the face the row stands for (scoring may pick another one of a group photo)
         part = part.append_column("face_idx", t["face_idx"].cast(pa.int16()))
@@ -285,11 +278,11 @@ def merge_groups(names: list, sizes: np.ndarray, merges: list[tuple[int, int, fl
     return {names[i]: names[root[comp[i]]] for i in linked.tolist() if root[comp[i]] != i}
 
 
-def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreConfig, unidentifiable: float | None,
+def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreConfig, unidentifiable: tuple[float, float] | None,
            near: pa.Table | None = None) -> pa.Table:
     """Rows of ``t`` with their ``score_identities`` columns (``part``), the run's globals and the
     duplicate (copy) and near-identical clusters touching them -> the scores with keep, reason,
-    quality_rank. ``unidentifiable``: ``unidentifiable_below``. Pure."""
+    quality_rank. ``unidentifiable``: ``unidentifiable_below``'s pair. Pure."""
     near = EMPTY_DUPS if near is None else near
     n = len(t)
     cand = candidates(t)
@@ -356,7 +349,8 @@ def calibration_record(g: Globals | None, cal: dict | None, merge_angle: float, 
                       "quality_reference": "card" if cal else "run", "warnings": list(th.warnings)})
         match = (cal or {}).get("quality", {}).get("match")
         if match:  # what quality is, and what it does for recognition on the card's held-out people
-            calib["quality"] = {k: match.get(k) for k in ("signals", "operating_point", "unidentifiable_below", "why", "edc",
+            calib["quality"] = {k: match.get(k) for k in ("signals", "operating_point", "unidentifiable_below", "unmatched_below",
+                                                          "reference_below", "why", "edc",
                                                           "edc_alone", "edc_curves")}
         if cal is None:
             calib["warnings"].append("quality is a percentile of this run's own norms (the model has no calibrated "

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from curate.curation import codes_known, unit_embeddings
 from curate.stages import score
 
-FACE = ["embedding", "feat_norm", "landmarks", "face_size", "det_score", "sharpness", "brightness", "contrast"]  # what a picked face replaces
+FACE = ["embedding", "feat_norm", "landmarks", "face_size", "det_score", "sharpness", "brightness", "contrast", "detail"]  # what a picked face replaces
 PICK_ODDS = 100.0  # a group photo's face is taken when it is the labelled person at these odds against the runner-up
 PICK_MARGIN = 15.0  # degrees: the same, for a model with no calibrated angle distributions
 CANDIDATE_FAR = 1e-3  # a face is listed as a candidate for another identity at this false-match rate

@@ -58,6 +58,7 @@ from curate.files import atomic_write, write_json
 from curate.io.shards import ShardStore
 from curate.schema import decode_embeddings
 from curate.stages import dedup, score
+from curate.stages.select import unidentifiable_below
 
 PART_ROWS = 250_000  # images per partition and per chunk: about 1.5 GB of working memory a task
 SAMPLE_ROWS = 200_000  # scored faces in the sample
@@ -310,7 +311,7 @@ def duplicates(w: Work, g: int, threshold: float) -> dict:
 
 
 @step("decide")
-def decide(w: Work, p: int, cfg: ScoreConfig, unidentifiable: float | None, reviews: pa.Table, candidate_cos: float) -> dict:
+def decide(w: Work, p: int, cfg: ScoreConfig, unidentifiable: tuple[float, float] | None, reviews: pa.Table, candidate_cos: float) -> dict:
     from curate import reviews as R
 
     picked = w.path("picked", f"p={p:05d}.parquet")
@@ -375,7 +376,7 @@ def write(w: Work, c: int, out: str, digest: str) -> dict:
     return {"rows": len(body)}
 
 
-PICKED = ["face_idx", "det_score", "bbox", "landmarks", "face_size", "crop", "sharpness", "brightness", "contrast",
+PICKED = ["face_idx", "det_score", "bbox", "landmarks", "face_size", "crop", "sharpness", "brightness", "contrast", "detail",
           "embedding", "feat_norm"]
 
 
@@ -552,7 +553,7 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
     for d in ("dupin", "sha", "ph"):  # the search groups' copies of the faces are not needed again
         shutil.rmtree(os.path.join(w.root, d), ignore_errors=True)
 
-    results = mapper(functools.partial(decide, work_dir, cfg=cfg, unidentifiable=C.unidentifiable_below(cfg, cal), reviews=reviews,
+    results = mapper(functools.partial(decide, work_dir, cfg=cfg, unidentifiable=unidentifiable_below(cfg, cal), reviews=reviews,
                                        candidate_cos=G.candidate_cos(cal, g.thresholds.far_angle)),
                      list(range(n_parts)))
     mapper(functools.partial(write, work_dir, out=out, digest=digest), w.pending("write", n_chunks))

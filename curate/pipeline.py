@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,11 +48,33 @@ def load_models(cfg: RunConfig, allow_download: bool = False, gpu: bool = False,
 STAGES = ("read", "decode", "detect", "align", "embed")  # seconds per stage, summed over batches
 
 
-def pixel_cues(raw: bytes, size: int) -> tuple[float, float, float]:
-    """(sharpness, brightness, contrast) of a raw RGB crop: variance of the Laplacian, mean and
-    standard deviation of the gray image. Classic quality cues, independent of any model."""
+CUES = ("sharpness", "brightness", "contrast", "detail")
+DETAIL_BANDS = (1, 8, 20)  # cycles across the crop: coarse from the first to the second, fine to the third
+
+
+@functools.lru_cache(maxsize=4)
+def _bands(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the coarse and fine bands over an rfft2 spectrum of a size x size image, each
+    half-plane frequency counted twice where its mirror is not stored."""
+    fy, fx = np.fft.fftfreq(size) * size, np.fft.rfftfreq(size) * size
+    r = np.hypot(fy[:, None], fx[None, :])
+    twice = np.where((fx == 0) | (fx == size / 2), 1.0, 2.0)[None, :]
+    lo, mid, hi = DETAIL_BANDS
+    return ((r > lo) & (r <= mid)) * twice, ((r > mid) & (r < hi)) * twice
+
+
+def pixel_cues(raw: bytes, size: int) -> tuple[float, float, float, float]:
+    """``CUES`` of a raw RGB crop: variance of the Laplacian, mean and standard deviation of the gray
+    image, and its fine detail: the spectral energy of the gray image in the band where a face's
+    eyes, nose and mouth are resolved (8-20 cycles across the crop) over the coarse band below it
+    (1-8): low where the face is blurred, or a thumbnail brought back up, at any contrast. Classic
+    quality cues, independent of any model."""
     gray = cv2.cvtColor(np.frombuffer(raw, np.uint8).reshape(size, size, 3), cv2.COLOR_RGB2GRAY)
-    return float(cv2.Laplacian(gray, cv2.CV_64F).var()), float(gray.mean()), float(gray.std())
+    power = np.abs(np.fft.rfft2(gray.astype(np.float32))) ** 2
+    coarse, fine = _bands(size)
+    c = float((power * coarse).sum())
+    detail = float((power * fine).sum()) / c if c > 0 else 0.0
+    return float(cv2.Laplacian(gray, cv2.CV_64F).var()), float(gray.mean()), float(gray.std()), detail
 
 
 def _jpeg(raw: bytes, size: int, quality: int) -> bytes:
@@ -95,20 +118,19 @@ def _assemble(images: pa.Table, faces: pa.Table, cfg: RunConfig, models: Models)
     # every face's cues; a JPEG crop for the chosen face, and for each face of a group photo (scoring
     # may pick another one there)
     raw = faces["crop"].to_pylist()
-    cues = np.array([pixel_cues(c, size) for c in raw], np.float32).reshape(-1, 3)
+    cues = np.array([pixel_cues(c, size) for c in raw], np.float32).reshape(-1, len(CUES))
     n_of = {k: n for k, n in zip(images["image_id"].to_pylist(), images["n_faces"].to_pylist())}
     group = np.array([(n_of.get(k) or 0) > 1 for k in faces["image_id"].to_pylist()], bool)
     selected = np.asarray(faces["selected"].to_numpy(zero_copy_only=False), bool)
     jpegs = pa.array([_jpeg(c, size, q) if (s or g) else None for c, s, g in zip(raw, selected, group)], pa.binary())
     faces = faces.drop_columns(["crop"]).append_column("crop", jpegs)
-    for j, col in enumerate(("sharpness", "brightness", "contrast")):
+    for j, col in enumerate(CUES):
         faces = faces.append_column(col, pa.array(cues[:, j], pa.float32()))
     chosen = faces.filter(faces["selected"])
     pos = {k: i for i, k in enumerate(chosen["image_id"].to_pylist())}
     take = pa.array([pos.get(k) for k in images["image_id"].to_pylist()], pa.int64())
     out = images.drop_columns(["pixels"])
-    for col in ("det_score", "bbox", "landmarks", "face_size", "embedding", "feat_norm", "model_id", "crop",
-                "sharpness", "brightness", "contrast"):
+    for col in ("det_score", "bbox", "landmarks", "face_size", "embedding", "feat_norm", "model_id", "crop", *CUES):
         out = out.append_column(col, chosen[col].take(take))
     out = out.append_column("detector_id", pa.array([models.detector.id] * len(out), pa.string()))
     # a chosen face whose embedding came out non-finite: the model, not the image, failed

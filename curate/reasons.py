@@ -54,8 +54,10 @@ REASONS = (
            "only with --merge reject: dominant centers at or above the merge cosine, every label of the person but "
            "the largest (by default, --merge relabel, they are kept and exported as the largest: label, merged_from)"),
     Reason("unidentifiable", "score", False, "too poor to tell whose face it is",
-           "it does not match its identity (beyond the far angle, or nearer another identity) and its quality, the "
-           "recognizer's chance of matching it, is below unidentifiable_below (the card's)"),
+           "its quality, the recognizer's chance of verifying it against another photo of the person, is below "
+           "unidentifiable_below; or it does not match its identity (beyond the far angle, or nearer another identity) "
+           "and its quality is below unmatched_below (both the card's); or it is the worse of two copies of one photo "
+           "in which the recognizer does not see the same face (unmatched_copy_of)"),
     Reason("far_from_dominant", "score", True, "far from its identity's dominant sub-center",
            "angle to the template, the face left out, beyond the far angle (the card's; 75 degrees for ArcFace)"),
     Reason("cross_id_conflict", "score", True, "nearer another identity's center than its own",

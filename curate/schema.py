@@ -100,6 +100,8 @@ def images_schema(dim: int) -> pa.Schema:
             _f("sharpness", pa.float32(), "variance of the Laplacian of the gray crop (before JPEG); low = blurred"),
             _f("brightness", pa.float32(), "mean gray level of the crop, 0-255"),
             _f("contrast", pa.float32(), "standard deviation of the gray crop, 0-255"),
+            _f("detail", pa.float32(), "spectral energy of the gray crop (before JPEG) at 8-20 cycles across it over "
+               "1-8: the face's features resolved; low = blurred or upscaled"),
         ]
         + _embedding_columns(dim)
         + [
@@ -126,6 +128,7 @@ def detections_schema(dim: int) -> pa.Schema:
             _f("sharpness", pa.float32(), "see images.sharpness"),
             _f("brightness", pa.float32(), "see images.brightness"),
             _f("contrast", pa.float32(), "see images.contrast"),
+            _f("detail", pa.float32(), "see images.detail"),
         ]
     )
 

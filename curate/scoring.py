@@ -29,6 +29,7 @@ from curate.errors import InputError
 from curate.files import write_json
 from curate.io.lock import run_lock
 from curate.io.shards import ShardStore
+from curate.stages.select import unidentifiable_below
 
 
 def score_digest(store: ShardStore, cfg: ScoreConfig, cal: dict | None = None, reviews: list | None = None) -> str:
@@ -104,7 +105,8 @@ def score_run(out: str, cfg: ScoreConfig, calibration: str | None = None, mapper
         return _score_run(store, cfg, calibration, mapper, part_rows)
 
 
-THRESHOLDS = {"far_angle": "{:.1f}", "dup_cos": "{:.4f}", "merge_cos": "{:.4f}", "unidentifiable_below": "{:.1f}"}
+THRESHOLDS = {"far_angle": "{:.1f}", "dup_cos": "{:.4f}", "merge_cos": "{:.4f}", "unidentifiable_below": "{:.1f}",
+              "unmatched_below": "{:.1f}"}
 
 
 def threshold_changes(previous: dict | None, now: dict) -> list[str]:
@@ -139,9 +141,10 @@ def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, map
         reviews, digest, part_rows or P.PART_ROWS, mapper or P.local_map, store.config().detect.min_face_size)
     calib["card"] = cal_where
     calib["warnings"] = cal_warnings + calib["warnings"]
-    calib["unidentifiable_below"] = C.unidentifiable_below(cfg, cal)
-    calib.setdefault("threshold_source", {})["unidentifiable_below"] = (
-        "config" if cfg.unidentifiable_below is not None else "card" if calib["unidentifiable_below"] is not None else "none")
+    below = unidentifiable_below(cfg, cal) or (None, None)
+    for k, v in zip(("unidentifiable_below", "unmatched_below"), below):
+        calib[k] = v
+        calib.setdefault("threshold_source", {})[k] = "config" if getattr(cfg, k) is not None else "card" if v is not None else "none"
     plan = work.plan
     P.stream_outputs(work, store.scores_file(digest), store.identities_file(digest), store.group_faces_file(digest))
     write_json(store.calibration_file(digest), {**calib, "config": cfg.__dict__, "digest": digest})
@@ -160,6 +163,7 @@ def _score_run(store: ShardStore, cfg: ScoreConfig, calibration: str | None, map
         "persons": len(pc.unique(identities["label"])), "merge": cfg.merge,
         "far_angle": calib["far_angle"], "dup_cos": calib.get("dup_cos"), "merge_cos": calib.get("merge_cos"),
         "merge_angle": calib.get("merge_angle"), "unidentifiable_below": calib["unidentifiable_below"],
+        "unmatched_below": calib["unmatched_below"],
         "threshold_source": calib.get("threshold_source"),
         "calibrated": calib["calibrated"], "warnings": calib["warnings"], "score_seconds": round(seconds, 2),
         "partitions": plan["partitions"], "previous_scoring": before,

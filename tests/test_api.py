@@ -20,7 +20,7 @@ def run_arrays(run: str):
     t = t.filter(pc.equal(t["reason"], "ok"))
     emb = decode_embeddings(t["embedding"]).astype(np.float32) * t["feat_norm"].to_numpy()[:, None]
     signals = {k: t[k].to_numpy(zero_copy_only=False) for k in ("det_score", "sharpness", "brightness", "contrast",
-                                                                  "face_size")}
+                                                                  "detail", "face_size")}
     signals["landmarks"] = np.array(t["landmarks"].to_pylist(), np.float32)
     return store, t, emb, signals
 

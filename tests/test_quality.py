@@ -52,14 +52,24 @@ def test_a_signal_of_the_wrong_sign_is_never_used():
     assert m["steps"] == []
 
 
-def test_threshold_calls_a_poor_face_unidentifiable_only_at_the_stated_odds():
+def test_thresholds_call_a_poor_face_unidentifiable_only_at_the_stated_odds():
+    """Any face under the first threshold, a face that does not match under the second: each the
+    highest quality at which the reference's failing faces outnumber its passing ones by the odds
+    the priors ask for; the second never below the first."""
     rng = np.random.default_rng(0)
-    matched, unmatched = rng.beta(20, 1, 2000), rng.beta(2, 3, 300)  # well-seen faces near 1, failures spread low
-    below, why = quality.threshold(matched, unmatched)
-    share_matched = max(np.mean(100 * matched < below), 1 / 2000)
-    assert np.mean(100 * unmatched < below) >= quality.ODDS * share_matched and "30 times likelier" in why
-    assert 0 < below < 100
-    assert quality.threshold(matched, unmatched[:0])[0] == 0.0  # nothing fails to match: nothing is unidentifiable
+    p = np.r_[rng.beta(20, 1, 2000), rng.beta(2, 3, 300)]  # well-seen faces near 1, failures spread low
+    rate = np.r_[np.full(2000, 0.9), np.full(300, 0.1)]
+    clean = np.r_[np.ones(2000, bool), np.zeros(300, bool)]
+    th = quality.thresholds(p, rate, clean)
+    for name, odds in (("unidentifiable_below", 3 * quality.ANY_PRIOR), ("unmatched_below", 3 * quality.PRIOR)):
+        below = th[name]
+        assert 0 < below < 100
+        share_pass = max(np.mean(100 * p[:2000] < below), 1 / 2000)
+        assert np.mean(100 * p[2000:] < below) >= odds * share_pass
+    assert th["unmatched_below"] > th["unidentifiable_below"]
+    assert th["reference_below"]["clean"] <= 1 / (3 * quality.ANY_PRIOR) and th["reference_below"]["copies"] > 0.1
+    assert "90 times" in th["why"] and "30 times" in th["why"]
+    assert quality.threshold(p[:2000], p[:0], 30.0) == 0.0  # nothing fails: nothing is unidentifiable
 
 
 FACES = SHARED_DATA / "faces"
@@ -93,3 +103,16 @@ def test_calibrate_writes_a_match_model_on_real_faces(tmp_path):
 
     held = load_models(RunConfig()).recognizer.card["calibrations"]["yunet"]
     assert held["reference"]["set"] != cal["reference"]["set"] and held["reference"]["identities"] > 100
+
+
+def test_match_rates_count_the_person_s_other_photos_a_face_is_verified_against():
+    """A clean face against its person's other photos; a copy against all of them but its original."""
+    from curate.calibration import match_rates
+
+    emb = unit(np.array([[1, 0, 0], [0.9, 0.1, 0], [0.2, 1, 0], [0, 0, 1], [0, 0.1, 1]], float))
+    codes = np.array([0, 0, 0, 1, 1])
+    bad = unit(np.array([[1, 0.05, 0], [0, 1, 0]], float))  # a copy of face 0 still near it; a copy of face 3 lost
+    rate = match_rates(emb, codes, bad, np.array([0, 3]), cos=0.8)
+    assert rate.tolist() == [0.5, 0.5, 0.0, 1.0, 1.0, 0.5, 0.0]  # the first copy: face 1 of faces 1, 2 (its original not counted)
+    lone = match_rates(emb[:1], codes[:1], bad[:1], np.array([0]), cos=0.8)
+    assert np.isnan(lone).all()  # no other photo of the person: no rate

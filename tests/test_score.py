@@ -87,7 +87,7 @@ def reference(seed=1):
     codes = np.unique(t["identity"].to_pylist(), return_inverse=True)[1]
     values = {"norm": np.r_[norms, rng.uniform(1, 8, 200)], "sharpness": np.r_[sharp, rng.uniform(1, 20, 200)]}
     cal["quality"] = {"signals": ["norm", "sharpness"],
-                      "match": match_model(cal, emb, norms, codes, bad, orig, values, seed)}
+                      "match": match_model(cal, emb, codes, bad, orig, values, seed)}
     cal["quality"]["signals"] = cal["quality"]["match"]["signals"]
     return cal
 
@@ -361,3 +361,26 @@ def test_the_nearest_other_identity_is_the_true_one_among_look_alikes():
     np.fill_diagonal(cc, -1)
     a, b = np.nonzero(np.triu(cc >= 0.65))
     assert [(x, y) for x, y, _ in dedup.merge_candidates(neighbours, sims, 0.65)] == list(zip(a.tolist(), b.tolist()))
+
+
+def test_a_copy_of_a_photo_whose_face_the_recognizer_does_not_match_is_the_worse_one_s_flag():
+    """Rows 0-2 share a photo hash: 1 is a copy with the same face (a duplicate, not this rule), 2 a
+    copy whose face the recognizer sees elsewhere (cosine below 0.7): of 0 and 2, the lower quality
+    is the unmatched copy and names the better one. Row 3, the same face but another photo, and row
+    4, the same photo under another identity, are not."""
+    from curate.stages.dedup import unmatched_copies
+    from curate.stages.phash import WIDTH
+    from curate.stats import unit
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=16)
+    emb = unit(np.stack([base, base + 0.05 * rng.normal(size=16), rng.normal(size=16), base, rng.normal(size=16)]))
+    h = rng.integers(0, 256, (5, WIDTH), dtype=np.uint8)
+    h[1] = h[2] = h[4] = h[0]
+    h[2, 0] ^= 1  # one bit off: still a copy
+    codes = np.array([0, 0, 0, 0, 1])
+    worse, better = unmatched_copies(emb, codes, (h, np.ones(5, bool)), np.array([90.0, 80.0, 20.0, 85.0, 10.0]))
+    assert worse.tolist() == [2] and better.tolist() == [0]
+    worse, better = unmatched_copies(emb, codes, (h, np.ones(5, bool)), np.array([10.0, 80.0, 20.0, 85.0, 10.0]))
+    assert (worse.tolist(), better.tolist()) == ([0, 2], [2, 1])  # the worse of each pair by quality, whichever it is
+    assert not len(unmatched_copies(emb, codes, (h, np.array([1, 1, 0, 1, 1], bool)), np.ones(5))[0])  # no hash, no copy

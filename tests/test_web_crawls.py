@@ -52,6 +52,11 @@ def web_run(tmp_path_factory, default_models):
     rng = np.random.default_rng(0)
     for kind in ("reencode", "resize", "mirror"):
         (crawl / "lfw__Tony_Blair" / f"copy_{kind}.jpg").write_bytes(copy_photo(blair[0].read_bytes(), kind, rng))
+    # a copy of one of Chirac's photos, brought down to a thumbnail and back up, past what the recognizer can match to the photo itself
+    from curate.degrade import downscale
+
+    pixels = np.asarray(Image.open(chirac[0]).convert("RGB"))
+    Image.fromarray(downscale(pixels, None, rng)).save(crawl / "lfw__Jacques_Chirac" / "thumbnail_copy.jpg", quality=95)
     for person in LAB:
         (crawl / person).mkdir()
         for f in photos(person):
@@ -116,6 +121,18 @@ def test_copies_are_duplicates_and_lab_shots_are_near_identical_and_kept(web_run
     lab = [r for s, r in rows.items() if s.split("/")[0] in LAB]
     assert len(lab) == 20 and all(r["reason"] == "ok" for r in lab), [r["reason"] for r in lab]
     assert any(r["near_identical_of"] for r in lab)  # shots seconds apart: marked, not dropped
+
+
+def test_a_thumbnail_brought_back_up_is_unidentifiable_and_its_photo_stays(web_run):
+    """A face 8-12 px across, upscaled: its quality (the recognizer's chance of verifying it) is
+    below the card's threshold; the photo it came from is kept, and no clean photo is called an
+    unmatched copy of another."""
+    _, _, rows = web_run
+    original = rows[f"lfw__Jacques_Chirac/{photos('lfw__Jacques_Chirac')[0].name}"]
+    r = rows["lfw__Jacques_Chirac/thumbnail_copy.jpg"]
+    assert r["reason"] == "unidentifiable" and r["quality"] < original["quality"], (r["reason"], r["quality"])
+    assert original["keep"] and original["unmatched_copy_of"] is None
+    assert all(x["unmatched_copy_of"] is None for s, x in rows.items() if "thumbnail" not in s)
 
 
 def test_every_face_of_a_group_photo_has_a_row_and_the_others_are_candidates(web_run):

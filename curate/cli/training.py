@@ -140,7 +140,7 @@ def calibrate(recognizer, detector, reference, card_out, duplicates, degraded, s
     m = q["match"]
     click.echo(f"quality      the chance of matching, from {' + '.join(m['signals'])}: error-versus-discard {m['edc']} on "
                f"held-out people (det_score alone {m['edc_alone'].get('det_score')}, norm alone {m['edc_alone'].get('norm')}); "
-               f"unidentifiable below quality {m['unidentifiable_below']}")
+               f"unidentifiable below quality {m['unidentifiable_below']} (a face that does not match: {m.get('unmatched_below')})")
     for w in cal.get("warnings", []):
         click.echo(f"WARNING      {w}", err=True)
 

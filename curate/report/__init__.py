@@ -264,9 +264,11 @@ def _quality(store, digest: str, charts) -> str:
     rows = [{"signal": k, "discard": d, "fnmr": f} for k, v in curves.items() if k != "discard"
             for d, f in zip(curves.get("discard", []), v)]
     chart = charts.edc(pa.Table.from_pylist(rows)) if rows else ""
-    return (f"<p>quality is the recognizer's chance (percent) of matching the face to its identity "
-            f"({_esc(q.get('operating_point') or '')}), from {_esc(' + '.join(q.get('signals') or []))}. A face that does "
-            f"not match, with quality below {_esc(_fmt(q.get('unidentifiable_below'), '{:.1f}'))}, is "
+    below = (f"A face with quality below {_esc(_fmt(q.get('unidentifiable_below'), '{:.1f}'))}, or one that does not match "
+             f"its identity below {_esc(_fmt(q.get('unmatched_below'), '{:.1f}'))}, is" if q.get("unmatched_below") is not None
+             else f"A face that does not match, with quality below {_esc(_fmt(q.get('unidentifiable_below'), '{:.1f}'))}, is")
+    return (f"<p>quality is the recognizer's chance (percent) of matching the face "
+            f"({_esc(q.get('operating_point') or '')}), from {_esc(' + '.join(q.get('signals') or []))}. {below} "
             f"<code>unidentifiable</code>: {_esc(q.get('why') or '')}. On the card's reference, people held out: "
             f"error-versus-discard {_esc(_fmt(q.get('edc'), '{:.4f}'))} (lower is better; detector score alone "
             f"{_esc(_fmt((q.get('edc_alone') or {}).get('det_score'), '{:.4f}'))}).</p>"

@@ -169,6 +169,42 @@ def copy_pairs(image_hash: np.ndarray, valid: np.ndarray, r: np.ndarray, c: np.n
     return valid[r] & valid[c] & (same_ok | flip_ok)
 
 
+def unmatched_copies(emb: np.ndarray, codes: np.ndarray, hashes: tuple, quality: np.ndarray, copy_cos: float = 0.7,
+                     block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of one photo under one identity (``copy_pairs``) in which the recognizer does not see
+    the same face: cosine below ``copy_cos``. The photo is the same, so one of the two faces is too
+    degraded for the recognizer to match even to itself. -> (worse, better) rows: of each such pair,
+    the face of lower ``quality`` (N,) and the other (a face in several such pairs: its best twin).
+    ``emb``: unit rows; ``hashes``: (image_hash, valid) as copy_pairs takes them. Only the 64-bit
+    hashes are compared for every pair of an identity's faces; the rest, for the few within."""
+    from curate.stages.phash import bits
+
+    image_hash, valid = hashes
+    h64, m64 = image_hash[:, :8], image_hash[:, 8:16]  # the 64-bit hash and its mirror image's (curate.stages.phash)
+    order = np.argsort(codes, kind="stable")
+    sc = codes[order]
+    bounds = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1], True])
+    r, c = [], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        rows = order[a:b]
+        for i in range(0, len(rows), block):
+            qi, qj = np.nonzero(np.triu(np.ones((min(block, len(rows) - i), len(rows)), bool), i + 1))
+            gr, gc = rows[qi + i], rows[qj]
+            near = (np.minimum(bits(h64[gr], h64[gc]), bits(h64[gr], m64[gc])) <= COPY_BITS[0]) & valid[gr] & valid[gc]
+            gr, gc = gr[near], gc[near]
+            hit = copy_pairs(image_hash, valid, gr, gc) & (np.einsum("nd,nd->n", emb[gr], emb[gc]) < copy_cos)
+            r.append(gr[hit])
+            c.append(gc[hit])
+    if not r or not sum(map(len, r)):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    r, c = np.concatenate(r), np.concatenate(c)
+    worse = np.where(quality[r] <= quality[c], r, c)
+    better = np.where(quality[r] <= quality[c], c, r)
+    first = np.lexsort((-quality[better], worse))  # per worse face, its best twin first
+    keep = np.r_[True, worse[first][1:] != worse[first][:-1]]
+    return worse[first][keep].astype(np.int64), better[first][keep].astype(np.int64)
+
+
 def identity_pairs(emb: np.ndarray, codes: np.ndarray, threshold: float, hashes: tuple | None = None,
                    copy_cos: float = 0.7, block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Exact duplicate edges within each identity (both ways): every pair of an identity's faces

@@ -46,6 +46,11 @@ def image_hash(pixels: np.ndarray) -> bytes:
 _POP = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
+def bits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, K) uint8 and (N, K) uint8 -> (N,) int32: the Hamming distance of each row pair."""
+    return _POP[a ^ b].sum(1, dtype=np.int32)
+
+
 def distances(a: np.ndarray, b: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(N, WIDTH) uint8 hashes of a and b -> (per size, the Hamming distance of a to b; per size, of
     a to b's mirror image), each (N,) int32."""
@@ -53,8 +58,8 @@ def distances(a: np.ndarray, b: np.ndarray) -> tuple[list[np.ndarray], list[np.n
     for size in SIZES:
         k = size * size // 8
         ha, hb, hm = a[:, at : at + k], b[:, at : at + k], b[:, at + k : at + 2 * k]
-        same.append(_POP[ha ^ hb].sum(1, dtype=np.int32))
-        flip.append(_POP[ha ^ hm].sum(1, dtype=np.int32))
+        same.append(bits(ha, hb))
+        flip.append(bits(ha, hm))
         at += 2 * k
     return same, flip
 

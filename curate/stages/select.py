@@ -5,9 +5,9 @@ Precedence (first that applies): the spine's own reason (decode, no face, ...), 
 reasons in the registry's order (curate.reasons.SCORING): duplicate (unless its twin is under
 another identity and the face is far from its own: then the label flag), near_identical (only with
 ``drop_near_identical``), identity_merge_candidate (only with ``merge="reject"``),
-unidentifiable (a face that does not match its identity, far or nearer another one, whose quality
-says it could not have: not evidence against its label), far_from_dominant, cross_id_conflict,
-non_dominant_subcenter (only with
+unidentifiable (a face whose quality says the recognizer would not verify it, or one that does not
+match its identity, far or nearer another one, whose quality says it could not have: not evidence
+against its label), far_from_dominant, cross_id_conflict, non_dominant_subcenter (only with
 ``drop_non_dominant``: the paper keeps such faces within the angle); else ok. Every score behind a
 decision stays in the row, so any threshold can be re-applied in SQL later.
 """
@@ -23,19 +23,37 @@ from curate.reasons import SCORING, with_is_columns
 from curate.schema import require
 
 READS = ("image_id", "identity", "spine_reason", "dup_of", "dup_identity", "near_identical_of", "merge_into", "quality",
+         "unmatched_copy_of",
          "angle_to_dominant", "own_sim", "other_sim", "is_dominant")
 
 
-def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, unidentifiable: float | None = None) -> pa.Table:
-    """``unidentifiable``: the quality under which a face that does not match is unidentifiable
-    (curate.curation.unidentifiable_below); None (a model with no match model): quality only ranks
-    faces, it rejects none."""
+def unidentifiable_below(cfg: ScoreConfig, cal: dict | None) -> tuple[float, float] | None:
+    """(any face, a face that does not match its identity): the qualities under which such a face is
+    unidentifiable (curate.quality.thresholds), each the user's, else the card's match model's (a
+    card from before the first has only the second); None (no such rule) for a model without one,
+    whose quality only ranks faces, and under a learned quality head (its norm is another scale)."""
+    match = (cal or {}).get("quality", {}).get("match")
+    card = (None, None) if match is None or cfg.quality_model else \
+        (match.get("unidentifiable_below") if "unmatched_below" in match else 0.0,
+         match.get("unmatched_below", match.get("unidentifiable_below")))
+    any_ = cfg.unidentifiable_below if cfg.unidentifiable_below is not None else card[0]
+    unmatched = cfg.unmatched_below if cfg.unmatched_below is not None else card[1]
+    if any_ is None and unmatched is None:
+        return None
+    return float(any_ or 0.0), float(max(unmatched or 0.0, any_ or 0.0))
+
+
+def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, unidentifiable: tuple[float, float] | None = None) -> pa.Table:
+    """``unidentifiable``: (any face, a face that does not match): the qualities under which such a
+    face is unidentifiable (curate.curation.unidentifiable_below); None (a model with no match
+    model): quality only ranks faces, it rejects none."""
     require(t, READS, "select")
 
     def col(name):
         return np.asarray(t[name].to_numpy(zero_copy_only=False), dtype=np.float64)
 
     quality = col("quality")
+    any_below, unmatched_below = unidentifiable or (-np.inf, -np.inf)
     far = col("angle_to_dominant") > far_angle
     conflict = col("other_sim") - col("own_sim") > cfg.conflict_margin
     # a near-duplicate of a face filed under another identity, and far from its own: the copy is
@@ -45,10 +63,12 @@ def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, unidentifiable: floa
         "duplicate": pc.is_valid(t["dup_of"]).to_numpy(zero_copy_only=False) & ~(cross_dup & (far | conflict)),
         "near_identical": cfg.drop_near_identical & pc.is_valid(t["near_identical_of"]).to_numpy(zero_copy_only=False),
         "identity_merge_candidate": (cfg.merge == "reject") & pc.is_valid(t["merge_into"]).to_numpy(zero_copy_only=False),
-        # too poor to tell whose face it is: it does not match its identity, and its quality says
-        # it could not have (AdaFace: a hard low-quality face is no evidence against its label). A
-        # low-quality face that matches was identified: it stays, ranked by its quality
-        "unidentifiable": (unidentifiable is not None) & (far | conflict) & (quality < (unidentifiable or 0)),
+        # too poor to tell whose face it is: its quality says the recognizer would not verify it
+        # against another photo of the person; and a face that does not match its identity at a
+        # quality that says it could not have (AdaFace: a hard low-quality face is no evidence
+        # against its label) is unidentifiable too, at the card's higher threshold for those
+        "unidentifiable": (quality < any_below) | ((far | conflict) & (quality < unmatched_below))
+        | pc.is_valid(t["unmatched_copy_of"]).to_numpy(zero_copy_only=False),
         "far_from_dominant": far,
         "cross_id_conflict": conflict,
         "non_dominant_subcenter": cfg.drop_non_dominant

@@ -176,6 +176,7 @@ class EmbeddingCrawl:
             "sharpness": pa.array(rng.uniform(20, 400, m).astype(np.float32)),
             "brightness": pa.array(rng.uniform(60, 180, m).astype(np.float32)),
             "contrast": pa.array(rng.uniform(30, 70, m).astype(np.float32)),
+            "detail": pa.array(rng.uniform(0.05, 0.4, m).astype(np.float32)),
             "keep": pa.array(~no_face),
             "reason": pa.array(np.where(no_face, "no_face", "ok").tolist()),
             "image_hash": pa.array([x.tobytes() for x in ih], pa.binary(80)),
