@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 def pool(faces: str, work: str, detector: str, recognizer: str) -> pa.Table:
     """Photos and degraded copies through the spine: one row per face found, with ``original``
     (row of the photo a copy was made from, -1 for photos) and ``kind``."""
-    path = os.path.join(work, f"pool2-{detector}-{recognizer}.parquet")
+    path = os.path.join(work, f"pool3-{detector}-{recognizer}.parquet")
     if os.path.exists(path):
         return pq.read_table(path)
     from curate.calibration import reference_rows
@@ -40,7 +40,7 @@ def pool(faces: str, work: str, detector: str, recognizer: str) -> pa.Table:
     cfg = RunConfig(detect=DetectConfig(detector=detector), embed=EmbedConfig(recognizer=recognizer))
     t0 = time.time()
     ref = reference_rows(faces, load_models(cfg), cfg, duplicates=0, degraded=10**9, seed=0)
-    cols = ["identity", "embedding", "feat_norm", "det_score", "sharpness", "brightness", "contrast", "face_size",
+    cols = ["identity", "embedding", "feat_norm", "det_score", "sharpness", "brightness", "contrast", "detail", "face_size",
             "landmarks"]
     rows = ref.rows.select(cols).append_column("original", pa.array(np.full(len(ref.rows), -1), pa.int64())) \
         .append_column("kind", pa.array(["photo"] * len(ref.rows)))

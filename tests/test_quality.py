@@ -116,3 +116,23 @@ def test_match_rates_count_the_person_s_other_photos_a_face_is_verified_against(
     assert rate.tolist() == [0.5, 0.5, 0.0, 1.0, 1.0, 0.5, 0.0]  # the first copy: face 1 of faces 1, 2 (its original not counted)
     lone = match_rates(emb[:1], codes[:1], bad[:1], np.array([0]), cos=0.8)
     assert np.isnan(lone).all()  # no other photo of the person: no rate
+
+
+def test_fine_detail_falls_with_blur_and_upscaling_not_with_contrast():
+    """The detail cue: energy at 8-20 cycles across the crop over 1-8. A face-like pattern blurred or
+    brought down to a thumbnail and back has less; the same pattern at half the contrast, as much."""
+    import cv2
+
+    from curate.pipeline import pixel_cues
+
+    rng = np.random.default_rng(0)
+    x = cv2.resize(rng.uniform(0, 255, (28, 28)), (112, 112), interpolation=cv2.INTER_CUBIC)  # detail at ~14 cycles
+    x = np.clip(x + cv2.GaussianBlur(rng.uniform(-60, 60, (112, 112)), (0, 0), 6), 0, 255)  # and coarse shading
+
+    def detail(gray):
+        return pixel_cues(np.repeat(np.clip(gray, 0, 255).astype(np.uint8)[..., None], 3, 2).tobytes(), 112)[3]
+
+    sharp = detail(x)
+    assert detail(cv2.GaussianBlur(x, (0, 0), 2.5)) < 0.2 * sharp
+    assert detail(cv2.resize(cv2.resize(x, (12, 12), interpolation=cv2.INTER_AREA), (112, 112))) < 0.2 * sharp
+    assert abs(detail(128 + 0.5 * (x - 128)) / sharp - 1) < 0.05
