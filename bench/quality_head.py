@@ -59,10 +59,14 @@ def raw_features(t: pa.Table) -> np.ndarray:
     return emb * t["feat_norm"].to_numpy().astype(np.float32)[:, None]
 
 
+CALIBRATE_DEGRADED = 200  # `curate calibrate --degraded`: photos degraded every way, for the quality fit
+
+
 def shipped_quality(t: pa.Table, train: np.ndarray, test: np.ndarray, cal: dict, seed: int) -> np.ndarray:
     """The shipped quality (curate.quality, the chance of matching) fitted as `curate calibrate`
-    fits it, but on the training people's photos and degraded copies only, then applied to the
-    held-out people: the head's own conditions."""
+    fits it (every photo, and the degraded copies of ``CALIBRATE_DEGRADED`` of them, its default),
+    but on the training people only, then applied to the held-out people: the head's own
+    conditions."""
     from curate import quality
     from curate.calibration import _signals, match_model
     from curate.schema import decode_embeddings
@@ -70,7 +74,8 @@ def shipped_quality(t: pa.Table, train: np.ndarray, test: np.ndarray, cal: dict,
 
     original = t["original"].to_numpy()
     photos = np.flatnonzero(train & (original < 0))
-    copies = np.flatnonzero(train & (original >= 0) & np.isin(original, photos))
+    degraded = np.random.default_rng(seed).choice(photos, min(CALIBRATE_DEGRADED, len(photos)), replace=False)
+    copies = np.flatnonzero(train & (original >= 0) & np.isin(original, degraded))
     pos = {int(r): k for k, r in enumerate(photos)}
     emb = unit(decode_embeddings(t["embedding"]).astype(np.float64))
     codes = np.unique(np.array(t["identity"].to_pylist(), object)[photos].astype(str), return_inverse=True)[1]

@@ -269,7 +269,9 @@ def _quality(store, digest: str, charts) -> str:
              else f"A face that does not match, with quality below {_esc(_fmt(q.get('unidentifiable_below'), '{:.1f}'))}, is")
     return (f"<p>quality is the recognizer's chance (percent) of matching the face "
             f"({_esc(q.get('operating_point') or '')}), from {_esc(' + '.join(q.get('signals') or []))}. {below} "
-            f"<code>unidentifiable</code>: {_esc(q.get('why') or '')}. On the card's reference, people held out: "
+            f"<code>unidentifiable</code>: {_esc(q.get('why') or '')}. So is the worse of two copies of one photo in "
+            f"which the recognizer does not see the same face (<code>unmatched_copy_of</code>). On the card's "
+            f"reference, people held out: "
             f"error-versus-discard {_esc(_fmt(q.get('edc'), '{:.4f}'))} (lower is better; detector score alone "
             f"{_esc(_fmt((q.get('edc_alone') or {}).get('det_score'), '{:.4f}'))}).</p>"
             + (f'<div class="charts">{chart}</div>' if chart else ""))
