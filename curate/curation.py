@@ -75,8 +75,8 @@ def pose_of(c: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def quality_of(signals: dict[str, np.ndarray], ref: dict, emb: np.ndarray | None = None) -> np.ndarray:
-    """0-100: the card's match probability (curate.quality) of faces with unit embeddings ``emb`` in
-    percent, or, for a model without a
+    """0-100: the card's match probability (curate.quality) in percent, of faces with these signals
+    and unit embeddings ``emb`` (for a model whose probe reads them); or, for a model without a
     match model (uncalibrated, a learned head, an older card), the geometric mean of the reference
     percentiles of its quality signals."""
     match = ref.get("quality", {}).get("match")
@@ -150,9 +150,10 @@ def score_identities(t: pa.Table, cfg: ScoreConfig, cal: dict | None, ref: dict,
             cols[k][idx] = v
         sub_col[idx], dom_col[idx] = sc.subcenter, sc.is_dominant
         centers = sc.centers
-        pairs = dedup.identity_pairs(emb, codes, pair_floor(cfg, cal), hashes_of(c), COPY_COS)
-        worse, better = dedup.unmatched_copies(emb, codes, hashes_of(c), cols["quality"][idx], COPY_COS)
-        copy_of[idx[worse]] = np.asarray(c["image_id"].to_pylist(), object)[better]
+        hashes = hashes_of(c)
+        pairs = dedup.identity_pairs(emb, codes, pair_floor(cfg, cal), hashes, COPY_COS)
+        worse, better = dedup.unmatched_copies(emb, codes, hashes, cols["quality"][idx], COPY_COS)
+        copy_of[idx[worse]] = c["image_id"].take(pa.array(better)).to_pylist()
         ids = pa.table({"identity": pa.array(names, pa.string()), "faces": pa.array(sc.size, pa.int64()),
                         "dominant_share": pa.array(sc.share, pa.float32())})
     cand = np.zeros(n, bool)

@@ -90,9 +90,14 @@ def probe_logits(emb: np.ndarray, rate: np.ndarray, person: np.ndarray, folds: i
     for f in range(folds):
         tr = fold != f
         if tr.any() and (~tr).any():
-            p = probe(emb[tr], rate[tr])
-            out[~tr] = emb[~tr] @ np.array(p["weights"]) + p["bias"]
+            out[~tr] = probe_logit(probe(emb[tr], rate[tr]), emb[~tr])
     return out
+
+
+def probe_logit(p: dict, emb: np.ndarray) -> np.ndarray:
+    """(N,) float64: a ``probe``'s logit of the unit embeddings ``emb`` (N, D), in their own
+    precision (no float64 copy of a float32 partition)."""
+    return (emb @ np.asarray(p["weights"], emb.dtype)).astype(np.float64) + p["bias"]
 
 
 def probability(model: dict, values: dict[str, np.ndarray], emb: np.ndarray | None = None) -> np.ndarray:
@@ -101,8 +106,7 @@ def probability(model: dict, values: dict[str, np.ndarray], emb: np.ndarray | No
     names = model["signals"]
     n = len(next(iter(values.values())))
     if "embedding" in names and "embedding" not in values and emb is not None and model.get("probe"):
-        w = np.asarray(model["probe"]["weights"], emb.dtype)  # in the embeddings' own precision: no copy of them
-        values = {**values, "embedding": (emb @ w).astype(np.float64) + model["probe"]["bias"]}
+        values = {**values, "embedding": probe_logit(model["probe"], emb)}
     x = design({k: values.get(k, np.full(n, np.nan)) for k in names}, names)
     return _predict(np.array(model["mean"]), np.array(model["scale"]), np.array([model["intercept"], *model["coef"]]), x)
 

@@ -169,6 +169,16 @@ def copy_pairs(image_hash: np.ndarray, valid: np.ndarray, r: np.ndarray, c: np.n
     return valid[r] & valid[c] & (same_ok | flip_ok)
 
 
+def identity_rows(codes: np.ndarray):
+    """Each identity's rows (ascending), for the identities of two faces or more."""
+    order = np.argsort(codes, kind="stable")
+    sc = codes[order]
+    bounds = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b - a >= 2:
+            yield order[a:b]
+
+
 def unmatched_copies(emb: np.ndarray, codes: np.ndarray, hashes: tuple, quality: np.ndarray, copy_cos: float = 0.7,
                      block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Copies of one photo under one identity (``copy_pairs``) in which the recognizer does not see
@@ -181,12 +191,8 @@ def unmatched_copies(emb: np.ndarray, codes: np.ndarray, hashes: tuple, quality:
 
     image_hash, valid = hashes
     h64, m64 = image_hash[:, :8], image_hash[:, 8:16]  # the 64-bit hash and its mirror image's (curate.stages.phash)
-    order = np.argsort(codes, kind="stable")
-    sc = codes[order]
-    bounds = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1], True])
     r, c = [], []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        rows = order[a:b]
+    for rows in identity_rows(codes):
         for i in range(0, len(rows), block):
             qi, qj = np.nonzero(np.triu(np.ones((min(block, len(rows) - i), len(rows)), bool), i + 1))
             gr, gc = rows[qi + i], rows[qj]
@@ -214,14 +220,8 @@ def identity_pairs(emb: np.ndarray, codes: np.ndarray, threshold: float, hashes:
     re-saves a photo under its own label far more often than under another, and these pairs cost
     only the identities' own sizes squared, so they are never left to an approximate search.
     ``emb``: unit rows."""
-    order = np.argsort(codes, kind="stable")
-    sc = codes[order]
-    bounds = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1], True])
     r, c, s, cp = [], [], [], []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        if b - a < 2:
-            continue
-        rows = order[a:b]
+    for rows in identity_rows(codes):
         x = emb[rows]
         for i in range(0, len(rows), block):  # an identity of 10K faces: blocks of rows, not 10K x 10K at once
             sims = x[i : i + block] @ x.T

@@ -45,7 +45,7 @@ def unidentifiable_below(cfg: ScoreConfig, cal: dict | None) -> tuple[float, flo
 
 def select(t: pa.Table, cfg: ScoreConfig, far_angle: float, unidentifiable: tuple[float, float] | None = None) -> pa.Table:
     """``unidentifiable``: (any face, a face that does not match): the qualities under which such a
-    face is unidentifiable (curate.curation.unidentifiable_below); None (a model with no match
+    face is unidentifiable (``unidentifiable_below``); None (a model with no match
     model): quality only ranks faces, it rejects none."""
     require(t, READS, "select")
 
