@@ -61,17 +61,17 @@ def run(n_ids: int, n_faces: int, n_check: int, seed: int) -> dict:
     index = dedup.center_index(centers)
     built = time.perf_counter() - t
     t = time.perf_counter()
-    neighbours, _ = dedup.center_neighbours(centers, index)  # every core, as the scoring's driver
+    neighbours, _ = dedup.lookalikes(index, np.arange(n_ids), centers)  # every core (the scoring: a task a partition)
     neigh_s = time.perf_counter() - t
     faiss.omp_set_num_threads(1)  # one thread, as a decide task
     t = time.perf_counter()
     ivf, ivf_sim = dedup.nearest_other_identity(emb, label, index)
     ivf_s = time.perf_counter() - t
     t = time.perf_counter()
-    near, _ = dedup.nearest_other_identity(emb, label, index, neighbours=neighbours)
+    near, _ = dedup.nearest_other_identity(emb, label, index, alike=neighbours[label])
     near_s = time.perf_counter() - t
     t = time.perf_counter()
-    ours, _ = dedup.nearest_other_identity(emb, label, index, neighbours=neighbours, unmatched_cos=UNMATCHED_COS)
+    ours, _ = dedup.nearest_other_identity(emb, label, index, alike=neighbours[label], unmatched_cos=UNMATCHED_COS)
     ours_s = time.perf_counter() - t
     check = rng.choice(n_faces, min(n_check, n_faces), replace=False)
     truth, truth_sim = exact_nearest_other(emb[check], label[check], centers)

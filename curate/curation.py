@@ -221,15 +221,15 @@ def identity_codes(identity: pa.ChunkedArray | pa.Array) -> tuple[list[str], np.
 
 @dataclass
 class Globals:
-    """What needs every identity: thresholds, nearest other identities, merge candidates."""
+    """What needs every identity: thresholds, nearest other identities, merge candidates. No
+    process holds every identity's center but the index (dedup.center_index), read from a file."""
 
     names: list  # every scored identity, sorted
-    centers: np.ndarray  # (I, D) their dominant centers
     thresholds: score.Thresholds
     into: dict  # identity -> the identity it merges into
     merge_sim: dict  # identity -> its best merge cosine
-    index: object = None  # dedup.center_index(centers): built once, searched by every partition
-    neighbours: np.ndarray | None = None  # (I, K) each identity's nearest other identities (dedup.center_neighbours)
+    index: object = None  # dedup.center_index over every center: searched by every partition
+    neighbours: tuple | None = None  # (codes, (n, K) look-alikes) of some identities (dedup.lookalikes)
 
     def codes(self, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return codes_in(self.names, identity)
@@ -241,25 +241,29 @@ class Globals:
             group[self.codes(pa.array(list(self.into)))] = self.codes(pa.array(list(self.into.values())))
         return group
 
+    def lookalikes(self, codes: np.ndarray) -> np.ndarray | None:
+        """(N, K) the look-alikes of each code's identity (-1 for an identity without them)."""
+        if self.neighbours is None:
+            return None
+        have, nb = self.neighbours
+        at = np.minimum(np.searchsorted(have, codes), max(len(have) - 1, 0))
+        found = (at < len(have)) & (have[at] == codes) if len(have) else np.zeros(len(codes), bool)
+        return np.where(found[:, None], nb[at] if len(have) else -1, -1)
+
 
 def codes_in(names: list, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """(N,) position of each row's identity in ``names`` (sorted, as identity_codes sorts them)."""
     return np.searchsorted(np.array(names, dtype=object).astype(str), np.asarray(identity.to_pylist(), str))
 
 
-def global_scoring(names: list, sizes: np.ndarray, centers: np.ndarray, emb: np.ndarray, codes: np.ndarray,
-                   cfg: ScoreConfig, cal: dict | None) -> Globals:
-    """``emb``/``codes``: faces (all, or a sample) for the run's own impostor angles. With no
-    identities at all: the configured or card thresholds, no index, no merges."""
-    th = score.thresholds(emb, codes, centers, cfg, cal)
-    index = dedup.center_index(centers)
-    neighbours, sims = dedup.center_neighbours(centers, index)
-    merges = dedup.merge_candidates(neighbours, sims, th.merge_cos)
-    best = {}
-    for a, b, sim in merges:
+def merges_of(names: list, sizes: np.ndarray, pairs: list[tuple[int, int, float]]) -> tuple[dict, dict]:
+    """(identity -> the identity it merges into, identity -> its best merge cosine) from the merge
+    candidates' pairs of codes (dedup.merge_candidates)."""
+    best: dict = {}
+    for a, b, sim in pairs:
         for i in (a, b):
             best[names[i]] = max(best.get(names[i], -1.0), sim)
-    return Globals(names, centers, th, merge_groups(names, sizes, merges), best, index, neighbours)
+    return merge_groups(names, sizes, pairs), best
 
 
 def merge_groups(names: list, sizes: np.ndarray, merges: list[tuple[int, int, float]]) -> dict:
@@ -292,8 +296,9 @@ def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreCo
     if len(idx):
         c = t.take(pa.array(idx))
         # a float16 view of the shards: searched (and normalised) chunk by chunk
-        other, s = dedup.nearest_other_identity(decode_embeddings(c["embedding"]), g.codes(c["identity"]), g.index,
-                                                g.groups(), g.neighbours, np.cos(np.radians(g.thresholds.far_angle)))
+        codes = g.codes(c["identity"])
+        other, s = dedup.nearest_other_identity(decode_embeddings(c["embedding"]), codes, g.index, g.groups(),
+                                                g.lookalikes(codes), np.cos(np.radians(g.thresholds.far_angle)))
         other_name[idx] = np.where(other >= 0, np.array(g.names + [None], dtype=object)[other], None)
         osim[idx] = s
     at = pc.index_in(t["image_id"], value_set=dups["image_id"])
@@ -336,7 +341,7 @@ def no_identities() -> pa.Table:
                     "dominant_share": pa.array([], pa.float32())})
     scores = pa.table({"identity": pa.array([], pa.string()), "keep": pa.array([], pa.bool_()),
                        "reason": pa.array([], pa.string())})
-    return finish_identities(ids, Globals([], None, None, {}, {}), scores, ScoreConfig())
+    return finish_identities(ids, Globals([], None, {}, {}), scores, ScoreConfig())
 
 
 def calibration_record(g: Globals | None, cal: dict | None, merge_angle: float, model_id: str | None,

@@ -8,7 +8,11 @@ process ever holds more than one partition of a crawl (issue 11: a 10M-face craw
     identities (per partition)  score_identities: sub-centers, angles, quality, pose, exact duplicate
                                  pairs within identities; the faces are scattered to their two
                                  nearest cells' duplicate-search groups, and by sha1
-    driver     globals: every identity's dominant center -> thresholds, merge candidates
+    driver     every identity's name, sorted: its code (codes/)
+    centers    (one task)  the index of every identity's dominant center, built from the partitions'
+                           centers (fp16 beyond a few thousand identities); the run's impostor angles
+    lookalikes (per partition)  each identity's nearest other centers, and the merge candidates
+    driver     globals: thresholds, merges (no process but a task holds every center)
     duplicates (per search group)  near-duplicate and identical-bytes edges
     driver     duplicate clusters (connected components over the edges' faces only): copies (identical
                bytes, or a copy by the perceptual hashes), and near-identical photos (distinct shots whose
@@ -58,6 +62,7 @@ from curate.files import atomic_write, write_json
 from curate.io.shards import ShardStore
 from curate.schema import decode_embeddings
 from curate.stages import dedup, score
+from curate.stages.phash import band_keys, bits
 from curate.stages.select import unidentifiable_below
 
 PART_ROWS = 250_000  # images per partition and per chunk: about 1.5 GB of working memory a task
@@ -252,13 +257,85 @@ def identities(w: Work, p: int, cfg: ScoreConfig, cal: dict | None, ref: dict, m
         hashed = hashed.set_column(len(NODE), "sha1", pc.binary_join_element_wise(hashed["sha1"], pc.cast(fi, pa.string()), ":"))
     if len(hashed):
         _scatter(hashed, _bucket(hashed["sha1"], groups), lambda g: w.path("sha", f"g={g:05d}", f"p={p:05d}.parquet"))
-    # copies across identities at any scale: the same 64-bit photo hash (either way round) meets in one bucket
+    # copies across identities at any scale: photo hashes within 2 bits share a band of the 64-bit
+    # hash, either way round (phash.band_keys). Each face's bands go to their buckets' groups, and
+    # its row (phrows) waits for the pairs found there (_hash_copies)
     ph = faces.filter(pc.is_valid(faces["image_hash"]))
     if len(ph):
-        key = pa.array([min(h[:8], h[8:16]).hex() for h in ph["image_hash"].to_pylist()], pa.string())
-        ph = ph.select([*NODE, "embedding", "image_hash"]).append_column("key", key)
-        _scatter(ph, _bucket(ph["key"], groups), lambda g: w.path("ph", f"g={g:05d}", f"p={p:05d}.parquet"))
+        atomic_write(w.path("phrows", f"p={p:05d}.parquet"), lambda tmp: pq.write_table(ph.select([*NODE, "embedding", "image_hash"]), tmp))
+        keys = band_keys(C.hashes_of(ph)[0])
+        each = pa.array(np.repeat(np.arange(len(ph)), keys.shape[1]))
+        rows = ph.select(["gid", "identity"]).take(each).append_column("key", pa.array(keys.ravel()))
+        rows = rows.append_column("h64", pc.binary_slice(ph["image_hash"], 0, 16).take(each))
+        key = keys.ravel()
+        _scatter(rows, (key ^ (key >> 17)) % groups, lambda g: w.path("ph", f"g={g:05d}", f"p={p:05d}.parquet"))
     return {"rows": len(t), "signals": used}
+
+
+def _identity_codes(w: Work, n_parts: int, sample: pa.Table) -> tuple[list, np.ndarray]:
+    """(every identity's name, sorted; its scored faces), and the code (position in the names) of
+    each partition's identities (codes/p=*.npy) and of the sample's faces (codes/sample.npy)."""
+    ids = [pq.read_table(f, columns=["identity", "faces"]) if os.path.exists(f) else None
+           for f in (w.path("ids", f"p={p:05d}.parquet") for p in range(n_parts))]
+    some = [t for t in ids if t is not None and len(t)]
+    every = pa.concat_tables(some) if some else pa.table({"identity": pa.array([], pa.string()), "faces": pa.array([], pa.int64())})
+    names, codes = C.identity_codes(every["identity"])
+    sizes = np.zeros(len(names), np.int64)
+    sizes[codes] = every["faces"].to_numpy()
+    at = 0
+    for p, t in enumerate(ids):
+        k = 0 if t is None else len(t)
+        np.save(w.path("codes", f"p={p:05d}.npy"), codes[at : at + k])
+        at += k
+    np.save(w.path("codes", "sample.npy"), C.codes_in(names, sample["identity"]) if len(sample) else np.zeros(0, np.int64))
+    return names, sizes
+
+
+CENTER_TRAIN = 20  # sampled centers a cell of the center index is trained on
+
+
+@step("centers")
+def center_index(w: Work, _: int) -> dict:
+    """The index of every identity's dominant center (dedup.center_index: fp16 beyond a few
+    thousand), built from the partitions' centers one at a time, and the run's impostor angles'
+    1st percentile (faces of the sample against other identities' centers)."""
+    parts = sorted(glob.glob(w.path("ids", "p=*.npy")))
+    code_of = {f: w.path("codes", os.path.basename(f)) for f in parts}
+    n = sum(len(np.load(code_of[f], mmap_mode="r")) for f in parts)
+    dim = next((np.load(f, mmap_mode="r").shape[1] for f in parts if np.load(f, mmap_mode="r").size), 1)
+    rate = min(1.0, CENTER_TRAIN * 4 * np.sqrt(max(n, 1)) / max(n, 1)) if n > dedup.EXACT_LIMIT else 1.0
+    rng = np.random.default_rng(0)
+    train = np.concatenate([np.zeros((0, dim), np.float32)] + [
+        c[rng.random(len(c)) < rate] for c in (np.load(f) for f in parts) if c.size]) if n > dedup.EXACT_LIMIT else None
+    index = dedup.center_index(n=n, train=train if train is not None else np.zeros((0, dim), np.float32))
+    if index is None:
+        return {"impostor_p1": None}
+    for f in parts:
+        c = np.load(f)
+        if c.size:
+            dedup.add_centers(index, np.load(code_of[f]), c)
+    __import__("faiss").write_index(dedup.with_rows(index), w.path("centers.faiss"))
+    sample = _gather(w.path("sample", "*.parquet"))
+    imp = score.impostor_angles(C.unit_embeddings(sample) if len(sample) else np.zeros((0, dim), np.float32),
+                                np.load(w.path("codes", "sample.npy")), index)
+    return {"impostor_p1": float(np.percentile(imp, 1)) if len(imp) else None}
+
+
+def _center_index(w: Work):
+    f = w.path("centers.faiss")
+    return dedup.with_rows(__import__("faiss").read_index(f)) if os.path.exists(f) else None
+
+
+@step("lookalikes")
+def lookalikes(w: Work, p: int, merge_cos: float) -> dict:
+    """The look-alikes of the partition's identities (look/p=*.npz), and their pairs at the merge
+    cosine or above (the merge candidates)."""
+    codes = np.load(w.path("codes", f"p={p:05d}.npy"))
+    index = _center_index(w) if len(codes) else None
+    ids, sims = dedup.lookalikes(index, codes, np.load(w.path("ids", f"p={p:05d}.npy")) if len(codes) else None)
+    np.savez(w.path("look", f"p={p:05d}.npz"), codes=codes, ids=ids.astype(np.int32), sims=sims)
+    hit = (sims >= merge_cos) & (ids >= 0)
+    return {"a": np.repeat(codes, hit.sum(1)).tolist(), "b": ids[hit].tolist(), "s": sims[hit].tolist()}
 
 
 @step("duplicates")
@@ -287,17 +364,15 @@ def duplicates(w: Work, g: int, threshold: float) -> dict:
         cp.append(np.ones(len(a), bool))  # identical bytes: a copy
         nodes.append(hashed.select(NODE))
     ph = _gather(w.path("ph", f"g={g:05d}", "*.parquet"))
-    if len(ph):  # rows sharing a photo hash, under different identities (within one: identity_pairs saw them)
-        a, b = dedup.bucket_pairs(ph["key"].to_pylist(), ph["identity"].to_pylist())
-        emb = C.unit_embeddings(ph)
-        sim = np.einsum("nd,nd->n", emb[a], emb[b]).astype(np.float32)
-        hit = dedup.copy_pairs(*C.hashes_of(ph), a, b) & (sim >= C.COPY_COS)
+    if len(ph):  # rows sharing a band of a photo hash under different identities (within one: identity_pairs saw them)
+        who = pc.dictionary_encode(ph["identity"]).combine_chunks().indices.to_numpy(zero_copy_only=False)
+        a, b = dedup.bucket_pairs(ph["key"].to_numpy(), who)
+        h = np.frombuffer(b"".join(ph["h64"].to_pylist()), np.uint8).reshape(-1, 16) if len(a) else np.zeros((0, 16), np.uint8)
+        near = np.minimum(bits(h[a, :8], h[b, :8]), bits(h[a, :8], h[b, 8:])) <= dedup.COPY_BITS[0]
         gid = ph["gid"].to_numpy()
-        r.append(gid[a[hit]])
-        c.append(gid[b[hit]])
-        s.append(sim[hit])
-        cp.append(np.ones(int(hit.sum()), bool))
-        nodes.append(ph.select(NODE))
+        pairs = np.unique(np.sort(np.c_[gid[a[near]], gid[b[near]]], 1), axis=0).reshape(-1, 2)  # met in several bands
+        atomic_write(w.path("dupout", f"g={g:05d}-hashpairs.parquet"),
+                     lambda tmp: pq.write_table(pa.table({"r": pairs[:, 0], "c": pairs[:, 1]}), tmp))
     edges = pa.table({"r": pa.array(np.concatenate(r) if r else np.zeros(0, np.int64)),
                       "c": pa.array(np.concatenate(c) if c else np.zeros(0, np.int64)),
                       "s": pa.array(np.concatenate(s) if s else np.zeros(0, np.float32)),
@@ -308,6 +383,25 @@ def duplicates(w: Work, g: int, threshold: float) -> dict:
         atomic_write(w.path("dupout", f"g={g:05d}-nodes.parquet"), lambda tmp: pq.write_table(used, tmp))
         atomic_write(w.path("dupout", f"g={g:05d}-edges.parquet"), lambda tmp: pq.write_table(edges, tmp))
     return {"edges": len(edges)}
+
+
+def _hash_copies(w: Work, pairs: pa.Table) -> tuple[pa.Table, pa.Table] | None:
+    """(nodes, edges) of the face pairs under different identities whose photo hashes met in a band
+    (``pairs``: r, c gids) and that are copies: by the whole hashes (dedup.copy_pairs) and the same
+    face (cosine >= COPY_COS). Read from the rows of just those faces (phrows)."""
+    if not len(pairs):
+        return None
+    r, c = pairs["r"].to_numpy(), pairs["c"].to_numpy()
+    want = pa.array(np.unique(np.r_[r, c]))
+    rows = [pq.read_table(w.path("phrows", f"p={p:05d}.parquet")) for p in np.unique(want.to_numpy() >> 32).tolist()]
+    rows = pa.concat_tables([t.filter(pc.is_in(t["gid"], value_set=want)) for t in rows]).sort_by("gid")
+    gid = rows["gid"].to_numpy()
+    a, b = np.searchsorted(gid, r), np.searchsorted(gid, c)
+    emb = C.unit_embeddings(rows)
+    sim = np.einsum("nd,nd->n", emb[a], emb[b]).astype(np.float32)
+    hit = dedup.copy_pairs(*C.hashes_of(rows), a, b) & (sim >= C.COPY_COS)
+    edges = pa.table({"r": gid[a[hit]], "c": gid[b[hit]], "s": sim[hit], "copy": np.ones(int(hit.sum()), bool)})
+    return rows.select(NODE), edges
 
 
 @step("decide")
@@ -323,9 +417,10 @@ def decide(w: Work, p: int, cfg: ScoreConfig, unidentifiable: tuple[float, float
     picks = pq.read_table(picks_file) if os.path.exists(picks_file) else G.NO_PICKS
     part = part.append_column("group_pick", picks["detail"].take(pc.index_in(t["image_id"], value_set=picks["image_id"])))
     g = _read_globals(w)
-    if os.path.exists(w.path("centers.faiss")):
-        g.index = dedup.with_rows(__import__("faiss").read_index(w.path("centers.faiss")))
-        g.neighbours = np.load(w.path("neighbours.npy"))
+    g.index = _center_index(w)
+    if g.index is not None:
+        look = np.load(w.path("look", f"p={p:05d}.npz"))
+        g.neighbours = (look["codes"], look["ids"])
     dups, near = (pq.read_table(f) if os.path.exists(f) else C.EMPTY_DUPS
                   for f in (w.path("dups", f"p={p:05d}.parquet"), w.path("near", f"p={p:05d}.parquet")))
     scores = C.decide(t, part, g, dups, cfg, unidentifiable, near)
@@ -447,7 +542,7 @@ def _write_globals(w: Work, g: C.Globals) -> None:
 def _read_globals(w: Work) -> C.Globals:
     with open(w.path("globals.json")) as f:
         d = json.load(f)
-    return C.Globals(d["names"], None, score.Thresholds(**d["thresholds"]), d["into"], d["merge_sim"])
+    return C.Globals(d["names"], score.Thresholds(**d["thresholds"]), d["into"], d["merge_sim"])
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -510,9 +605,8 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
         raise InputError(f"one recognizer per scoring run, found {sorted(models)}")
     sample = _gather(w.path("sample", "*.parquet"))
     ref = cal or C.run_reference(C.signals_of(sample))  # an uncalibrated model: percentiles of this run
-    sample_emb = C.unit_embeddings(sample) if len(sample) else np.zeros((0, 1), np.float32)
     if n_groups > 1 and not os.path.exists(w.path("cells.npz")):
-        cells = search_cells(sample_emb, n_groups)
+        cells = search_cells(C.unit_embeddings(sample), n_groups)
         with open(w.path("cells.npz"), "wb") as f:
             np.savez(f, **cells)
     merge_angle = C.merge_angle_of(cfg, cal)
@@ -520,20 +614,13 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
            w.pending("identities", n_parts))
     signals = next((r["signals"] for r in w.results("identities", n_parts) if r["signals"]), None)
 
-    # globals: every identity's dominant center
-    ids = _gather(w.path("ids", "*.parquet"))
-    names, sizes, centers = [], np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
-    if len(ids):
-        parts = [np.load(f) for f in sorted(glob.glob(w.path("ids", "*.npy")))]
-        order = np.argsort(np.array(ids["identity"].to_pylist(), dtype=object).astype(str), kind="stable")
-        names = np.array(ids["identity"].to_pylist(), dtype=object)[order].tolist()
-        sizes = ids["faces"].to_numpy()[order]
-        centers = np.ascontiguousarray(np.concatenate([c for c in parts if c.size])[order])
-    g = C.global_scoring(names, sizes, centers, sample_emb, C.codes_in(names, sample["identity"]) if len(sample)
-                         else np.zeros(0, np.int64), cfg, cal)
-    if g.index is not None:
-        __import__("faiss").write_index(g.index, w.path("centers.faiss"))
-        np.save(w.path("neighbours.npy"), g.neighbours.astype(np.int32))
+    # globals: every identity's dominant center, in an index built and searched in tasks
+    names, sizes = _identity_codes(w, n_parts, sample)
+    mapper(functools.partial(center_index, work_dir), w.pending("centers", 1))
+    th = score.thresholds(w.done("centers", 0)["impostor_p1"], cfg, cal)
+    looks = mapper(functools.partial(lookalikes, work_dir, merge_cos=th.merge_cos), list(range(n_parts)))
+    a, b, s = (np.concatenate([np.zeros(0)] + [np.asarray(r[k]) for r in looks]) for k in "abs")
+    g = C.Globals(names, th, *C.merges_of(names, sizes, dedup.merge_candidates(a, b, s)))
     _write_globals(w, g)
 
     # duplicates: edges per search group, clusters over the edges' faces
@@ -541,6 +628,9 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
     if not w.done("clusters", 0):
         nodes = _gather(w.path("dupout", "*-nodes.parquet"))
         edges = _gather(w.path("dupout", "*-edges.parquet"))
+        hashed = _hash_copies(w, _gather(w.path("dupout", "*-hashpairs.parquet")))
+        if hashed is not None:
+            nodes, edges = (pa.concat_tables([x, y]) if len(x) else y for x, y in ((nodes, hashed[0]), (edges, hashed[1])))
         if len(edges):  # copies (by bytes or hashes), and the near-identical rest (within identities: from the floor)
             copies = edges.filter(edges["copy"])
             near = edges.filter(pc.and_(pc.invert(edges["copy"]), pc.greater_equal(edges["s"], g.thresholds.dup_cos)))
@@ -550,7 +640,7 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
                     t, part_of = _cluster_table(nodes, e, g.thresholds.far_angle, by_size=kind == "dups")
                     _scatter(t, part_of, lambda p, k=kind: w.path(k, f"p={p:05d}.parquet"))
         w.mark("clusters", 0, {"edges": len(edges)})
-    for d in ("dupin", "sha", "ph"):  # the search groups' copies of the faces are not needed again
+    for d in ("dupin", "sha", "ph", "phrows"):  # the search groups' copies of the faces are not needed again
         shutil.rmtree(os.path.join(w.root, d), ignore_errors=True)
 
     results = mapper(functools.partial(decide, work_dir, cfg=cfg, unidentifiable=unidentifiable_below(cfg, cal), reviews=reviews,
@@ -563,7 +653,7 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
         for k, v in r["reasons"].items():
             reasons[k] = reasons.get(k, 0) + v
     n_scored = sum(r["scored"] for r in results)
-    calib = C.calibration_record(g if len(ids) else None, cal, merge_angle,
+    calib = C.calibration_record(g if len(names) else None, cal, merge_angle,
                                  next(iter(models), None), signals or list(ref.get("quality", {}).get("signals", ["norm"])))
     calib["warnings"] += C.flag_warnings(reasons, n_scored)
     return w, calib, sum(r["overrides"] for r in results)

@@ -103,6 +103,21 @@ def test_search_groups_find_the_same_duplicates(crawl_files, tmp_path, monkeypat
     assert_same(got, scores, skip=("dup_of", "dup_sim", "reason", "keep", "quality_rank", "auto_keep", "auto_reason"))
 
 
+def test_copies_under_another_identity_are_found_across_search_groups(tmp_path, monkeypatch):
+    """Re-saved copies filed under another identity, their 64-bit photo hash 1-2 bits away: each is
+    in its photo's duplicate cluster, whatever search group either went to (the hash's bands meet
+    in one bucket, with the embeddings' sketches)."""
+    monkeypatch.setattr(P, "GROUP_ROWS", 1000)
+    monkeypatch.setattr(dedup, "EXACT_LIMIT", 300)
+    crawl, files = write_crawl(tmp_path, dups=0.05, cross=1.0)
+    got, _, _, plan = partitioned(tmp_path, files, part_rows=700)
+    assert plan["groups"] == 4
+    ids, dup_of = (np.array(got[k].to_pylist(), object) for k in ("image_id", "dup_of"))
+    root = np.where(dup_of == None, ids, dup_of)  # noqa: E711 - a cluster's rows point at the face that stays
+    cross = np.flatnonzero(crawl.cross_copy & ~crawl.no_face & ~crawl.no_face[np.maximum(crawl.src, 0)])
+    assert len(cross) >= 40 and (root[cross] == root[crawl.src[cross]]).all()
+
+
 def test_a_killed_scoring_resumes_without_redoing_or_duplicating(crawl_files, tmp_path):
     crawl, files, (scores, _, _) = crawl_files
     calls = []

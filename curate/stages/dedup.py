@@ -63,16 +63,37 @@ def _index(x: np.ndarray, nprobe: int = 16, fp16: bool = False, nlist: int | Non
     return index
 
 
-def center_index(centers: np.ndarray):
-    """The index of the identities' dominant centers, built once per scoring: the nearest other
-    identity of every face, and the merge candidates. On the CPU (a file every partition reads),
-    its rows readable (center_rows)."""
-    return with_rows(_index(centers, nprobe=8, gpu=False)) if len(centers) >= 2 else None
+def center_index(centers: np.ndarray | None = None, n: int | None = None, train: np.ndarray | None = None):
+    """The index of the identities' dominant centers, searched for every face's nearest other
+    identity, ids their codes. On the CPU (a file every partition reads), its rows readable
+    (with_rows). ``centers``: all of them (code = row), or, for a crawl too big for that, ``n``
+    centers added later (add_centers) after training on ``train``, a sample of them. Exact up to
+    EXACT_LIMIT; beyond, an IVF storing fp16 (1 KB a 512-d center: 1M identities in 1 GB)."""
+    if centers is not None:
+        n, train = len(centers), centers
+    if n < 2:
+        return None
+    faiss = require_module("faiss", "default")
+    if n <= EXACT_LIMIT:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(train.shape[1]))
+    else:
+        index = _index(train, nprobe=8, fp16=True, nlist=int(4 * np.sqrt(n)), add=False, gpu=False)
+    if centers is not None:
+        add_centers(index, np.arange(n), centers)
+        with_rows(index)
+    return index
+
+
+def add_centers(index, codes: np.ndarray, centers: np.ndarray) -> None:
+    """Centers (normalised here) into center_index's ``index`` under their codes."""
+    for a in range(0, len(centers), CHUNK):
+        index.add_with_ids(unit_rows(centers, a, a + CHUNK), np.ascontiguousarray(codes[a : a + CHUNK], np.int64))
 
 
 def with_rows(index):
     """``index`` able to give back its vectors by id (an IVF keeps a map from id to list, 8 bytes
-    an identity): the centers are not held twice. Call again on an index read from a file."""
+    an identity; its ids must be 0..ntotal-1): the centers are not held twice. Call again on an
+    index read from a file, once every center is in."""
     if index is not None and hasattr(index, "nlist") and hasattr(index, "make_direct_map"):
         index.make_direct_map()
     return index
@@ -241,22 +262,22 @@ def identity_pairs(emb: np.ndarray, codes: np.ndarray, threshold: float, hashes:
             np.concatenate(cp))
 
 
-def bucket_pairs(keys: list, identity: list) -> tuple[np.ndarray, np.ndarray]:
-    """Both ways, every pair of rows with the same key under different identities (a bucket of
-    one photo's copies is small; a key shared by more than 64 rows, a blank or flat photo, is
-    skipped)."""
-    by: dict = {}
-    for i, k in enumerate(keys):
-        by.setdefault(k, []).append(i)
-    r, c = [], []
-    for rows in by.values():
-        if 1 < len(rows) <= 64:
-            for i in rows:
-                for j in rows:
-                    if i != j and identity[i] != identity[j]:
-                        r.append(i)
-                        c.append(j)
-    return np.array(r, np.int64), np.array(c, np.int64)
+def bucket_pairs(keys: np.ndarray, identity: np.ndarray, limit: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of rows (r < c) with the same key (int64) under different identities (codes).
+    A bucket of one photo's copies is small; a key shared by more than ``limit`` rows (a blank or
+    flat photo) is skipped."""
+    order = np.argsort(keys, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1], True])
+    start, size = bounds[:-1], np.diff(bounds)
+    r, c = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for s in np.unique(size[(size > 1) & (size <= limit)]).tolist():  # the buckets of s rows at once
+        i, j = np.triu_indices(s, 1)
+        at = start[size == s][:, None]
+        r.append(order[at + i].ravel())
+        c.append(order[at + j].ravel())
+    r, c = np.concatenate(r), np.concatenate(c)
+    other = identity[r] != identity[c]
+    return r[other], c[other]
 
 
 def sha_edges(sha1: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -309,23 +330,32 @@ EXACT_NEIGHBOURS = 250_000  # identities up to which they come from an exact sea
 NEIGHBOUR_PROBES = 32  # beyond: probes of the center index (measured recall in bench/center_search.py)
 
 
-def center_neighbours(centers: np.ndarray, index, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
-    """(I, k) each identity's k nearest other centers and their cosines (-1 past the last): the
-    identity's look-alikes, for the merge candidates and every face's nearest other identity
-    (``nearest_other_identity``). Exact (blocked matrix products) up to EXACT_NEIGHBOURS
-    identities: look-alikes sit at cosines (0.3-0.6) where an IVF's cells do not hold them
-    together (32 probes of 1,788 cells found 55% of them at 200K identities); beyond, the center
-    index with NEIGHBOUR_PROBES probes."""
-    n = len(centers)
-    if index is None or n < 2:
-        return np.full((n, k), -1, np.int64), np.full((n, k), -1.0, np.float32)
+def lookalikes(index, codes: np.ndarray, centers: np.ndarray, k: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """(len(codes), k) the k nearest other centers in ``index`` (center_index, with_rows) of the
+    identities ``codes``, whose centers are ``centers``, and their cosines (-1 past the last): the
+    identities' look-alikes, for the merge candidates and their faces' nearest other identity
+    (``nearest_other_identity``). A partition's identities at a time: no process holds every
+    center but the index. Exact (the index's rows, CHUNK at a time) up to EXACT_NEIGHBOURS
+    identities: look-alikes sit at cosines (0.3-0.6) where an IVF's cells do not hold them together
+    (32 probes of 1,788 cells found 55% of them at 200K identities); beyond, the index with
+    NEIGHBOUR_PROBES probes."""
+    n, m = (0 if index is None else index.ntotal), len(codes)
+    if n < 2 or not m:
+        return np.full((m, k), -1, np.int64), np.full((m, k), -1.0, np.float32)
+    kk = min(k + 1, n)
     if n <= EXACT_NEIGHBOURS:
         faiss = require_module("faiss", "default")
-        x = unit_rows(centers)
-        sims, ids = faiss.knn(x, x, min(k + 1, n), metric=faiss.METRIC_INNER_PRODUCT)
+        q = unit_rows(centers)
+        sims, ids = np.full((m, 0), -np.inf, np.float32), np.zeros((m, 0), np.int64)
+        for a in range(0, n, CHUNK):
+            block = center_rows(index, np.arange(a, min(n, a + CHUNK)))
+            s, i = faiss.knn(q, block, min(kk, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+            sims, ids = np.concatenate([sims, s], 1), np.concatenate([ids, i + a], 1)
+            top = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
+            sims, ids = np.take_along_axis(sims, top, 1), np.take_along_axis(ids, top, 1)
     else:
-        sims, ids = search(index, centers, min(k + 1, n), NEIGHBOUR_PROBES)
-    self_hit = ids == np.arange(n)[:, None]
+        sims, ids = search(index, centers, kk, NEIGHBOUR_PROBES)
+    self_hit = ids == np.asarray(codes)[:, None]
     order = np.argsort(self_hit, axis=1, kind="stable")[:, : min(k, n - 1)]  # itself out, the rest in rank order
     ids, sims = np.take_along_axis(ids, order, 1), np.take_along_axis(sims, order, 1)
     pad = k - ids.shape[1]
@@ -337,7 +367,7 @@ DEEP_PROBES = 64  # probes for a face that matched no identity at the first sear
 
 
 def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.ndarray | None = None,
-                           neighbours: np.ndarray | None = None,
+                           alike: np.ndarray | None = None,
                            unmatched_cos: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each face: the closest identity center outside its own identity's group, and that
     cosine (``index``: center_index of the centers; None for fewer than two identities; ``group``:
@@ -345,8 +375,8 @@ def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.
     labels are never each other's conflict; default: each identity its own).
 
     Two sources of candidates, the better cosine wins: the index's search (a face filed under the
-    wrong person lies near that person's center, which an IVF finds), and, given ``neighbours``
-    (center_neighbours), the exact cosines to its own identity's look-alikes (a face of the right
+    wrong person lies near that person's center, which an IVF finds), and, given ``alike`` ((N, K)
+    the look-alikes of each face's identity, lookalikes; -1 for none), the exact cosines to them (a face of the right
     person is nearest one of them, among candidates too alike for an IVF to rank). A face whose
     own center and best other are both below ``unmatched_cos`` (it matched nobody: a face of an
     unrelated person, whose center the IVF's 8 probes missed) is searched again with DEEP_PROBES.
@@ -360,9 +390,8 @@ def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.
     k = min(index.ntotal, 1 + int(np.unique(group, return_counts=True)[1].max()))
     sims, ids = search(index, emb, k)
     cand = csim = None
-    if neighbours is not None:
-        known = codes < len(neighbours)
-        cand = np.where(known[:, None], neighbours[np.minimum(codes, len(neighbours) - 1)], -1)
+    if alike is not None:
+        cand = alike
         csim = np.full(cand.shape, -1.0, np.float32)
         for a in range(0, len(emb), CHUNK // 16):  # (rows, K, D) gathered a chunk at a time
             c = cand[a : a + CHUNK // 16]
@@ -397,13 +426,13 @@ def _best_other(sims, ids, cand, csim, group, own) -> tuple[np.ndarray, np.ndarr
             np.where(found, sims[rows, best], -1.0).astype(np.float32))
 
 
-def merge_candidates(neighbours: np.ndarray, sims: np.ndarray, threshold: float) -> list[tuple[int, int, float]]:
-    """Identity pairs (a < b) whose dominant centers have cosine >= threshold: one person crawled
-    under two labels (``neighbours``, ``sims``: center_neighbours)."""
-    a = np.repeat(np.arange(len(neighbours)), neighbours.shape[1])
-    b, s = neighbours.ravel(), sims.ravel()
-    hit = (b >= 0) & (b != a) & (s >= threshold)
+def merge_candidates(a: np.ndarray, b: np.ndarray, sims: np.ndarray) -> list[tuple[int, int, float]]:
+    """Identity pairs (x < y, their best cosine) from look-alike pairs (a, b) at the merge cosine
+    or above (lookalikes' rows, those of several partitions concatenated): one person crawled
+    under two labels. A pair seen from both sides counts once."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    hit = (b >= 0) & (a != b)
     out: dict[tuple[int, int], float] = {}
-    for x, y, v in zip(np.minimum(a[hit], b[hit]).tolist(), np.maximum(a[hit], b[hit]).tolist(), s[hit].tolist()):
-        out[(x, y)] = max(out.get((x, y), -1.0), v)  # each pair is seen from both sides
+    for x, y, v in zip(np.minimum(a[hit], b[hit]).tolist(), np.maximum(a[hit], b[hit]).tolist(), np.asarray(sims)[hit].tolist()):
+        out[(x, y)] = max(out.get((x, y), -1.0), v)
     return [(x, y, v) for (x, y), v in sorted(out.items())]

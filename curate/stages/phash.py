@@ -74,3 +74,18 @@ def as_bytes(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     out = np.frombuffer(col.buffers()[1], np.uint8, count=(col.offset + n) * WIDTH).reshape(-1, WIDTH)[col.offset:]
     valid = np.asarray(col.is_valid())
     return np.where(valid[:, None], out, 0).astype(np.uint8), valid
+
+
+BANDS = (22, 21, 21)  # the 64-bit hash in three bands: two hashes within 2 bits share one of them
+
+
+def band_keys(h: np.ndarray) -> np.ndarray:
+    """(N, WIDTH) uint8 hashes -> (N, 2 x len(BANDS)) int64 keys: band j of the photo's 64-bit hash
+    and band j of its mirror image's, each tagged with j. A copy of the photo (within
+    dedup.COPY_BITS[0] = 2 bits of it, either way round) shares at least one key with it."""
+    v = np.ascontiguousarray(h[:, :16]).view(">u8").astype(np.uint64)  # (N, 2): the photo's, the mirror's
+    out, shift = np.empty((len(h), 2, len(BANDS)), np.int64), 64
+    for j, width in enumerate(BANDS):
+        shift -= width
+        out[:, :, j] = (np.int64(j) << 32) | ((v >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+    return out.reshape(len(h), -1)

@@ -134,14 +134,18 @@ def subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, norms: np.ndarray
     return Subcenters(sub, is_dom, angle, tmpl, share.astype(np.float32), size)
 
 
-def impostor_angles(emb: np.ndarray, codes: np.ndarray, centers: np.ndarray, n: int = 100_000, seed: int = 0) -> np.ndarray:
-    """Angles (deg) between faces and *other* identities' centers, sampled: the impostor distribution."""
-    if len(centers) < 2:
-        return np.array([90.0], np.float32)
+def impostor_angles(emb: np.ndarray, codes: np.ndarray, index, n: int = 100_000, seed: int = 0) -> np.ndarray:
+    """Angles (deg) between faces and *other* identities' centers (``index``: dedup.center_index,
+    with_rows), sampled: the impostor distribution. Empty with fewer than two identities."""
+    from curate.stages.dedup import center_rows
+
+    n_ids = 0 if index is None else index.ntotal
+    if n_ids < 2 or not len(emb):
+        return np.zeros(0, np.float32)
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(emb), min(n, 4 * len(emb)))
-    other = (codes[rows] + rng.integers(1, len(centers), len(rows))) % len(centers)
-    cos = np.einsum("nd,nd->n", emb[rows], centers[other])
+    other = (codes[rows] + rng.integers(1, n_ids, len(rows))) % n_ids
+    cos = np.einsum("nd,nd->n", emb[rows], center_rows(index, other))
     return np.degrees(np.arccos(np.clip(cos, -1, 1)))
 
 
@@ -155,14 +159,13 @@ class Thresholds:
     warnings: list
 
 
-def thresholds(emb, codes, centers, cfg, cal: dict | None, cap: float = 75.0) -> Thresholds:
+def thresholds(p1: float | None, cfg, cal: dict | None, cap: float = 75.0) -> Thresholds:
     """Thresholds in the model's own geometry: the user's, else the model card's calibration,
     else (an uncalibrated model) estimates from this run - p1, the 1st percentile of the run's
     impostor angles: far = min(p1, 75), merge = p1/2, duplicate = p1/6 - with a warning, because
-    a crawl's statistics are set by its noise. The run estimate is always computed, and a large
-    disagreement with the card is reported."""
-    imp = impostor_angles(emb, codes, centers)
-    p1 = float(np.percentile(imp, 1)) if len(centers) >= 2 else float("nan")
+    a crawl's statistics are set by its noise. The run estimate (``p1``, None for fewer than two
+    identities) is always computed, and a large disagreement with the card is reported."""
+    p1 = float("nan") if p1 is None else float(p1)
     card = (cal or {}).get("thresholds", {})
     run = {"far_angle": min(cap, p1), "dup_cos": float(np.cos(np.radians(p1 / 6))),
            "merge_cos": float(np.cos(np.radians(p1 / 2)))} if np.isfinite(p1) else {}

@@ -113,11 +113,12 @@ class EmbeddingCrawl:
     clusters on the sphere (~35 deg spread); ``noise`` of the faces belong to another identity;
     ``dups`` are copies of an earlier face of their shard (half of them byte-identical: same
     sha1 and embedding; half re-saved: cosine ~0.98, its hashes a bit away); other rows' hashes are random; the last identity is a second label of the first person (a merge candidate); 1% of
-    rows have no face. Labels are shuffled over the crawl (an identity spans shards) unless
+    rows have no face. ``cross`` of the re-saved copies are filed under another identity (label
+    noise) with 1-2 bits of their 64-bit photo hash flipped (``cross_copy``). Labels are shuffled over the crawl (an identity spans shards) unless
     ``grouped``. Truth: ``noise`` and ``dup`` per row, for precision and recall."""
 
     def __init__(self, n: int, ids: int, dim: int = 512, noise: float = 0.1, dups: float = 0.01, seed: int = 0,
-                 grouped: bool = False, shard_size: int = 10_000):
+                 grouped: bool = False, shard_size: int = 10_000, cross: float = 0.0):
         rng = np.random.default_rng(seed)
         self.n, self.dim, self.seed, self.shard_size = n, dim, seed, shard_size
         self.centers = rng.standard_normal((ids, dim), dtype=np.float32)
@@ -132,9 +133,16 @@ class EmbeddingCrawl:
         self.dup = (rng.random(n) < dups) & (np.arange(n) % shard_size > 0)
         start = np.arange(n) // shard_size * shard_size
         self.src = np.where(self.dup, start + (rng.random(n) * (np.arange(n) - start)).astype(np.int64), -1)
+        while (chained := self.dup & self.dup[np.maximum(self.src, 0)]).any():  # a copy of a copy: of its photo
+            self.src[chained] = self.src[self.src[chained]]
         self.label[self.dup], self.noise[self.dup] = self.label[self.src[self.dup]], self.noise[self.src[self.dup]]
         self.same_bytes = self.dup & (rng.random(n) < 0.5)
         self.no_face = rng.random(n) < 0.01
+        self.cross_copy = self.dup & ~self.same_bytes & (rng.random(n) < cross)
+        if cross:  # drawn after the rest: a crawl without them is the same crawl
+            moved = np.flatnonzero(self.cross_copy)
+            self.label[moved] = (self.label[moved] + rng.integers(1, max(ids, 2), len(moved))) % ids
+            self.noise[moved] = True
 
     @property
     def shards(self) -> int:
@@ -156,6 +164,12 @@ class EmbeddingCrawl:
         ih = rng.integers(0, 256, (m, 80), dtype=np.uint8)
         ih[dup] = ih[self.src[a:b][dup] - a]  # a copy's hashes are its source's ...
         ih[resaved, 20] ^= 1  # ... up to a bit
+        far = np.flatnonzero(self.cross_copy[a:b])  # ... or two, in the 64-bit hash
+        for k in (1, 2):
+            some = far if k == 1 else far[rng.random(len(far)) < 0.5]
+            bit = rng.integers(0, 64, len(some))
+            ih[some, bit // 8] ^= (1 << (bit % 8)).astype(np.uint8)
+            ih[some, 8 + (bit + 13) % 64 // 8] ^= (1 << ((bit + 13) % 8)).astype(np.uint8)
         sha = np.array([f"{i:040x}" for i in range(a, b)], dtype=object)
         same = np.flatnonzero(self.same_bytes[a:b])
         sha[same] = sha[self.src[a:b][same] - a]
