@@ -140,18 +140,21 @@ def match_rates(emb: np.ndarray, codes: np.ndarray, bad: np.ndarray, original: n
     the clean faces ``emb`` (N, D) unit with ``codes``, then the copies ``bad`` (M, D) unit of the
     faces ``original`` (M,), each against its person's photos but its original. NaN for a face
     with no other photo of its person."""
+    from curate.stages.dedup import identity_rows
+
     out = np.full(len(emb) + len(bad), np.nan)
-    for k in np.unique(codes):
-        members = np.flatnonzero(codes == k)
+    by = np.argsort(codes[original], kind="stable")  # the copies, by their person
+    of = codes[original][by]
+    for members in identity_rows(codes):  # a person with one photo has no other to verify against
         hit = emb[members] @ emb[members].T > cos
         np.fill_diagonal(hit, False)
-        if len(members) > 1:
-            out[members] = hit.sum(1) / (len(members) - 1)
-        copies = np.flatnonzero(codes[original] == k)
+        out[members] = hit.sum(1) / (len(members) - 1)
+        k = codes[members[0]]
+        copies = by[np.searchsorted(of, k) : np.searchsorted(of, k, side="right")]
         if len(copies):
             hit = bad[copies] @ emb[members].T > cos
             hit[np.arange(len(copies)), np.searchsorted(members, original[copies])] = False
-            out[len(emb) + copies] = hit.sum(1) / (len(members) - 1) if len(members) > 1 else np.nan
+            out[len(emb) + copies] = hit.sum(1) / (len(members) - 1)
     return out
 
 
