@@ -68,10 +68,10 @@ def run(n_ids: int, n_faces: int, n_check: int, seed: int) -> dict:
     ivf, ivf_sim = dedup.nearest_other_identity(emb, label, index)
     ivf_s = time.perf_counter() - t
     t = time.perf_counter()
-    near, _ = dedup.nearest_other_identity(emb, label, index, alike=neighbours[label])
+    near, _ = dedup.nearest_other_identity(emb, label, index, neighbours=neighbours)
     near_s = time.perf_counter() - t
     t = time.perf_counter()
-    ours, _ = dedup.nearest_other_identity(emb, label, index, alike=neighbours[label], unmatched_cos=UNMATCHED_COS)
+    ours, _ = dedup.nearest_other_identity(emb, label, index, neighbours=neighbours, unmatched_cos=UNMATCHED_COS)
     ours_s = time.perf_counter() - t
     check = rng.choice(n_faces, min(n_check, n_faces), replace=False)
     truth, truth_sim = exact_nearest_other(emb[check], label[check], centers)

@@ -229,7 +229,7 @@ class Globals:
     into: dict  # identity -> the identity it merges into
     merge_sim: dict  # identity -> its best merge cosine
     index: object = None  # dedup.center_index over every center: searched by every partition
-    neighbours: tuple | None = None  # (codes, (n, K) look-alikes) of some identities (dedup.lookalikes)
+    neighbours: np.ndarray | None = None  # (I, K) every identity's look-alikes (dedup.lookalikes)
 
     def codes(self, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return codes_in(self.names, identity)
@@ -240,15 +240,6 @@ class Globals:
         if self.into:
             group[self.codes(pa.array(list(self.into)))] = self.codes(pa.array(list(self.into.values())))
         return group
-
-    def lookalikes(self, codes: np.ndarray) -> np.ndarray | None:
-        """(N, K) the look-alikes of each code's identity (-1 for an identity without them)."""
-        if self.neighbours is None:
-            return None
-        have, nb = self.neighbours
-        at = np.minimum(np.searchsorted(have, codes), max(len(have) - 1, 0))
-        found = (at < len(have)) & (have[at] == codes) if len(have) else np.zeros(len(codes), bool)
-        return np.where(found[:, None], nb[at] if len(have) else -1, -1)
 
 
 def codes_in(names: list, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -296,9 +287,8 @@ def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreCo
     if len(idx):
         c = t.take(pa.array(idx))
         # a float16 view of the shards: searched (and normalised) chunk by chunk
-        codes = g.codes(c["identity"])
-        other, s = dedup.nearest_other_identity(decode_embeddings(c["embedding"]), codes, g.index, g.groups(),
-                                                g.lookalikes(codes), np.cos(np.radians(g.thresholds.far_angle)))
+        other, s = dedup.nearest_other_identity(decode_embeddings(c["embedding"]), g.codes(c["identity"]), g.index,
+                                                g.groups(), g.neighbours, np.cos(np.radians(g.thresholds.far_angle)))
         other_name[idx] = np.where(other >= 0, np.array(g.names + [None], dtype=object)[other], None)
         osim[idx] = s
     at = pc.index_in(t["image_id"], value_set=dups["image_id"])

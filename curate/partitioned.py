@@ -419,8 +419,7 @@ def decide(w: Work, p: int, cfg: ScoreConfig, unidentifiable: tuple[float, float
     g = _read_globals(w)
     g.index = _center_index(w)
     if g.index is not None:
-        look = np.load(w.path("look", f"p={p:05d}.npz"))
-        g.neighbours = (look["codes"], look["ids"])
+        g.neighbours = np.load(w.path("neighbours.npy"), mmap_mode="r")
     dups, near = (pq.read_table(f) if os.path.exists(f) else C.EMPTY_DUPS
                   for f in (w.path("dups", f"p={p:05d}.parquet"), w.path("near", f"p={p:05d}.parquet")))
     scores = C.decide(t, part, g, dups, cfg, unidentifiable, near)
@@ -620,6 +619,12 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
     th = score.thresholds(w.done("centers", 0)["impostor_p1"], cfg, cal)
     looks = mapper(functools.partial(lookalikes, work_dir, merge_cos=th.merge_cos), list(range(n_parts)))
     a, b, s = (np.concatenate([np.zeros(0)] + [np.asarray(r[k]) for r in looks]) for k in "abs")
+    neighbours = np.full((len(names), dedup.NEIGHBOURS), -1, np.int32)  # every identity's, for every decide task
+    for p in range(n_parts):
+        look = np.load(w.path("look", f"p={p:05d}.npz"))
+        neighbours[look["codes"]] = look["ids"]
+    np.save(w.path("neighbours.npy"), neighbours)
+    del neighbours
     g = C.Globals(names, th, *C.merges_of(names, sizes, dedup.merge_candidates(a, b, s)))
     _write_globals(w, g)
 

@@ -353,7 +353,7 @@ def test_the_nearest_other_identity_is_the_true_one_among_look_alikes():
     s = emb @ centers.T
     s[np.arange(len(emb)), label] = -np.inf
     truth = s.argmax(1)
-    found, found_sim = dedup.nearest_other_identity(emb, label, index, alike=neighbours[label])
+    found, found_sim = dedup.nearest_other_identity(emb, label, index, neighbours=neighbours)
     ivf, _ = dedup.nearest_other_identity(emb, label, index)
     assert (found == truth).mean() >= 0.99 > (ivf == truth).mean()
     assert np.allclose(found_sim, s[np.arange(len(emb)), found], atol=2e-3)  # the index stores fp16

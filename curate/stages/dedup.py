@@ -367,22 +367,24 @@ DEEP_PROBES = 64  # probes for a face that matched no identity at the first sear
 
 
 def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.ndarray | None = None,
-                           alike: np.ndarray | None = None,
+                           neighbours: np.ndarray | None = None,
                            unmatched_cos: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each face: the closest identity center outside its own identity's group, and that
     cosine (``index``: center_index of the centers; None for fewer than two identities; ``group``:
     (I,) group of each identity, e.g. the merge group of one person under several labels, whose
     labels are never each other's conflict; default: each identity its own).
 
-    Two sources of candidates, the better cosine wins: the index's search (a face filed under the
-    wrong person lies near that person's center, which an IVF finds), and, given ``alike`` ((N, K)
-    the look-alikes of each face's identity, lookalikes; -1 for none), the exact cosines to them (a face of the right
-    person is nearest one of them, among candidates too alike for an IVF to rank). A face whose
-    own center and best other are both below ``unmatched_cos`` (it matched nobody: a face of an
-    unrelated person, whose center the IVF's 8 probes missed) is searched again with DEEP_PROBES.
-    At 200K identities in families of look-alikes (bench/center_search.py) the search alone found
-    the true nearest other center for 31% of faces. A ``codes`` value outside the identities (a
-    face under no known label) uses the search alone."""
+    Candidates, the best cosine wins: the index's search (a face filed under the wrong person lies
+    near that person's center, which an IVF finds); given ``neighbours`` ((I, K) every identity's
+    look-alikes, lookalikes), the exact cosines to its own identity's look-alikes (a face of the
+    right person is nearest one of them, among candidates too alike for an IVF to rank); and, for
+    a face that does not match its own identity (below ``unmatched_cos``), the look-alikes of the
+    best found so far (a face filed under an unrelated label whose search found one of its true
+    person's family, not the person: a second hop). A face that matched nobody (its own center and
+    best other both below ``unmatched_cos``) is searched again with DEEP_PROBES first. At 200K
+    identities in families of look-alikes (bench/center_search.py) the search alone found the true
+    nearest other center for 31% of faces. A ``codes`` value outside the identities (a face under
+    no known label) uses the search alone."""
     if index is None:
         return np.full(len(emb), -1, np.int64), np.full(len(emb), -1.0, np.float32)
     group = np.arange(index.ntotal) if group is None else np.asarray(group)
@@ -390,27 +392,39 @@ def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.
     k = min(index.ntotal, 1 + int(np.unique(group, return_counts=True)[1].max()))
     sims, ids = search(index, emb, k)
     cand = csim = None
-    if alike is not None:
-        cand = alike
-        csim = np.full(cand.shape, -1.0, np.float32)
-        for a in range(0, len(emb), CHUNK // 16):  # (rows, K, D) gathered a chunk at a time
-            c = cand[a : a + CHUNK // 16]
-            got = center_rows(index, np.maximum(c, 0).ravel()).reshape(*c.shape, -1)
-            csim[a : a + len(c)] = np.einsum("nd,nkd->nk", unit_rows(emb, a, a + len(c)), got)
-        csim = np.where(cand >= 0, csim, -2.0)
+    if neighbours is not None:
+        cand = np.where((codes < len(neighbours))[:, None], neighbours[np.minimum(codes, len(neighbours) - 1)], -1)
+        csim = _cosines(emb, np.arange(len(emb)), cand, index)
     out, sim = _best_other(sims, ids, cand, csim, group, own)
-    if unmatched_cos is not None and hasattr(index, "nprobe") and len(emb):
-        mine = np.full(len(emb), -1.0, np.float32)
-        kn = np.flatnonzero(codes < index.ntotal)
-        for a in range(0, len(kn), CHUNK):
-            r = kn[a : a + CHUNK]
-            mine[r] = np.einsum("nd,nd->n", unit_rows(emb[r]), center_rows(index, codes[r]))
-        lost = np.flatnonzero((mine < unmatched_cos) & (sim < unmatched_cos))
-        if len(lost):
-            deep = search(index, emb[lost], k, DEEP_PROBES)
-            out[lost], sim[lost] = _best_other(*deep, None if cand is None else cand[lost],
-                                               None if csim is None else csim[lost], group, own[lost])
+    if unmatched_cos is None or not len(emb):
+        return out, sim
+    mine = np.full(len(emb), -1.0, np.float32)
+    kn = np.flatnonzero(codes < index.ntotal)
+    for a in range(0, len(kn), CHUNK):
+        r = kn[a : a + CHUNK]
+        mine[r] = np.einsum("nd,nd->n", unit_rows(emb[r]), center_rows(index, codes[r]))
+    lost = np.flatnonzero((mine < unmatched_cos) & (sim < unmatched_cos))
+    if len(lost) and hasattr(index, "nprobe"):
+        deep = search(index, emb[lost], k, DEEP_PROBES)
+        out[lost], sim[lost] = _best_other(*deep, None if cand is None else cand[lost],
+                                           None if csim is None else csim[lost], group, own[lost])
+    hop = np.flatnonzero((mine < unmatched_cos) & (out >= 0)) if neighbours is not None else []
+    if len(hop):
+        far = neighbours[out[hop]]
+        o, s = _best_other(sim[hop, None], out[hop, None], far, _cosines(emb, hop, far, index), group, own[hop])
+        out[hop], sim[hop] = o, s
     return out, sim
+
+
+def _cosines(emb: np.ndarray, rows: np.ndarray, cand: np.ndarray, index) -> np.ndarray:
+    """(len(rows), K) the cosines of the faces ``rows`` of ``emb`` to the centers ``cand`` (-2
+    where a candidate is -1), their rows gathered a chunk at a time."""
+    out = np.full(cand.shape, -2.0, np.float32)
+    for a in range(0, len(rows), CHUNK // 16):
+        c = cand[a : a + CHUNK // 16]
+        got = center_rows(index, np.maximum(c, 0).ravel()).reshape(*c.shape, -1)
+        out[a : a + len(c)] = np.einsum("nd,nkd->nk", unit_rows(emb[rows[a : a + CHUNK // 16]]), got)
+    return np.where(cand >= 0, out, -2.0)
 
 
 def _best_other(sims, ids, cand, csim, group, own) -> tuple[np.ndarray, np.ndarray]:
