@@ -393,8 +393,8 @@ def _hash_copies(w: Work, pairs: pa.Table) -> tuple[pa.Table, pa.Table] | None:
         return None
     r, c = pairs["r"].to_numpy(), pairs["c"].to_numpy()
     want = pa.array(np.unique(np.r_[r, c]))
-    rows = [pq.read_table(w.path("phrows", f"p={p:05d}.parquet")) for p in np.unique(want.to_numpy() >> 32).tolist()]
-    rows = pa.concat_tables([t.filter(pc.is_in(t["gid"], value_set=want)) for t in rows]).sort_by("gid")
+    rows = pa.concat_tables([pq.read_table(w.path("phrows", f"p={p:05d}.parquet"), filters=pc.is_in(pc.field("gid"), want))
+                             for p in np.unique(want.to_numpy() >> 32).tolist()]).sort_by("gid")  # a row group at a time
     gid = rows["gid"].to_numpy()
     a, b = np.searchsorted(gid, r), np.searchsorted(gid, c)
     emb = C.unit_embeddings(rows)
