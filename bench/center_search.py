@@ -13,7 +13,7 @@ compared with what scoring finds:
   look_alikes   the search plus the exact cosines to the face's own identity's 16 nearest centers
   scoring       and a face that matched nobody (its own center and its best other both beyond the
                 default card's far angle, 78.2 deg) searched again with 64 probes: what scoring does
-                (curate.stages.dedup.nearest_other_identity)
+                (curate.stages.nearest.nearest_other_identity)
 
 Recall is over all sampled faces, and over those whose nearest other center is within the
 cosine margin that can change a decision (the other center at least as near as their own less
@@ -33,7 +33,7 @@ import time
 import faiss
 import numpy as np
 
-from curate.stages import dedup
+from curate.stages import nearest
 from curate.testing.synth import family_centers, family_faces
 
 UNMATCHED_COS = float(np.cos(np.radians(78.24)))  # EdgeFace-S + YuNet's far angle (its card)
@@ -58,20 +58,20 @@ def run(n_ids: int, n_faces: int, n_check: int, seed: int) -> dict:
     emb, label, true = family_faces(centers, family, n_faces, rng)
     made = time.perf_counter() - t
     t = time.perf_counter()
-    index = dedup.center_index(centers)
+    index = nearest.center_index(centers)
     built = time.perf_counter() - t
     t = time.perf_counter()
-    neighbours, _ = dedup.lookalikes(index, np.arange(n_ids), centers)  # every core (the scoring: a task a partition)
+    neighbours, _ = nearest.lookalikes(index, np.arange(n_ids), centers)  # every core (the scoring: a task a partition)
     neigh_s = time.perf_counter() - t
     faiss.omp_set_num_threads(1)  # one thread, as a decide task
     t = time.perf_counter()
-    ivf, ivf_sim = dedup.nearest_other_identity(emb, label, index)
+    ivf, ivf_sim = nearest.nearest_other_identity(emb, label, index)
     ivf_s = time.perf_counter() - t
     t = time.perf_counter()
-    near, _ = dedup.nearest_other_identity(emb, label, index, neighbours=neighbours)
+    near, _ = nearest.nearest_other_identity(emb, label, index, neighbours=neighbours)
     near_s = time.perf_counter() - t
     t = time.perf_counter()
-    ours, _ = dedup.nearest_other_identity(emb, label, index, neighbours=neighbours, unmatched_cos=UNMATCHED_COS)
+    ours, _ = nearest.nearest_other_identity(emb, label, index, neighbours=neighbours, unmatched_cos=UNMATCHED_COS)
     ours_s = time.perf_counter() - t
     check = rng.choice(n_faces, min(n_check, n_faces), replace=False)
     truth, truth_sim = exact_nearest_other(emb[check], label[check], centers)

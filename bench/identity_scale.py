@@ -121,10 +121,10 @@ def main():
         a, b, sims = (np.concatenate([np.zeros(0)] + [np.asarray(r[k]) for r in looks]) for k in "abs")
         from curate import curation as C
         from curate.config import ScoreConfig
-        from curate.stages import dedup, score
+        from curate.stages import nearest, score
 
         th = score.thresholds(out["impostor_p1"], ScoreConfig(), None)
-        P._write_globals(w, C.Globals(names, th, *C.merges_of(names, sizes, dedup.merge_candidates(a, b, sims))))
+        P._write_globals(w, C.Globals(names, th, *C.merges_of(names, sizes, nearest.merge_candidates(a, b, sims))))
         out["driver_globals_s"] = round(time.perf_counter() - t, 1)
         out["driver_peak_mb"] = _peak_mb()
         print(json.dumps(out), flush=True)

@@ -25,7 +25,7 @@ from scipy.sparse.csgraph import connected_components
 from curate.config import ScoreConfig
 from curate.reasons import LABEL_NOISE, SCORING
 from curate.schema import decode_embeddings
-from curate.stages import dedup, score
+from curate.stages import dedup, nearest, score
 from curate.stages.select import select
 from curate.stats import NORM_GRID, combined_quality, signal_percentiles, unit
 
@@ -222,14 +222,14 @@ def identity_codes(identity: pa.ChunkedArray | pa.Array) -> tuple[list[str], np.
 @dataclass
 class Globals:
     """What needs every identity: thresholds, nearest other identities, merge candidates. No
-    process holds every identity's center but the index (dedup.center_index), read from a file."""
+    process holds every identity's center but the index (nearest.center_index), read from a file."""
 
     names: list  # every scored identity, sorted
     thresholds: score.Thresholds
     into: dict  # identity -> the identity it merges into
     merge_sim: dict  # identity -> its best merge cosine
-    index: object = None  # dedup.center_index over every center: searched by every partition
-    neighbours: np.ndarray | None = None  # (I, K) every identity's look-alikes (dedup.lookalikes)
+    index: object = None  # nearest.center_index over every center: searched by every partition
+    neighbours: np.ndarray | None = None  # (I, K) every identity's look-alikes (nearest.lookalikes)
 
     def codes(self, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return codes_in(self.names, identity)
@@ -249,7 +249,7 @@ def codes_in(names: list, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 def merges_of(names: list, sizes: np.ndarray, pairs: list[tuple[int, int, float]]) -> tuple[dict, dict]:
     """(identity -> the identity it merges into, identity -> its best merge cosine) from the merge
-    candidates' pairs of codes (dedup.merge_candidates)."""
+    candidates' pairs of codes (nearest.merge_candidates)."""
     best: dict = {}
     for a, b, sim in pairs:
         for i in (a, b):
@@ -287,7 +287,7 @@ def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreCo
     if len(idx):
         c = t.take(pa.array(idx))
         # a float16 view of the shards: searched (and normalised) chunk by chunk
-        other, s = dedup.nearest_other_identity(decode_embeddings(c["embedding"]), g.codes(c["identity"]), g.index,
+        other, s = nearest.nearest_other_identity(decode_embeddings(c["embedding"]), g.codes(c["identity"]), g.index,
                                                 g.groups(), g.neighbours, np.cos(np.radians(g.thresholds.far_angle)))
         other_name[idx] = np.where(other >= 0, np.array(g.names + [None], dtype=object)[other], None)
         osim[idx] = s

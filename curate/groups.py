@@ -46,7 +46,7 @@ def group_faces(faces: pa.Table, picks: pa.Table, index, names: list, groups: np
     groups) and that cosine; and ``candidate_for`` that identity when the face matches it at the
     card's same-person threshold (``candidate_cos``): a photo of B filed under A, listed, never
     added to B unless a reviewer does."""
-    from curate.stages import dedup
+    from curate.stages import nearest
 
     n = len(faces)
     at = pc.index_in(faces["image_id"], value_set=picks["image_id"])
@@ -55,7 +55,7 @@ def group_faces(faces: pa.Table, picks: pa.Table, index, names: list, groups: np
     if n and index is not None:
         code, known = codes_known(names, faces["identity"])
         # a label with no template of its own (no photo with one clear face): no group to leave out
-        other, s = dedup.nearest_other_identity(unit_embeddings(faces), np.where(known, code, len(names)), index,
+        other, s = nearest.nearest_other_identity(unit_embeddings(faces), np.where(known, code, len(names)), index,
                                                 np.r_[groups, -1])
         ok = other >= 0
         near[ok] = np.asarray(names, object)[other[ok]]

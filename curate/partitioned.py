@@ -61,7 +61,7 @@ from curate.errors import InputError
 from curate.files import atomic_write, write_json
 from curate.io.shards import ShardStore
 from curate.schema import decode_embeddings
-from curate.stages import dedup, score
+from curate.stages import dedup, nearest, score
 from curate.stages.phash import band_keys, bits
 from curate.stages.select import unidentifiable_below
 
@@ -296,7 +296,7 @@ CENTER_TRAIN = 20  # sampled centers a cell of the center index is trained on
 
 @step("centers")
 def center_index(w: Work, _: int) -> dict:
-    """The index of every identity's dominant center (dedup.center_index: fp16 beyond a few
+    """The index of every identity's dominant center (nearest.center_index: fp16 beyond a few
     thousand), built from the partitions' centers one at a time, and the run's impostor angles'
     1st percentile (faces of the sample against other identities' centers)."""
     parts = sorted(glob.glob(w.path("ids", "p=*.npy")))
@@ -307,14 +307,14 @@ def center_index(w: Work, _: int) -> dict:
     rng = np.random.default_rng(0)
     train = np.concatenate([np.zeros((0, dim), np.float32)] + [
         c[rng.random(len(c)) < rate] for c in (np.load(f) for f in parts) if c.size]) if n > dedup.EXACT_LIMIT else None
-    index = dedup.center_index(n=n, train=train if train is not None else np.zeros((0, dim), np.float32))
+    index = nearest.center_index(n=n, train=train if train is not None else np.zeros((0, dim), np.float32))
     if index is None:
         return {"impostor_p1": None}
     for f in parts:
         c = np.load(f)
         if c.size:
-            dedup.add_centers(index, np.load(code_of[f]), c)
-    __import__("faiss").write_index(dedup.with_rows(index), w.path("centers.faiss"))
+            nearest.add_centers(index, np.load(code_of[f]), c)
+    __import__("faiss").write_index(nearest.with_rows(index), w.path("centers.faiss"))
     sample = _gather(w.path("sample", "*.parquet"))
     imp = score.impostor_angles(C.unit_embeddings(sample) if len(sample) else np.zeros((0, dim), np.float32),
                                 np.load(w.path("codes", "sample.npy")), index)
@@ -323,7 +323,7 @@ def center_index(w: Work, _: int) -> dict:
 
 def _center_index(w: Work):
     f = w.path("centers.faiss")
-    return dedup.with_rows(__import__("faiss").read_index(f)) if os.path.exists(f) else None
+    return nearest.with_rows(__import__("faiss").read_index(f)) if os.path.exists(f) else None
 
 
 @step("lookalikes")
@@ -332,7 +332,7 @@ def lookalikes(w: Work, p: int, merge_cos: float) -> dict:
     cosine or above (the merge candidates)."""
     codes = np.load(w.path("codes", f"p={p:05d}.npy"))
     index = _center_index(w) if len(codes) else None
-    ids, sims = dedup.lookalikes(index, codes, np.load(w.path("ids", f"p={p:05d}.npy")) if len(codes) else None)
+    ids, sims = nearest.lookalikes(index, codes, np.load(w.path("ids", f"p={p:05d}.npy")) if len(codes) else None)
     np.savez(w.path("look", f"p={p:05d}.npz"), codes=codes, ids=ids.astype(np.int32), sims=sims)
     hit = (sims >= merge_cos) & (ids >= 0)
     return {"a": np.repeat(codes, hit.sum(1)).tolist(), "b": ids[hit].tolist(), "s": sims[hit].tolist()}
@@ -619,13 +619,13 @@ def score_partitioned(work_dir: str, out: str, files: list[tuple], cfg: ScoreCon
     th = score.thresholds(w.done("centers", 0)["impostor_p1"], cfg, cal)
     looks = mapper(functools.partial(lookalikes, work_dir, merge_cos=th.merge_cos), list(range(n_parts)))
     a, b, s = (np.concatenate([np.zeros(0)] + [np.asarray(r[k]) for r in looks]) for k in "abs")
-    neighbours = np.full((len(names), dedup.NEIGHBOURS), -1, np.int32)  # every identity's, for every decide task
+    neighbours = np.full((len(names), nearest.NEIGHBOURS), -1, np.int32)  # every identity's, for every decide task
     for p in range(n_parts):
         look = np.load(w.path("look", f"p={p:05d}.npz"))
         neighbours[look["codes"]] = look["ids"]
     np.save(w.path("neighbours.npy"), neighbours)
     del neighbours
-    g = C.Globals(names, th, *C.merges_of(names, sizes, dedup.merge_candidates(a, b, s)))
+    g = C.Globals(names, th, *C.merges_of(names, sizes, nearest.merge_candidates(a, b, s)))
     _write_globals(w, g)
 
     # duplicates: edges per search group, clusters over the edges' faces

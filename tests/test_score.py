@@ -339,7 +339,7 @@ def test_the_nearest_other_identity_is_the_true_one_among_look_alikes():
     index is an IVF): with each identity's exact neighbours, scoring finds the true nearest other
     center for >= 99% of faces; the IVF alone does not. Merge candidates come from the same
     neighbours and equal an exhaustive search's."""
-    from curate.stages import dedup
+    from curate.stages import nearest
     from curate.testing.synth import family_centers, family_faces
 
     rng = np.random.default_rng(0)
@@ -347,21 +347,21 @@ def test_the_nearest_other_identity_is_the_true_one_among_look_alikes():
     centers[1] = centers[0] + 0.02 * rng.standard_normal(512).astype(np.float32)  # one person under two labels
     centers[1] /= np.linalg.norm(centers[1])
     emb, label, _ = family_faces(centers, family, 3000, rng)
-    index = dedup.center_index(centers)
+    index = nearest.center_index(centers)
     assert index.ntotal == 12_000 and hasattr(index, "nlist")
-    neighbours, sims = dedup.lookalikes(index, np.arange(len(centers)), centers)
+    neighbours, sims = nearest.lookalikes(index, np.arange(len(centers)), centers)
     s = emb @ centers.T
     s[np.arange(len(emb)), label] = -np.inf
     truth = s.argmax(1)
-    found, found_sim = dedup.nearest_other_identity(emb, label, index, neighbours=neighbours)
-    ivf, _ = dedup.nearest_other_identity(emb, label, index)
+    found, found_sim = nearest.nearest_other_identity(emb, label, index, neighbours=neighbours)
+    ivf, _ = nearest.nearest_other_identity(emb, label, index)
     assert (found == truth).mean() >= 0.99 > (ivf == truth).mean()
     assert np.allclose(found_sim, s[np.arange(len(emb)), found], atol=2e-3)  # the index stores fp16
     cc = centers @ centers.T
     np.fill_diagonal(cc, -1)
     a, b = np.nonzero(np.triu(cc >= 0.65))
     hit = sims >= 0.65
-    pairs = dedup.merge_candidates(np.repeat(np.arange(len(centers)), hit.sum(1)), neighbours[hit], sims[hit])
+    pairs = nearest.merge_candidates(np.repeat(np.arange(len(centers)), hit.sum(1)), neighbours[hit], sims[hit])
     assert [(x, y) for x, y, _ in pairs] == list(zip(a.tolist(), b.tolist()))
 
 

@@ -135,9 +135,9 @@ def subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, norms: np.ndarray
 
 
 def impostor_angles(emb: np.ndarray, codes: np.ndarray, index, n: int = 100_000, seed: int = 0) -> np.ndarray:
-    """Angles (deg) between faces and *other* identities' centers (``index``: dedup.center_index,
+    """Angles (deg) between faces and *other* identities' centers (``index``: nearest.center_index,
     with_rows), sampled: the impostor distribution. Empty with fewer than two identities."""
-    from curate.stages.dedup import center_rows
+    from curate.stages.nearest import center_rows
 
     n_ids = 0 if index is None else index.ntotal
     if n_ids < 2 or not len(emb):
