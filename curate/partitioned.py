@@ -62,7 +62,7 @@ from curate.files import atomic_write, write_json
 from curate.io.shards import ShardStore
 from curate.schema import decode_embeddings
 from curate.stages import dedup, nearest, score
-from curate.stages.phash import band_keys, bits
+from curate.stages.phash import band_keys
 from curate.stages.select import unidentifiable_below
 
 PART_ROWS = 250_000  # images per partition and per chunk: about 1.5 GB of working memory a task
@@ -300,23 +300,22 @@ def center_index(w: Work, _: int) -> dict:
     thousand), built from the partitions' centers one at a time, and the run's impostor angles'
     1st percentile (faces of the sample against other identities' centers)."""
     parts = sorted(glob.glob(w.path("ids", "p=*.npy")))
-    code_of = {f: w.path("codes", os.path.basename(f)) for f in parts}
-    n = sum(len(np.load(code_of[f], mmap_mode="r")) for f in parts)
-    dim = next((np.load(f, mmap_mode="r").shape[1] for f in parts if np.load(f, mmap_mode="r").size), 1)
-    rate = min(1.0, CENTER_TRAIN * 4 * np.sqrt(max(n, 1)) / max(n, 1)) if n > dedup.EXACT_LIMIT else 1.0
-    rng = np.random.default_rng(0)
-    train = np.concatenate([np.zeros((0, dim), np.float32)] + [
-        c[rng.random(len(c)) < rate] for c in (np.load(f) for f in parts) if c.size]) if n > dedup.EXACT_LIMIT else None
-    index = nearest.center_index(n=n, train=train if train is not None else np.zeros((0, dim), np.float32))
+    mats = [np.load(f, mmap_mode="r") for f in parts]  # read when used: the training rows, then each whole
+    n = sum(len(m) for m in mats)
+    train = np.zeros((0, next((m.shape[1] for m in mats if m.size), 1)), np.float32)
+    if n > dedup.EXACT_LIMIT:  # the IVF's cells: trained on CENTER_TRAIN centers a cell
+        rng = np.random.default_rng(0)
+        rate = min(1.0, CENTER_TRAIN * 4 * np.sqrt(n) / n)
+        train = np.concatenate([train] + [np.asarray(m[rng.random(len(m)) < rate]) for m in mats if m.size])
+    index = nearest.center_index(n=n, train=train)
     if index is None:
         return {"impostor_p1": None}
-    for f in parts:
-        c = np.load(f)
-        if c.size:
-            nearest.add_centers(index, np.load(code_of[f]), c)
+    for f, m in zip(parts, mats):
+        if m.size:
+            nearest.add_centers(index, np.load(w.path("codes", os.path.basename(f))), m)
     __import__("faiss").write_index(nearest.with_rows(index), w.path("centers.faiss"))
     sample = _gather(w.path("sample", "*.parquet"))
-    imp = score.impostor_angles(C.unit_embeddings(sample) if len(sample) else np.zeros((0, dim), np.float32),
+    imp = score.impostor_angles(C.unit_embeddings(sample) if len(sample) else train[:0],
                                 np.load(w.path("codes", "sample.npy")), index)
     return {"impostor_p1": float(np.percentile(imp, 1)) if len(imp) else None}
 
@@ -333,7 +332,7 @@ def lookalikes(w: Work, p: int, merge_cos: float) -> dict:
     codes = np.load(w.path("codes", f"p={p:05d}.npy"))
     index = _center_index(w) if len(codes) else None
     ids, sims = nearest.lookalikes(index, codes, np.load(w.path("ids", f"p={p:05d}.npy")) if len(codes) else None)
-    np.savez(w.path("look", f"p={p:05d}.npz"), codes=codes, ids=ids.astype(np.int32), sims=sims)
+    np.savez(w.path("look", f"p={p:05d}.npz"), codes=codes, ids=ids.astype(np.int32))
     hit = (sims >= merge_cos) & (ids >= 0)
     return {"a": np.repeat(codes, hit.sum(1)).tolist(), "b": ids[hit].tolist(), "s": sims[hit].tolist()}
 
@@ -368,7 +367,7 @@ def duplicates(w: Work, g: int, threshold: float) -> dict:
         who = pc.dictionary_encode(ph["identity"]).combine_chunks().indices.to_numpy(zero_copy_only=False)
         a, b = dedup.bucket_pairs(ph["key"].to_numpy(), who)
         h = np.frombuffer(b"".join(ph["h64"].to_pylist()), np.uint8).reshape(-1, 16) if len(a) else np.zeros((0, 16), np.uint8)
-        near = np.minimum(bits(h[a, :8], h[b, :8]), bits(h[a, :8], h[b, 8:])) <= dedup.COPY_BITS[0]
+        near = dedup.near_photos(h, a, b)
         gid = ph["gid"].to_numpy()
         pairs = np.unique(np.sort(np.c_[gid[a[near]], gid[b[near]]], 1), axis=0).reshape(-1, 2)  # met in several bands
         atomic_write(w.path("dupout", f"g={g:05d}-hashpairs.parquet"),

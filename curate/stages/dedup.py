@@ -149,6 +149,15 @@ def copy_pairs(image_hash: np.ndarray, valid: np.ndarray, r: np.ndarray, c: np.n
     return valid[r] & valid[c] & (same_ok | flip_ok)
 
 
+def near_photos(image_hash: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """(M,) bool: are the 64-bit photo hashes of rows r and c within COPY_BITS[0], either way round
+    (``image_hash``: (N, 16 or more) uint8): copy_pairs' cheap first test, for many pairs."""
+    from curate.stages.phash import bits
+
+    h, m = image_hash[:, :8], image_hash[:, 8:16]  # the 64-bit hash and its mirror image's (curate.stages.phash)
+    return np.minimum(bits(h[r], h[c]), bits(h[r], m[c])) <= COPY_BITS[0]
+
+
 def identity_rows(codes: np.ndarray):
     """Each identity's rows (ascending), for the identities of two faces or more."""
     order = np.argsort(codes, kind="stable")
@@ -167,16 +176,13 @@ def unmatched_copies(emb: np.ndarray, codes: np.ndarray, hashes: tuple, quality:
     the face of lower ``quality`` (N,) and the other (a face in several such pairs: its best twin).
     ``emb``: unit rows; ``hashes``: (image_hash, valid) as copy_pairs takes them. Only the 64-bit
     hashes are compared for every pair of an identity's faces; the rest, for the few within."""
-    from curate.stages.phash import bits
-
     image_hash, valid = hashes
-    h64, m64 = image_hash[:, :8], image_hash[:, 8:16]  # the 64-bit hash and its mirror image's (curate.stages.phash)
     r, c = [], []
     for rows in identity_rows(codes):
         for i in range(0, len(rows), block):
             qi, qj = np.nonzero(np.triu(np.ones((min(block, len(rows) - i), len(rows)), bool), i + 1))
             gr, gc = rows[qi + i], rows[qj]
-            near = (np.minimum(bits(h64[gr], h64[gc]), bits(h64[gr], m64[gc])) <= COPY_BITS[0]) & valid[gr] & valid[gc]
+            near = near_photos(image_hash, gr, gc) & valid[gr] & valid[gc]
             gr, gc = gr[near], gc[near]
             hit = copy_pairs(image_hash, valid, gr, gc) & (np.einsum("nd,nd->n", emb[gr], emb[gc]) < copy_cos)
             r.append(gr[hit])
