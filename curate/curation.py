@@ -230,6 +230,7 @@ class Globals:
     merge_sim: dict  # identity -> its best merge cosine
     index: object = None  # nearest.center_index over every center: searched by every partition
     neighbours: np.ndarray | None = None  # (I, K) every identity's look-alikes (nearest.lookalikes)
+    scan: object = None  # nearest.center_scan: every center compressed, for faces that match no identity
 
     def codes(self, identity: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return codes_in(self.names, identity)
@@ -288,7 +289,8 @@ def decide(t: pa.Table, part: pa.Table, g: Globals, dups: pa.Table, cfg: ScoreCo
         c = t.take(pa.array(idx))
         # a float16 view of the shards: searched (and normalised) chunk by chunk
         other, s = nearest.nearest_other_identity(decode_embeddings(c["embedding"]), g.codes(c["identity"]), g.index,
-                                                g.groups(), g.neighbours, np.cos(np.radians(g.thresholds.far_angle)))
+                                                g.groups(), g.neighbours, np.cos(np.radians(g.thresholds.far_angle)),
+                                                g.scan)
         other_name[idx] = np.where(other >= 0, np.array(g.names + [None], dtype=object)[other], None)
         osim[idx] = s
     at = pc.index_in(t["image_id"], value_set=dups["image_id"])

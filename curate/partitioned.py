@@ -10,7 +10,8 @@ process ever holds more than one partition of a crawl (issue 11: a 10M-face craw
                                  nearest cells' duplicate-search groups, and by sha1
     driver     every identity's name, sorted: its code (codes/)
     centers    (one task)  the index of every identity's dominant center, built from the partitions'
-                           centers (fp16 beyond a few thousand identities); the run's impostor angles
+                           centers (fp16 beyond a few thousand identities; and then a scan of every
+                           center, compressed, for faces matching no identity); the impostor angles
     lookalikes (per partition)  each identity's nearest other centers, and the merge candidates
     driver     globals: thresholds, merges (no process but a task holds every center)
     duplicates (per search group)  near-duplicate and identical-bytes edges
@@ -307,21 +308,27 @@ def center_index(w: Work, _: int) -> dict:
         rng = np.random.default_rng(0)
         rate = min(1.0, CENTER_TRAIN * 4 * np.sqrt(n) / n)
         train = np.concatenate([train] + [np.asarray(m[rng.random(len(m)) < rate]) for m in mats if m.size])
-    index = nearest.center_index(n=n, train=train)
+    index, scan = nearest.center_index(n=n, train=train), nearest.center_scan(n, train)
     if index is None:
         return {"impostor_p1": None}
     for f, m in zip(parts, mats):
         if m.size:
-            nearest.add_centers(index, np.load(w.path("codes", os.path.basename(f))), m)
-    __import__("faiss").write_index(nearest.with_rows(index), w.path("centers.faiss"))
+            for x in filter(None, (index, scan)):
+                nearest.add_centers(x, np.load(w.path("codes", os.path.basename(f))), m)
+    faiss = __import__("faiss")
+    if scan is not None:
+        faiss.write_index(scan, w.path("centers-scan.faiss"))
+    faiss.write_index(nearest.with_rows(index), w.path("centers.faiss"))
     sample = _gather(w.path("sample", "*.parquet"))
     imp = score.impostor_angles(C.unit_embeddings(sample) if len(sample) else train[:0],
                                 np.load(w.path("codes", "sample.npy")), index)
     return {"impostor_p1": float(np.percentile(imp, 1)) if len(imp) else None}
 
 
-def _center_index(w: Work):
-    f = w.path("centers.faiss")
+def _center_index(w: Work, name: str = "centers.faiss"):
+    """The centers' index (nearest.center_index), or with ``name`` centers-scan.faiss its scan
+    (nearest.center_scan); None where there is none."""
+    f = w.path(name)
     return nearest.with_rows(__import__("faiss").read_index(f)) if os.path.exists(f) else None
 
 
@@ -416,7 +423,7 @@ def decide(w: Work, p: int, cfg: ScoreConfig, unidentifiable: tuple[float, float
     picks = pq.read_table(picks_file) if os.path.exists(picks_file) else G.NO_PICKS
     part = part.append_column("group_pick", picks["detail"].take(pc.index_in(t["image_id"], value_set=picks["image_id"])))
     g = _read_globals(w)
-    g.index = _center_index(w)
+    g.index, g.scan = _center_index(w), _center_index(w, "centers-scan.faiss")
     if g.index is not None:
         g.neighbours = np.load(w.path("neighbours.npy"), mmap_mode="r")
     dups, near = (pq.read_table(f) if os.path.exists(f) else C.EMPTY_DUPS
@@ -532,7 +539,7 @@ def _cluster_table(nodes: pa.Table, edges: pa.Table, far_angle: float, by_size: 
 
 def _write_globals(w: Work, g: C.Globals) -> None:
     """The globals every ``decide`` task reads, as JSON (never a pickle: a run directory is data
-    that others open); the centers' index is its own file (centers.faiss)."""
+    that others open); the centers' index and scan are their own files (centers.faiss, centers-scan.faiss)."""
     write_json(w.path("globals.json"), {"names": list(g.names), "thresholds": dataclasses.asdict(g.thresholds),
                                         "into": g.into, "merge_sim": g.merge_sim})
 

@@ -337,8 +337,10 @@ def test_of_the_same_bytes_twice_the_original_name_stays():
 def test_the_nearest_other_identity_is_the_true_one_among_look_alikes():
     """12K identities in families of look-alikes (beyond the exact-search limit, so the center
     index is an IVF): with each identity's exact neighbours, scoring finds the true nearest other
-    center for >= 99% of faces; the IVF alone does not. Merge candidates come from the same
-    neighbours and equal an exhaustive search's."""
+    center for >= 99% of faces; the IVF alone does not. A face matching no identity (filed under an
+    unrelated label) gets its true person from the scan of every center, where the IVF and the
+    look-alikes miss some. Merge candidates come from the same neighbours and equal an exhaustive
+    search's."""
     from curate.stages import nearest
     from curate.testing.synth import family_centers, family_faces
 
@@ -351,18 +353,39 @@ def test_the_nearest_other_identity_is_the_true_one_among_look_alikes():
     assert index.ntotal == 12_000 and hasattr(index, "nlist")
     neighbours, sims = nearest.lookalikes(index, np.arange(len(centers)), centers)
     s = emb @ centers.T
+    lost = s[np.arange(len(emb)), label] < (far := np.cos(np.radians(78.0)))
     s[np.arange(len(emb)), label] = -np.inf
     truth = s.argmax(1)
     found, found_sim = nearest.nearest_other_identity(emb, label, index, neighbours=neighbours)
     ivf, _ = nearest.nearest_other_identity(emb, label, index)
     assert (found == truth).mean() >= 0.99 > (ivf == truth).mean()
     assert np.allclose(found_sim, s[np.arange(len(emb)), found], atol=2e-3)  # the index stores fp16
+    scan = nearest.center_scan(len(centers), centers)
+    nearest.add_centers(scan, np.arange(len(centers)), centers)
+    hop, _ = nearest.nearest_other_identity(emb, label, index, neighbours=neighbours, unmatched_cos=far)
+    ours, ours_sim = nearest.nearest_other_identity(emb, label, index, neighbours=neighbours, unmatched_cos=far, scan=scan)
+    assert lost.sum() > 100 and (hop == truth)[lost].mean() < 1.0 == (ours == truth)[lost].mean()
+    assert np.allclose(ours_sim, s[np.arange(len(emb)), ours], atol=2e-3)
     cc = centers @ centers.T
     np.fill_diagonal(cc, -1)
     a, b = np.nonzero(np.triu(cc >= 0.65))
     hit = sims >= 0.65
     pairs = nearest.merge_candidates(np.repeat(np.arange(len(centers)), hit.sum(1)), neighbours[hit], sims[hit])
     assert [(x, y) for x, y, _ in pairs] == list(zip(a.tolist(), b.tolist()))
+
+
+def test_a_center_index_trained_on_fewer_centers_than_the_exact_limit_is_still_the_ivf_it_is_filled_as():
+    """The centers step trains the index of 15K identities on 9,800 sampled centers, then adds them
+    all under their codes: an IVF (and its scan), not the exact index for a sample that small."""
+    from curate.stages import nearest
+
+    centers = np.random.default_rng(0).standard_normal((15_000, 64)).astype(np.float32)
+    index, scan = nearest.center_index(n=15_000, train=centers[:9_800]), nearest.center_scan(15_000, centers[:9_800])
+    for x in (index, scan):
+        nearest.add_centers(x, np.arange(15_000)[::-1], centers[::-1])
+    assert hasattr(index, "nlist") and index.ntotal == scan.ntotal == 15_000
+    assert np.allclose(nearest.center_rows(nearest.with_rows(index), np.array([7])), centers[7] / np.linalg.norm(centers[7]),
+                       atol=2e-3)
 
 
 def test_a_copy_of_a_photo_whose_face_the_recognizer_does_not_match_is_the_worse_one_s_flag():

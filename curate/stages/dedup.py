@@ -34,13 +34,14 @@ def _on_gpu(faiss) -> bool:
 
 
 def ivf_index(x: np.ndarray, nprobe: int = 16, fp16: bool = False, nlist: int | None = None, add: bool = True,
-           gpu: bool = True):
+           gpu: bool = True, exact: bool | None = None):
     """Inner-product index over the rows of x, normalised (added CHUNK rows at a time): exact up
-    to EXACT_LIMIT rows, IVF beyond with ``nlist`` cells (default 4 sqrt(N)), stored as fp16 when
-    asked (half the memory of a float32 copy, and exact enough for cosine thresholds)."""
+    to EXACT_LIMIT rows (or as ``exact`` says: x may be only the training sample of an index
+    filled later), IVF beyond with ``nlist`` cells (default 4 sqrt(N)), stored as fp16 when asked
+    (half the memory of a float32 copy, and exact enough for cosine thresholds)."""
     faiss = require_module("faiss", "default")
     n, d = x.shape
-    if n <= EXACT_LIMIT:
+    if n <= EXACT_LIMIT if exact is None else exact:
         index = faiss.IndexFlatIP(d)
     else:
         nlist = nlist or int(4 * np.sqrt(n))

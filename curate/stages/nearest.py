@@ -26,7 +26,7 @@ def center_index(centers: np.ndarray | None = None, n: int | None = None, train:
     if n <= EXACT_LIMIT:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(train.shape[1]))
     else:
-        index = ivf_index(train, nprobe=8, fp16=True, nlist=int(4 * np.sqrt(n)), add=False, gpu=False)
+        index = ivf_index(train, nprobe=8, fp16=True, nlist=int(4 * np.sqrt(n)), add=False, gpu=False, exact=False)
     if centers is not None:
         add_centers(index, np.arange(n), centers)
         with_rows(index)
@@ -34,9 +34,28 @@ def center_index(centers: np.ndarray | None = None, n: int | None = None, train:
 
 
 def add_centers(index, codes: np.ndarray, centers: np.ndarray) -> None:
-    """Centers (normalised here) into center_index's ``index`` under their codes."""
+    """Centers (normalised here) into center_index's or center_scan's ``index`` under their codes."""
     for a in range(0, len(centers), CHUNK):
         index.add_with_ids(unit_rows(centers, a, a + CHUNK), np.ascontiguousarray(codes[a : a + CHUNK], np.int64))
+
+
+SCAN_BYTES = 32  # a center's code in center_scan: 64 sub-vectors of 4 bits (product quantization, fast-scan)
+RERANK = 64  # of center_scan's nearest, re-ranked by the exact cosine
+
+
+def center_scan(n: int, train: np.ndarray):
+    """Beyond EXACT_LIMIT centers (center_index is an IVF then), a second index over every center
+    to search them all, compressed to SCAN_BYTES each (32 MB at 1M identities): for a face that
+    matches no identity, whose nearest center is often outside the cells nearest to it (at 200K
+    identities, 64 of 1,788 cells held a mislabelled face's true person for 85% of such faces;
+    this scan and its RERANK nearest, 100%). Trained on ``train`` (center_index's sample); centers
+    go in with add_centers. None for an exact center_index."""
+    if n <= EXACT_LIMIT:
+        return None
+    faiss = require_module("faiss", "default")
+    scan = faiss.IndexIDMap(faiss.IndexPQFastScan(train.shape[1], SCAN_BYTES * 2, 4, faiss.METRIC_INNER_PRODUCT))
+    scan.train(unit_rows(train))
+    return scan
 
 
 def with_rows(index):
@@ -91,12 +110,9 @@ def lookalikes(index, codes: np.ndarray, centers: np.ndarray, k: int = NEIGHBOUR
             np.pad(sims, ((0, 0), (0, pad)), constant_values=-1.0).astype(np.float32))
 
 
-DEEP_PROBES = 64  # probes for a face that matched no identity at the first search's
-
-
 def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.ndarray | None = None,
-                           neighbours: np.ndarray | None = None,
-                           unmatched_cos: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                           neighbours: np.ndarray | None = None, unmatched_cos: float | None = None,
+                           scan=None) -> tuple[np.ndarray, np.ndarray]:
     """For each face: the closest identity center outside its own identity's group, and that
     cosine (``index``: center_index of the centers; None for fewer than two identities; ``group``:
     (I,) group of each identity, e.g. the merge group of one person under several labels, whose
@@ -109,9 +125,10 @@ def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.
     a face that does not match its own identity (below ``unmatched_cos``), the look-alikes of the
     best found so far (a face filed under an unrelated label whose search found one of its true
     person's family, not the person: a second hop). A face that matched nobody (its own center and
-    best other both below ``unmatched_cos``) is searched again with DEEP_PROBES first. At 200K
-    identities in families of look-alikes (bench/center_search.py) the search alone found the true
-    nearest other center for 31% of faces. A ``codes`` value outside the identities (a face under
+    best other both below ``unmatched_cos``) is first searched over every center (``scan``,
+    center_scan), its RERANK nearest re-ranked exactly. At 200K identities in families of
+    look-alikes (bench/center_search.py) the search alone found the true nearest other center for
+    31% of faces. A ``codes`` value outside the identities (a face under
     no known label) uses the search alone."""
     if index is None:
         return np.full(len(emb), -1, np.int64), np.full(len(emb), -1.0, np.float32)
@@ -132,10 +149,10 @@ def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.
         r = kn[a : a + CHUNK]
         mine[r] = np.einsum("nd,nd->n", unit_rows(emb[r]), center_rows(index, codes[r]))
     lost = np.flatnonzero((mine < unmatched_cos) & (sim < unmatched_cos))
-    if len(lost) and hasattr(index, "nprobe"):
-        deep = search(index, emb[lost], k, DEEP_PROBES)
-        out[lost], sim[lost] = _best_other(*deep, None if cand is None else cand[lost],
-                                           None if csim is None else csim[lost], group, own[lost])
+    if len(lost) and scan is not None:
+        near = search(scan, emb[lost], min(RERANK, scan.ntotal))[1]
+        out[lost], sim[lost] = _best_other(sim[lost, None], out[lost, None], near, _exact(emb, lost, near, index),
+                                           group, own[lost])
     hop = np.flatnonzero((mine < unmatched_cos) & (out >= 0)) if neighbours is not None else []
     if len(hop):
         far = neighbours[out[hop]]
@@ -155,6 +172,17 @@ def _cosines(emb: np.ndarray, rows: np.ndarray, cand: np.ndarray, index) -> np.n
         u, inv = np.unique(cand[r], return_inverse=True)
         s = unit_rows(emb[rows[r]]) @ center_rows(index, np.maximum(u, 0)).T
         out[r] = np.take_along_axis(s, inv.reshape(len(r), -1), 1)
+    return np.where(cand >= 0, out, -2.0)
+
+
+def _exact(emb: np.ndarray, rows: np.ndarray, cand: np.ndarray, index) -> np.ndarray:
+    """(len(rows), K) the cosines of the faces ``rows`` of ``emb`` to their own candidates ``cand``
+    (-2 where -1), 128 faces at a time."""
+    out = np.full(cand.shape, -2.0, np.float32)
+    for a in range(0, len(rows), 128):
+        c = cand[a : a + 128]
+        centers = center_rows(index, np.maximum(c, 0).ravel()).reshape(*c.shape, -1)
+        out[a : a + 128] = np.einsum("nd,nkd->nk", unit_rows(emb[rows[a : a + 128]]), centers)
     return np.where(cand >= 0, out, -2.0)
 
 
