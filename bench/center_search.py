@@ -66,7 +66,7 @@ def run(n_ids: int, n_faces: int, n_check: int, seed: int) -> dict:
         nearest.add_centers(scan, np.arange(n_ids), centers)
     built = time.perf_counter() - t
     t = time.perf_counter()
-    neighbours, _ = nearest.lookalikes(index, np.arange(n_ids), centers)  # every core (the scoring: a task a partition)
+    neighbours, _ = nearest.lookalikes(index, np.arange(n_ids), centers, scan=scan)  # every core (scoring: a task a partition)
     neigh_s = time.perf_counter() - t
     faiss.omp_set_num_threads(1)  # one thread, as a decide task
     t = time.perf_counter()

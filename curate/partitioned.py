@@ -337,8 +337,9 @@ def lookalikes(w: Work, p: int, merge_cos: float) -> dict:
     """The look-alikes of the partition's identities (look/p=*.npz), and their pairs at the merge
     cosine or above (the merge candidates)."""
     codes = np.load(w.path("codes", f"p={p:05d}.npy"))
-    index = _center_index(w) if len(codes) else None
-    ids, sims = nearest.lookalikes(index, codes, np.load(w.path("ids", f"p={p:05d}.npy")) if len(codes) else None)
+    index, scan = (_center_index(w), _center_index(w, "centers-scan.faiss")) if len(codes) else (None, None)
+    ids, sims = nearest.lookalikes(index, codes, np.load(w.path("ids", f"p={p:05d}.npy")) if len(codes) else None,
+                                   scan=scan)
     np.savez(w.path("look", f"p={p:05d}.npz"), codes=codes, ids=ids.astype(np.int32))
     hit = (sims >= merge_cos) & (ids >= 0)
     return {"a": np.repeat(codes, hit.sum(1)).tolist(), "b": ids[hit].tolist(), "s": sims[hit].tolist()}

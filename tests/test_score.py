@@ -334,7 +334,7 @@ def test_of_the_same_bytes_twice_the_original_name_stays():
         assert kept == {"id000/photo.jpg": "ok", "id000/photo (1).jpg": "duplicate"}, (order, kept)
 
 
-def test_the_nearest_other_identity_is_the_true_one_among_look_alikes():
+def test_the_nearest_other_identity_is_the_true_one_among_look_alikes(monkeypatch):
     """12K identities in families of look-alikes (beyond the exact-search limit, so the center
     index is an IVF): with each identity's exact neighbours, scoring finds the true nearest other
     center for >= 99% of faces; the IVF alone does not. A face matching no identity (filed under an
@@ -366,6 +366,12 @@ def test_the_nearest_other_identity_is_the_true_one_among_look_alikes():
     ours, ours_sim = nearest.nearest_other_identity(emb, label, index, neighbours=neighbours, unmatched_cos=far, scan=scan)
     assert lost.sum() > 100 and (hop == truth)[lost].mean() < 1.0 == (ours == truth)[lost].mean()
     assert np.allclose(ours_sim, s[np.arange(len(emb)), ours], atol=2e-3)
+    monkeypatch.setattr(nearest, "EXACT_NEIGHBOURS", 5_000)  # beyond it, look-alikes come from the scan
+    scanned, scanned_sims = nearest.lookalikes(index, np.arange(len(centers)), centers, scan=scan)
+    family_of = family[neighbours] == family[:, None]  # the exact look-alikes that are family
+    found_too = np.array([np.isin(e, f) for e, f in zip(neighbours, scanned)])
+    assert (family_of & found_too).sum() >= 0.99 * family_of.sum()
+    assert np.allclose(scanned_sims, np.take_along_axis(centers @ centers.T, scanned, 1), atol=2e-3)
     cc = centers @ centers.T
     np.fill_diagonal(cc, -1)
     a, b = np.nonzero(np.triu(cc >= 0.65))
