@@ -1,7 +1,8 @@
-"""nearest: the identities' dominant centers, one index over all of them, each identity's
-look-alikes, every face's nearest other identity, and the merge candidates (faiss). The index
-is built once per scoring by one task and read from a file by the others (curate.partitioned):
-no process but those holds every center.
+"""nearest: the identities' dominant centers, one index over all of them (and, beyond a few
+thousand, a compressed scan of them all), each identity's look-alikes, every face's nearest other
+identity, and the merge candidates (faiss). The index and the scan are built once per scoring by
+one task and read from files by the others (curate.partitioned): no process but those holds
+every center.
 """
 
 from __future__ import annotations
