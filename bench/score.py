@@ -7,7 +7,7 @@ Embeddings are 512-d float16 (as shards store them), written shard by shard (cur
 EmbeddingCrawl: identities are clusters on the sphere, 10% label noise, 1% duplicates of which
 half byte-identical, shuffled over shards; a fifth of the re-saved copies filed under another
 identity with their photo hash 1-2 bits away: ``cross_copy_recall``, the share joined to their photo). Reports wall seconds per step, peak RSS of the driver
-and of the largest Ray worker, and the flags' precision and recall against the truth. Not a test.
+(also before and during each step) and of the largest Ray worker, and the flags' precision and recall against the truth. Not a test.
 Results go to stdout and bench-out/score.json.
 """
 
@@ -127,13 +127,20 @@ def run_one(n: int, ids: int, base: Path, in_memory: bool, keep: bool) -> dict:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(d / "curated", ignore_errors=True)
         (d / "curated").mkdir()
-        steps, t_all = {}, time.perf_counter()
+        steps, driver, t_all = {}, {}, time.perf_counter()
 
-        def timed(fn, items):  # seconds per step
+        def driver_peak(label):  # the driver's peak RSS since the last mark (MB), then reset
+            driver[label] = max(driver.get(label, 0), _status("self")["VmHWM"])
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+
+        def timed(fn, items):  # seconds per step, and the driver's peak before and during it
+            name = fn.func.__name__
+            driver_peak(f"before {name}")
             t = time.perf_counter()
             r = ray_map(fn, items)
-            name = fn.func.__name__
             steps[name] = round(steps.get(name, 0) + time.perf_counter() - t, 1)
+            driver_peak(f"during {name}")
             return r
 
         from curate import reviews as R
@@ -142,7 +149,9 @@ def run_one(n: int, ids: int, base: Path, in_memory: bool, keep: bool) -> dict:
                                           mapper=timed)
         P.stream_outputs(w, str(d / "scores.parquet"), str(d / "identities.parquet"))
         out["score_s"] = round(time.perf_counter() - t_all, 1)
-        out["driver_peak_rss_mb"] = _status("self")["VmHWM"]
+        driver_peak("after the steps")
+        out["driver_peak_rss_mb"] = max(driver.values())
+        out["driver_peak_rss_mb_by_step"] = driver
         out["steps_s"] = steps
         out["partitions"], out["groups"] = w.plan["partitions"], w.plan["groups"]
         sampler.stop.set()
