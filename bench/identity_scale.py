@@ -48,8 +48,8 @@ def _peak_mb() -> int:
 
 def _task(name: str, root: str, item: int, kw: dict) -> tuple[dict, float, int]:
     t = time.perf_counter()
-    if name == "decide":  # what a decide task adds: the index, read and made readable by id
-        P._center_index(P.Work(root))
+    if name == "decide":  # what a decide task adds: the index and its scan, read, the index made readable by id
+        P._centers(P.Work(root))
         out = {}
     else:
         out = getattr(P, name)(root, item, **kw)

@@ -325,11 +325,13 @@ def center_index(w: Work, _: int) -> dict:
     return {"impostor_p1": float(np.percentile(imp, 1)) if len(imp) else None}
 
 
-def _center_index(w: Work, name: str = "centers.faiss"):
-    """The centers' index (nearest.center_index), or with ``name`` centers-scan.faiss its scan
-    (nearest.center_scan); None where there is none."""
-    f = w.path(name)
-    return nearest.with_rows(__import__("faiss").read_index(f)) if os.path.exists(f) else None
+def _centers(w: Work) -> tuple:
+    """(index, scan): the centers' index (nearest.center_index, with_rows) and its scan
+    (nearest.center_scan), each None where the centers step wrote none."""
+    faiss = __import__("faiss")
+    index, scan = (faiss.read_index(f) if os.path.exists(f) else None
+                   for f in (w.path("centers.faiss"), w.path("centers-scan.faiss")))
+    return nearest.with_rows(index), scan
 
 
 @step("lookalikes")
@@ -337,7 +339,7 @@ def lookalikes(w: Work, p: int, merge_cos: float) -> dict:
     """The look-alikes of the partition's identities (look/p=*.npz), and their pairs at the merge
     cosine or above (the merge candidates)."""
     codes = np.load(w.path("codes", f"p={p:05d}.npy"))
-    index, scan = (_center_index(w), _center_index(w, "centers-scan.faiss")) if len(codes) else (None, None)
+    index, scan = _centers(w) if len(codes) else (None, None)
     ids, sims = nearest.lookalikes(index, codes, np.load(w.path("ids", f"p={p:05d}.npy")) if len(codes) else None,
                                    scan=scan)
     np.savez(w.path("look", f"p={p:05d}.npz"), codes=codes, ids=ids.astype(np.int32))
@@ -424,7 +426,7 @@ def decide(w: Work, p: int, cfg: ScoreConfig, unidentifiable: tuple[float, float
     picks = pq.read_table(picks_file) if os.path.exists(picks_file) else G.NO_PICKS
     part = part.append_column("group_pick", picks["detail"].take(pc.index_in(t["image_id"], value_set=picks["image_id"])))
     g = _read_globals(w)
-    g.index, g.scan = _center_index(w), _center_index(w, "centers-scan.faiss")
+    g.index, g.scan = _centers(w)
     if g.index is not None:
         g.neighbours = np.load(w.path("neighbours.npy"), mmap_mode="r")
     dups, near = (pq.read_table(f) if os.path.exists(f) else C.EMPTY_DUPS
