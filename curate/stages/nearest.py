@@ -168,14 +168,16 @@ def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.
 def _cosines(emb: np.ndarray, rows: np.ndarray, cand: np.ndarray, index) -> np.ndarray:
     """(len(rows), K) the cosines of the faces ``rows`` of ``emb`` to the centers ``cand`` (-2
     where a candidate is -1). Faces with the same first candidate (one identity's look-alikes) go
-    together, 512 at a time: each distinct center is read from the index once a chunk."""
+    together, 512 at a time: each distinct center is read from the index once a chunk, and each
+    face is multiplied by its own K only (a product with every center of the chunk cost 3-4x more
+    at 200K identities)."""
     out = np.full(cand.shape, -2.0, np.float32)
     order = np.argsort(cand[:, 0], kind="stable") if cand.shape[1] else np.zeros(0, np.int64)
     for a in range(0, len(order), 512):
         r = order[a : a + 512]
         u, inv = np.unique(cand[r], return_inverse=True)
-        s = unit_rows(emb[rows[r]]) @ center_rows(index, np.maximum(u, 0)).T
-        out[r] = np.take_along_axis(s, inv.reshape(len(r), -1), 1)
+        centers = center_rows(index, np.maximum(u, 0))[inv.reshape(len(r), -1)]
+        out[r] = np.matmul(centers, unit_rows(emb[rows[r]])[:, :, None])[..., 0]
     return np.where(cand >= 0, out, -2.0)
 
 
