@@ -301,18 +301,21 @@ def center_index(w: Work, _: int) -> dict:
     thousand), built from the partitions' centers one at a time, and the run's impostor angles'
     1st percentile (faces of the sample against other identities' centers)."""
     parts = sorted(glob.glob(w.path("ids", "p=*.npy")))
-    mats = [np.load(f, mmap_mode="r") for f in parts]  # read when used: the training rows, then each whole
-    n = sum(len(m) for m in mats)
-    train = np.zeros((0, next((m.shape[1] for m in mats if m.size), 1)), np.float32)
+    shapes = [np.load(f, mmap_mode="r").shape for f in parts]  # the headers
+    n = sum(s[0] for s in shapes)
+    train = np.zeros((0, next((s[1] for s in shapes if s[0]), 1)), np.float32)
     if n > dedup.EXACT_LIMIT:  # the IVF's cells: trained on CENTER_TRAIN centers a cell
         rng = np.random.default_rng(0)
         rate = min(1.0, CENTER_TRAIN * 4 * np.sqrt(n) / n)
-        train = np.concatenate([train] + [np.asarray(m[rng.random(len(m)) < rate]) for m in mats if m.size])
+        for f, (k, _) in zip(parts, shapes):  # mapped, only the sampled rows read, unmapped after
+            if k:
+                train = np.concatenate([train, np.load(f, mmap_mode="r")[rng.random(k) < rate]])
     index, scan = nearest.center_index(n=n, train=train), nearest.center_scan(n, train)
     if index is None:
         return {"impostor_p1": None}
-    for f, m in zip(parts, mats):
-        if m.size:
+    for f, (k, _) in zip(parts, shapes):  # a partition's centers at a time (2 KB a center: 2 GB at 1M)
+        if k:
+            m = np.load(f)
             for x in filter(None, (index, scan)):
                 nearest.add_centers(x, np.load(w.path("codes", os.path.basename(f))), m)
     faiss = __import__("faiss")
@@ -320,7 +323,7 @@ def center_index(w: Work, _: int) -> dict:
         faiss.write_index(scan, w.path("centers-scan.faiss"))
     faiss.write_index(nearest.with_rows(index), w.path("centers.faiss"))
     sample = _gather(w.path("sample", "*.parquet"))
-    imp = score.impostor_angles(C.unit_embeddings(sample) if len(sample) else train[:0],
+    imp = score.impostor_angles(decode_embeddings(sample["embedding"]) if len(sample) else train[:0],
                                 np.load(w.path("codes", "sample.npy")), index)
     return {"impostor_p1": float(np.percentile(imp, 1)) if len(imp) else None}
 

@@ -135,8 +135,10 @@ def subcenters(emb: np.ndarray, codes: np.ndarray, n_ids: int, norms: np.ndarray
 
 
 def impostor_angles(emb: np.ndarray, codes: np.ndarray, index, n: int = 100_000, seed: int = 0) -> np.ndarray:
-    """Angles (deg) between faces and *other* identities' centers (``index``: nearest.center_index,
-    with_rows), sampled: the impostor distribution. Empty with fewer than two identities."""
+    """Angles (deg) between faces (``emb``, any float dtype: normalised here) and *other*
+    identities' centers (``index``: nearest.center_index, with_rows), sampled: the impostor
+    distribution, CHUNK faces at a time. Empty with fewer than two identities."""
+    from curate.stages.dedup import CHUNK, unit_rows
     from curate.stages.nearest import center_rows
 
     n_ids = 0 if index is None else index.ntotal
@@ -145,7 +147,8 @@ def impostor_angles(emb: np.ndarray, codes: np.ndarray, index, n: int = 100_000,
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(emb), min(n, 4 * len(emb)))
     other = (codes[rows] + rng.integers(1, n_ids, len(rows))) % n_ids
-    cos = np.einsum("nd,nd->n", emb[rows], center_rows(index, other))
+    cos = np.concatenate([np.einsum("nd,nd->n", unit_rows(emb[rows[a : a + CHUNK]]), center_rows(index, other[a : a + CHUNK]))
+                          for a in range(0, len(rows), CHUNK)])
     return np.degrees(np.arccos(np.clip(cos, -1, 1)))
 
 
