@@ -8,7 +8,10 @@ costs more than the work (a 20-photo crawl: about 17 s of start-up for under 3 s
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Callable, Iterator
 
 from curate.config import Resources, RunConfig, ScoreConfig
@@ -59,13 +62,30 @@ def progress_bar(store: ShardStore, progress: bool):
     return tqdm(total=store.manifest["items"], initial=done, unit="img", desc="curate", smoothing=0.1)
 
 
-def shards_in_process(store: ShardStore, models: Models, res: Resources,
+def shards_in_process(store: ShardStore, models: Models, res: Resources, lanes: int = 1, allow_download: bool = False,
                       on_images: Callable[[int], None] | None = None) -> Iterator[dict]:
-    """Every pending shard of the run, one after the other; yields each shard's marker as it lands
-    (the same commit, marker last, as a Ray worker's: a killed run resumes with the rest)."""
+    """Every pending shard of the run on ``lanes`` threads, each with a model set of its own
+    (``models`` the first; the others load in their threads) whose onnxruntime sessions take
+    ``res.threads_per_worker`` threads, as a Ray worker's. Yields each shard's marker as it lands
+    (the same commit, marker last, as a Ray worker's: a killed run resumes with the rest). The
+    models release the GIL, so two lanes keep two cores busy where one lane's two-thread sessions
+    did not: detection gains nothing from a second thread (docs/throughput.md)."""
     cfg, source = store.config(), store.source()
-    for shard in store.pending():
-        yield process_shard(store, source, shard, models, cfg, res, on_batch=on_images)
+    spare: queue.SimpleQueue = queue.SimpleQueue()
+    spare.put(models)
+    own = threading.local()
+
+    def one(shard: int) -> dict:
+        if not hasattr(own, "models"):
+            try:
+                own.models = spare.get_nowait()
+            except queue.Empty:
+                own.models = load_models(cfg, allow_download=allow_download, threads=res.threads_per_worker)
+        return process_shard(store, source, shard, own.models, cfg, res, on_batch=on_images)
+
+    with ThreadPoolExecutor(max(1, lanes), thread_name_prefix="lane") as pool:
+        for done in as_completed([pool.submit(one, shard) for shard in store.pending()]):
+            yield done.result()
 
 
 def finalize(store: ShardStore) -> dict:
@@ -124,18 +144,20 @@ def run_in_process(input_path: str, out: str, config: dict, resources: dict, inp
                    input_options: dict | None = None, allow_download: bool = False, progress: bool = True,
                    score_config: dict | None = None, audit_after: bool = True, calibration: str | None = None) -> dict:
     """The curate flow's steps in this process (``flows.curate_flow.curate_flow`` takes the same
-    arguments): the models load once, with every core for onnxruntime; scoring runs its steps in
-    process. Results equal the flow's."""
+    arguments): the shards on a thread a core, each with its models (shards_in_process); scoring
+    runs its steps in process. Results equal the flow's."""
     from curate.scoring import score_run
 
     t0 = time.perf_counter()
     store = ShardStore(out)
+    res = Resources(**resources)
     _, models = plan(store, input_path, config, input_format, input_options or {}, allow_download, resources,
-                     threads=0)
+                     threads=res.threads_per_worker)
+    lanes = min(res.workers or max(1, (os.cpu_count() or 1) // res.threads_per_worker), len(store.pending()))
     bar = progress_bar(store, progress)
     t1 = time.perf_counter()
     try:
-        landed = list(shards_in_process(store, models, Resources(**resources), bar.update if bar else None))
+        landed = list(shards_in_process(store, models, res, lanes, allow_download, bar.update if bar else None))
     finally:
         if bar:
             bar.close()
