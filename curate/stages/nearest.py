@@ -141,20 +141,16 @@ def nearest_other_identity(emb: np.ndarray, codes: np.ndarray, index, group: np.
     k = min(index.ntotal, 1 + int(np.unique(group, return_counts=True)[1].max()))
     sims, ids = search(index, emb, k)
     cand = csim = mine = None
-    if neighbours is not None:  # the face's own center first, then its identity's look-alikes
-        known = (codes < len(neighbours))[:, None]
-        cand = np.where(known, np.c_[codes, neighbours[np.minimum(codes, len(neighbours) - 1)]], -1)
+    if neighbours is not None or unmatched_cos is not None:  # the face's own center, then its identity's look-alikes
+        own_code = np.where(codes < index.ntotal, codes, -1)[:, None]
+        alikes = (np.zeros((len(codes), 0), np.int64) if neighbours is None else
+                  np.where((codes < len(neighbours))[:, None], neighbours[np.minimum(codes, len(neighbours) - 1)], -1))
+        cand = np.c_[own_code, alikes]
         csim = _cosines(emb, np.arange(len(emb)), cand, index)
         mine, cand, csim = csim[:, 0], cand[:, 1:], csim[:, 1:]
     out, sim = _best_other(sims, ids, cand, csim, group, own)
     if unmatched_cos is None or not len(emb):
         return out, sim
-    if mine is None:
-        mine = np.full(len(emb), -1.0, np.float32)
-        kn = np.flatnonzero(codes < index.ntotal)
-        for a in range(0, len(kn), CHUNK):
-            r = kn[a : a + CHUNK]
-            mine[r] = np.einsum("nd,nd->n", unit_rows(emb[r]), center_rows(index, codes[r]))
     lost = np.flatnonzero((mine < unmatched_cos) & (sim < unmatched_cos))
     if len(lost) and scan is not None:
         near = search(scan, emb[lost], min(RERANK, scan.ntotal))[1]
