@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 
 from curate.errors import ConfigError
@@ -162,6 +163,10 @@ class Resources:
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(self.gpus_per_worker >= 0, "gpus_per_worker must be >= 0")
         _check(self.engine in ("auto", "local", "flow"), "engine must be auto, local or flow")
+
+    def local_workers(self) -> int:
+        """Workers on this machine: ``workers``, or its CPUs over ``threads_per_worker``."""
+        return self.workers or max(1, (os.cpu_count() or 1) // self.threads_per_worker)
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,7 @@ def plan(store: ShardStore, input_path: str, config: dict, input_format: str | N
     models = load_models(cfg, allow_download=allow_download, threads=threads)
     source = open_source(input_path, input_format, **input_options)
     res = Resources(**resources)
-    workers = res.workers or max(1, (os.cpu_count() or 1) // res.threads_per_worker)
-    manifest = store.open_run(source, cfg, workers)
+    manifest = store.open_run(source, cfg, res.local_workers())
     store.record_recognizer(models.recognizer, models.detector)
     return manifest, models
 
@@ -153,7 +152,7 @@ def run_in_process(input_path: str, out: str, config: dict, resources: dict, inp
     res = Resources(**resources)
     _, models = plan(store, input_path, config, input_format, input_options or {}, allow_download, resources,
                      threads=res.threads_per_worker)
-    lanes = min(res.workers or max(1, (os.cpu_count() or 1) // res.threads_per_worker), len(store.pending()))
+    lanes = min(res.local_workers(), len(store.pending()))
     bar = progress_bar(store, progress)
     t1 = time.perf_counter()
     try:

@@ -62,7 +62,7 @@ def curate(input_path, input_format, input_options, kw: dict) -> dict:
     source, _ = preflight(input_path, input_format, input_options, out, cfg)
     with run_lock(out):
         store = ShardStore(out)  # planned here, before Ray and Prefect start: a bad crawl fails at once
-        store.open_run(source, cfg, res.workers or max(1, (os.cpu_count() or 1) // res.threads_per_worker))
+        store.open_run(source, cfg, res.local_workers())
         from curate.steps import engine_for
 
         engine, why = engine_for(res.engine, store.manifest["items"], res)
