@@ -378,6 +378,16 @@ def evaluate(t: pa.Table, identities: pa.Table | None = None) -> dict:
                                                       / max(((kind == "unidentifiable") & scored).sum(), 1)), 4)
     out["unidentifiable_rejected_overall"] = round(float((~keep & (kind == "unidentifiable")).sum()
                                                          / max((kind == "unidentifiable").sum(), 1)), 4)
+    # the issue's definition applied to the truth: a clean photo the recognizer cannot verify
+    # against half of its person's other photos is badly seen (a Yale B face lit from the side)
+    hard = clean & scored & unverified(t)
+    out["clean_unverified"] = int(hard.sum())
+    out["clean_rejected_unidentifiable"] = round(float((clean & scored & (reason == "unidentifiable")).sum()
+                                                       / max((clean & scored).sum(), 1)), 4)
+    out["verified_clean_rejected_unidentifiable"] = round(
+        float((clean & scored & ~hard & (reason == "unidentifiable")).sum()) / max((clean & scored & ~hard).sum(), 1), 4)
+    out["unidentifiable_by_recognition"] = _pr((reason == "unidentifiable") & scored,
+                                               ((kind == "unidentifiable") | hard) & scored)
     out["nonface_rejected"] = round(float((~keep & (kind == "nonface")).sum() / max((kind == "nonface").sum(), 1)), 4)
     out["duplicates"] = duplicate_pairs(t)
     out["distinct_pairs_called_duplicate"] = distinct_pairs_called_duplicate(t)
@@ -427,6 +437,37 @@ def duplicate_pairs(t: pa.Table) -> dict:
     return {"pairs": len(pairs), "pairs_caught": hits, "recall": round(hits / len(pairs), 4) if pairs else None,
             "flagged": len(flagged), "precision": round(right / len(flagged), 4) if flagged else None,
             "per_kind": dict(sorted(per_kind.items()))}
+
+
+def unverified(t: pa.Table, fmr: float = 1e-3) -> np.ndarray:
+    """(N,) bool: an embedded face that the recognizer verifies against fewer than half of its
+    person's other photos (copies of its own photo left out) at the cosine where ``fmr`` of the
+    impostor pairs of the crawl's clean photos match: what the card's quality model is fitted to
+    predict, measured on the crawl itself."""
+    from curate.schema import decode_embeddings
+
+    kind = np.array(t["truth_kind"].to_pylist(), object)
+    person = np.array(t["truth_person"].to_pylist(), object)
+    m = np.flatnonzero((np.array(t["spine_reason"].to_pylist(), object) == "ok") & (person != None))  # noqa: E711
+    out = np.zeros(len(t), bool)
+    if len(m) < 3:
+        return out
+    emb = decode_embeddings(t["embedding"].take(pa.array(m))).astype(np.float32)
+    unit(emb, out=emb)
+    sim = emb @ emb.T
+    who = np.unique(person[m].astype(str), return_inverse=True)[1]
+    src, orig = np.array(t["source"].to_pylist(), object), np.array(t["truth_original"].to_pylist(), object)
+    photo = np.unique(np.where(orig != None, orig, src)[m].astype(str), return_inverse=True)[1]  # noqa: E711
+    originals = np.isin(kind[m], ("clean", "split"))
+    iu = np.triu_indices(len(m), 1)
+    imp = (who[iu[0]] != who[iu[1]]) & originals[iu[0]] & originals[iu[1]]
+    if not imp.any():
+        return out
+    thr = np.quantile(sim[iu][imp], 1.0 - fmr)
+    mates = (who[:, None] == who[None, :]) & (photo[:, None] != photo[None, :])
+    n = mates.sum(1)
+    out[m] = (n > 0) & (((sim > thr) & mates).sum(1) < n / 2)
+    return out
 
 
 def distinct_pairs_called_duplicate(t: pa.Table) -> dict:

@@ -100,6 +100,11 @@ SUMMARY = (("purity", ("purity",)), ("clean retention", ("clean_retention",)),
            ("unidentifiable recall, copies not matched", ("unidentifiable_unmatched", "recall")),
            ("degraded copies identified (matched, kept)", ("unidentifiable_matched_share",)),
            ("degraded copies rejected, any reason", ("unidentifiable_rejected_overall",)),
+           ("clean faces rejected as unidentifiable", ("clean_rejected_unidentifiable",)),
+           ("clean faces the recognizer cannot verify (of half their person's)", ("clean_unverified",)),
+           ("... clean faces it verifies, rejected as unidentifiable", ("verified_clean_rejected_unidentifiable",)),
+           ("unidentifiable precision, those counted as unidentifiable", ("unidentifiable_by_recognition", "precision")),
+           ("unidentifiable recall, those counted as unidentifiable", ("unidentifiable_by_recognition", "recall")),
            ("non-faces rejected", ("nonface_rejected",)))
 
 

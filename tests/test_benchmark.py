@@ -87,6 +87,8 @@ def hand_checked():
         "dup_of": [ids.get(r[8]) for r in rows], "truth_label": [r[3] for r in rows], "truth_person": [r[2] for r in rows],
         "truth_kind": [r[1] for r in rows], "truth_original": [r[4] for r in rows],
         "truth_detail": ["b~2" if r[1] == "split" else "crop" if r[1] == "duplicate" else None for r in rows],
+        # each face on its person's axis (the distractor z on its own): every face verifies its person's others
+        "embedding": encode_embeddings(np.eye(8)[[{"a": 0, "b": 1, "c": 2, "z": 3}.get(r[2], 4) for r in rows]]),
     })
     identities = pa.table({"identity": ["a", "b", "b~2", "c"], "merge_into": [None, None, "b", None]})
     return t, identities
@@ -109,8 +111,24 @@ def test_metrics_match_a_hand_checked_truth():
                                                     "lab": {"pairs": 0, "called": 0, "share": None}}
     assert m["merges"] == {"split_people": 1, "found": 1, "recall": 1.0, "links": 1, "precision": 1.0}
     assert m["unidentifiable"]["true"] == 0 and m["unidentifiable_rejected_overall"] == 1.0
+    assert m["clean_unverified"] == 0 and m["clean_rejected_unidentifiable"] == 0.0
     assert m["nonface_rejected"] == 1.0
     assert m["per_kind"]["clean"] == {"files": 4, "ok": 2, "far_from_dominant": 1, "decode_error": 1}
+
+
+def test_a_face_the_recognizer_cannot_verify_is_found_by_its_own_person():
+    """Person a: three photos on one axis, one lit from the side (its own axis); a degraded copy of
+    a's first photo counts no mate in that photo. Person b: three photos. Only the side-lit face
+    verifies fewer than half of its person's other photos; the copy verifies the two it may."""
+    rng = np.random.default_rng(0)
+    a, b, side = np.eye(16)[0], np.eye(16)[1], np.eye(16)[2]
+    emb = np.stack([a, a, a, side - 0.3 * a, a, b, b, b]) + 0.05 * rng.normal(size=(8, 16))
+    t = pa.table({"spine_reason": ["ok"] * 8, "truth_person": ["a"] * 5 + ["b"] * 3,
+                  "truth_kind": ["clean"] * 4 + ["unidentifiable"] + ["clean"] * 3,
+                  "source": ["a/1", "a/2", "a/3", "a/side", "a/bad", "b/1", "b/2", "b/3"],
+                  "truth_original": [None] * 4 + ["a/1"] + [None] * 3,
+                  "embedding": encode_embeddings(emb)})
+    assert B.unverified(t).tolist() == [False, False, False, True, False, False, False, False]
 
 
 def test_error_versus_discard_drops_the_lowest_quality_first():
