@@ -328,9 +328,15 @@ def joined(out: str, truth: pa.Table, scores: pa.Table | None = None, images: pa
             t = t.append_column(c, scores[c].take(take))
     current = store.current_scoring()
     curated = store.view_files(current).get("curated") if current else None
-    if curated and "bbox" not in t.column_names:  # the face the scoring chose (a group photo's may not be the spine's)
-        boxes = pa.concat_tables([pq.read_table(f, columns=["image_id", "bbox"]) for f in curated])
-        t = t.append_column("bbox", boxes["bbox"].take(pc.index_in(t["image_id"], value_set=boxes["image_id"])))
+    if curated and "bbox" not in t.column_names:
+        # the face the scoring chose, its box and its embedding: a group photo's may not be the
+        # spine's first face, and its quality is the chosen face's (the EDC pairs the two)
+        chosen = pa.concat_tables([pq.read_table(f, columns=["image_id", "bbox", "embedding"]) for f in curated])
+        at = pc.index_in(t["image_id"], value_set=chosen["image_id"])
+        emb = chosen["embedding"].combine_chunks().cast(t.schema.field("embedding").type).take(at)
+        t = t.set_column(t.schema.get_field_index("embedding"), "embedding",
+                         pc.if_else(pc.is_valid(at), emb, t["embedding"].combine_chunks()))
+        t = t.append_column("bbox", chosen["bbox"].take(at))
     tpos = {k: i for i, k in enumerate(truth["source"].to_pylist())}
     missing = [s for s in t["source"].to_pylist() if s not in tpos]
     if missing:

@@ -163,6 +163,16 @@ def test_curate_bench_end_to_end_on_a_few_identities(source, tmp_path):
         truth = pq.read_table(run / "truth.parquet")
         assert sum(k["files"] for k in m["per_kind"].values()) == m["files"] == len(truth)  # every file accounted for
         assert 0 <= m["purity"] <= 1 and 0 <= m["clean_retention"] <= 1
+        # the EDC pairs each row's quality with the embedding of the face the scoring judged (a
+        # group photo's chosen face, not the spine's first): joined carries the curated rows' own
+        from curate.io.shards import ShardStore
+
+        store = ShardStore.of(str(run))
+        curated = pa.concat_tables([pq.read_table(f, columns=["image_id", "embedding"])
+                                    for f in store.view_files(store.current_scoring())["curated"]])
+        t = B.joined(str(run), truth)
+        assert dict(zip(t["image_id"].to_pylist(), t["embedding"].to_pylist())) == \
+            dict(zip(curated["image_id"].to_pylist(), curated["embedding"].to_pylist()))
         edc = pq.read_table(run / "bench" / "edc.parquet")
         assert set(edc["signal"].to_pylist()) == set(B.EDC_SIGNALS)
         sweep = pq.read_table(run / "bench" / "sweep.parquet")
