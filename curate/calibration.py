@@ -176,11 +176,11 @@ def match_model(cal: dict, emb: np.ndarray, codes: np.ndarray, bad: np.ndarray, 
     if probe and len(np.unique(person[ok])) >= 5:  # the embedding's own say, as for people the probe never saw
         values["embedding"] = np.zeros(len(x))
         values["embedding"][ok] = quality.probe_logits(x[ok], rate[ok], person[ok], seed=seed)
-    model = quality.fit({k: v[ok] for k, v in values.items()}, rate[ok], x[ok], person[ok], seed=seed)
-    if "embedding" in model["signals"]:
-        model["probe"] = quality.probe(x[ok], rate[ok])
     clean = np.zeros(len(rate), bool)
     clean[: len(emb)] = True
+    model = quality.fit({k: v[ok] for k, v in values.items()}, rate[ok], x[ok], person[ok], seed=seed, clean=clean[ok])
+    if "embedding" in model["signals"]:
+        model["probe"] = quality.probe(x[ok], rate[ok])
     p = quality.probability(model, values)
     model.update(quality.thresholds(p[ok], rate[ok], clean[ok]))
     model["operating_point"] = (f"verified against another photo of the person at cosine {cos:.3f}, "

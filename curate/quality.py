@@ -11,7 +11,9 @@ by what discarding them does for verification. ``fit`` models the rate as a logi
 transformed quality signals (``FEATURES``); a fitted coefficient of the wrong sign drops its signal,
 so the chance is monotone in every signal it uses: a sharper, larger, better-detected face never
 scores lower. Signals are chosen by forward selection on the EDC of the chance predicted for people
-held out of the fit (folds by identity).
+held out of the fit (folds by identity), over sets of the reference's faces that look like a crawl
+(``crawl_like``: its photos, with 1 degraded copy in ``ANY_PRIOR``): the copies the fit needs at
+the low end would otherwise choose signals that only find copies.
 
 The fitted model lives in the card as ``quality.match`` (plain numbers) and scoring applies it with
 ``probability``. ``quality`` = 100 x that chance. ``thresholds`` chooses, on the reference, the
@@ -139,20 +141,37 @@ def _monotone(w: np.ndarray, names: list[str]) -> bool:
     return all(np.sign(c) in (0, FEATURES[k][1]) for c, k in zip(w[1:], names))
 
 
+def crawl_like(clean: np.ndarray, rng: np.random.Generator, max_faces: int = 2000, draws: int = 3) -> list[np.ndarray]:
+    """Sets of reference faces that look like a crawl, for the EDC that chooses signals: its own
+    photos (``clean`` (N,) bool; up to ``max_faces`` in all, pairs grow as N^2) with copies made
+    to be 1 in ``ANY_PRIOR`` of the set, ``draws`` draws of them. A reference holds a degraded copy
+    for every few photos, to fit the chance of matching at its low end; an EDC over that mix
+    rewards a signal for finding copies, where a crawl's EDC is mostly its own photos' natural
+    spread (pose, size, light)."""
+    c, b = np.flatnonzero(clean), np.flatnonzero(~clean)
+    n_b = min(len(b), int(round(min(len(c), max_faces) / (ANY_PRIOR - 1))))
+    n_c = min(len(c), max_faces - n_b)
+    return [np.sort(np.r_[rng.choice(c, n_c, replace=False), rng.choice(b, n_b, replace=False)])
+            for _ in range(draws if n_b else 1)]
+
+
 def fit(values: dict[str, np.ndarray], matched: np.ndarray, emb: np.ndarray, person: np.ndarray, folds: int = 5,
-        seed: int = 0, max_faces: int = 2000) -> dict:
+        seed: int = 0, max_faces: int = 2000, clean: np.ndarray | None = None) -> dict:
     """The match model of a reference: ``values`` signal -> (N,) (``FEATURES``' names; a signal
     missing for any face is not a candidate), ``matched`` (N,) each face's match rate in [0, 1]
-    (or bool), ``emb`` (N, D) unit
-    embeddings and ``person`` (N,) int identity codes for the held-out EDC. -> the card's
-    ``quality.match`` (module doc), with the held-out EDC of each step and of each signal alone."""
+    (or bool), ``emb`` (N, D) unit embeddings and ``person`` (N,) int identity codes for the
+    held-out EDC, ``clean`` (N,) bool the reference's own photos (the rest: degraded copies), for
+    an EDC over crawl-like sets of them (``crawl_like``; None: a random ``max_faces``). -> the
+    card's ``quality.match`` (module doc), with the held-out EDC of each step and of each signal
+    alone."""
     rng = np.random.default_rng(seed)
     y = np.asarray(matched, np.float64)
     cands = [k for k in FEATURES if k in values and np.isfinite(np.asarray(values[k], np.float64)).all()]
     ids = np.unique(person)
     fold = dict(zip(ids.tolist(), (rng.permutation(len(ids)) % folds).tolist()))
     f_of = np.array([fold[p] for p in person.tolist()])
-    sub = np.sort(rng.choice(len(y), min(max_faces, len(y)), replace=False))  # the EDC's faces (pairs grow as N^2)
+    subs = crawl_like(np.asarray(clean, bool), rng, max_faces) if clean is not None else \
+        [np.sort(rng.choice(len(y), min(max_faces, len(y)), replace=False))]
 
     def predicted(names: list[str]) -> np.ndarray | None:
         """Each face's probability from a model fitted without its person; None if not monotone."""
@@ -169,7 +188,7 @@ def fit(values: dict[str, np.ndarray], matched: np.ndarray, emb: np.ndarray, per
 
     def held_out(names: list[str]) -> float:
         p = predicted(names)
-        return edc(emb[sub], person[sub], p[sub]) if p is not None else float("nan")
+        return float(np.mean([edc(emb[s], person[s], p[s]) for s in subs])) if p is not None else float("nan")
 
     alone = {k: held_out([k]) for k in cands}
     chosen, best, steps = [], float("inf"), []
@@ -192,7 +211,7 @@ def fit(values: dict[str, np.ndarray], matched: np.ndarray, emb: np.ndarray, per
     for name, names in (("quality", chosen), *((k, [k]) for k in ("det_score", "norm") if k in cands)):
         p = predicted(names) if names else None
         if p is not None:
-            curves[name] = edc_curve(emb[sub], person[sub], p[sub])
+            curves[name] = np.mean([edc_curve(emb[s], person[s], p[s]) for s in subs], 0).round(5).tolist()
     return {"signals": chosen, "mean": mean.round(6).tolist(), "scale": scale.round(6).tolist(),
             "intercept": round(float(w[0]), 6), "coef": w[1:].round(6).tolist(), "steps": steps,
             "edc_alone": {k: round(v, 4) if np.isfinite(v) else None for k, v in alone.items()},  # None: wrong sign alone

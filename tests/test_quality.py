@@ -52,6 +52,32 @@ def test_a_signal_of_the_wrong_sign_is_never_used():
     assert m["steps"] == []
 
 
+def test_signals_are_chosen_by_what_they_do_on_a_crawl_not_on_the_references_mix():
+    """A reference holds a degraded copy for every few photos, a crawl about 1 in 30. A signal that
+    only finds the copies (sharpness here) wins an EDC over the reference's own mix; the one that
+    ranks the photos' natural spread (yaw) wins over crawl-like sets (quality.crawl_like), where the
+    card's quality is used."""
+    rng = np.random.default_rng(3)
+    n_ids, per, d = 40, 12, 32
+    person = np.repeat(np.arange(n_ids), per)
+    hard = rng.uniform(0, 1, len(person)) ** 3  # a few photos turned far away
+    centers = unit(rng.normal(size=(n_ids, d)))
+    emb = unit(centers[person] * (1 - 0.8 * hard[:, None]) + rng.normal(scale=0.15 + 0.5 * hard[:, None], size=(len(person), d)))
+    of = np.arange(0, len(person), 2)  # a degraded copy of every other photo, its face drifted away
+    damage = rng.uniform(0.5, 1.0, len(of))
+    copies = unit(emb[of] * (1 - damage[:, None]) + rng.normal(scale=0.6 * damage[:, None], size=(len(of), d)))
+    emb, who = np.r_[emb, copies], np.r_[person, person[of]]
+    clean = np.r_[np.ones(len(person), bool), np.zeros(len(of), bool)]
+    values = {"yaw": 60 * np.r_[hard, hard[of]] + rng.uniform(0, 3, len(emb)),
+              "sharpness": np.r_[rng.uniform(150, 300, len(person)), 300 * np.exp(-4 * damage)]}
+    tmpl = unit(np.stack([emb[clean & (who == k)].sum(0) for k in range(n_ids)]))
+    matched = np.einsum("nd,nd->n", emb, tmpl[who]) > 0.5
+    sets = quality.crawl_like(clean, np.random.default_rng(0))
+    assert len(sets) == 3 and all(abs((~clean[s]).mean() - 1 / quality.ANY_PRIOR) < 0.005 for s in sets)
+    assert quality.fit(values, matched, emb, who)["signals"][0] == "sharpness"
+    assert quality.fit(values, matched, emb, who, clean=clean)["signals"][0] == "yaw"
+
+
 def test_thresholds_call_a_poor_face_unidentifiable_only_at_the_stated_odds():
     """Any face under the first threshold, a face that does not match under the second: each the
     highest quality at which the reference's failing faces outnumber its passing ones by the odds
