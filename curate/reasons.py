@@ -43,8 +43,8 @@ REASONS = (
     Reason("low_det_score", "detect", False, "the chosen face's detector score is low", "below min_score"),
     Reason("too_small", "detect", False, "the chosen face is small", "below --min-face-size px"),
     Reason("embed_error", "embed", False, "the recognizer returned a NaN, Inf or zero feature", "a non-finite embedding"),
-    Reason("duplicate", "score", False, "the same photo again (re-encoded, resized, mirrored, cropped, captioned); "
-           "the best-quality copy stays", "identical bytes, or perceptual hashes of the photo and of the face that say "
+    Reason("duplicate", "score", False, "the same photo again (re-encoded, resized, mirrored); "
+           "the best-quality copy stays", "identical bytes, or the photo's perceptual hashes (64 and 256 bits) that say "
            "copy (curate.stages.dedup.copy_pairs) with an embedding cosine of at least 0.7 (except a copy of a face "
            "filed under another identity and far from its own: then the label flag)"),
     Reason("near_identical", "score", False, "a distinct shot nearly the same as a better one (burst, video frame, "
