@@ -1,7 +1,7 @@
 """The benchmark's quality EDC on people the card never saw (issue 28).
 
     .venv/bin/python bench/quality_unseen.py --bench B [--bench W ...] [--faces ../shared/data/faces]
-                                             [--splits 6] [--held-out 0.4]
+                                             [--splits 12] [--held-out 0.4]
 
 `curate bench` measures quality on crawls built from the same people as the default card's
 reference (../shared/data/faces), so its EDC includes what the card's quality model learned of
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--faces", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"))
     ap.add_argument("--detector", default="yunet")
     ap.add_argument("--recognizer", default="edgeface_s")
-    ap.add_argument("--splits", type=int, default=6)
+    ap.add_argument("--splits", type=int, default=12)
     ap.add_argument("--held-out", type=float, default=0.4, help="Share of the reference's people held out of each fit.")
     args = ap.parse_args()
     from curate import benchmark as B
