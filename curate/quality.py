@@ -210,8 +210,9 @@ def fit(values: dict[str, np.ndarray], matched: np.ndarray, emb: np.ndarray, per
     curves = {"discard": DISCARD.round(2).tolist()}
     for name, names in (("quality", chosen), *((k, [k]) for k in ("det_score", "norm") if k in cands)):
         p = predicted(names) if names else None
-        if p is not None:
-            curves[name] = np.mean([edc_curve(emb[s], person[s], p[s]) for s in subs], 0).round(5).tolist()
+        if p is not None:  # the draws' curves, averaged (a tiny reference may lose a step's pairs in one)
+            cs = [edc_curve(emb[s], person[s], p[s]) for s in subs]
+            curves[name] = np.mean([c[: min(map(len, cs))] for c in cs], 0).round(5).tolist()
     return {"signals": chosen, "mean": mean.round(6).tolist(), "scale": scale.round(6).tolist(),
             "intercept": round(float(w[0]), 6), "coef": w[1:].round(6).tolist(), "steps": steps,
             "edc_alone": {k: round(v, 4) if np.isfinite(v) else None for k, v in alone.items()},  # None: wrong sign alone
