@@ -161,7 +161,8 @@ def fit(values: dict[str, np.ndarray], matched: np.ndarray, emb: np.ndarray, per
     missing for any face is not a candidate), ``matched`` (N,) each face's match rate in [0, 1]
     (or bool), ``emb`` (N, D) unit embeddings and ``person`` (N,) int identity codes for the
     held-out EDC, ``clean`` (N,) bool the reference's own photos (the rest: degraded copies), for
-    an EDC over crawl-like sets of them (``crawl_like``; None: a random ``max_faces``). -> the
+    an EDC over crawl-like sets of them (``crawl_like``; None: every face a photo, so one random
+    ``max_faces`` of them). -> the
     card's ``quality.match`` (module doc), with the held-out EDC of each step and of each signal
     alone."""
     rng = np.random.default_rng(seed)
@@ -170,8 +171,7 @@ def fit(values: dict[str, np.ndarray], matched: np.ndarray, emb: np.ndarray, per
     ids = np.unique(person)
     fold = dict(zip(ids.tolist(), (rng.permutation(len(ids)) % folds).tolist()))
     f_of = np.array([fold[p] for p in person.tolist()])
-    subs = crawl_like(np.asarray(clean, bool), rng, max_faces) if clean is not None else \
-        [np.sort(rng.choice(len(y), min(max_faces, len(y)), replace=False))]
+    subs = crawl_like(np.ones(len(y), bool) if clean is None else np.asarray(clean, bool), rng, max_faces)
 
     def predicted(names: list[str]) -> np.ndarray | None:
         """Each face's probability from a model fitted without its person; None if not monotone."""
